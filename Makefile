@@ -1,0 +1,48 @@
+# rndpo developer targets. `make help` lists them; `make all` is what CI runs.
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: help install build demo test test-rust test-python lint format bench study wheel all
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## install rndpo (editable, with test extras); torch is installed once and then reused
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+build: ## rebuild the Rust extension in place (release)
+	$(PYTHON) -m pip install -q -e . --no-deps
+
+demo: install ## the main job: base model, proposals, judges, mining, sft_top/DPO/RN-DPO, summary table
+	$(PYTHON) -m rndpo demo --out rndpo-demo --overwrite
+
+test: install test-rust test-python ## everything: Rust tests, type stubs, pytest
+
+test-rust: ## cargo tests of the pure Rust core
+	cargo test -p rndpo-core --release --quiet
+
+test-python: ## pytest (exit code 5, no test collected, counts as a failure)
+	$(PYTHON) -m mypy.stubtest rndpo._core
+	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: ## ruff, mypy, cargo fmt --check, clippy
+	ruff format --check python tests benches
+	ruff check python tests benches
+	$(PYTHON) -m mypy
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+
+format: ## format Python and Rust
+	ruff format python tests benches
+	ruff check --fix python tests benches
+	cargo fmt --all
+
+bench: install ## speed benchmarks: miners and losses, ratios against baselines measured in the same run
+	$(PYTHON) benches/bench_mining.py
+	$(PYTHON) benches/bench_losses.py
+
+wheel: ## build the abi3 wheel and the sdist into dist/
+	$(PYTHON) -m maturin build --release --sdist --out dist
+
+all: test ## what CI runs

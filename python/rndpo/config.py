@@ -1,0 +1,432 @@
+"""Experiment configuration: one frozen dataclass per concern, read from TOML with clear errors.
+
+A run config is a TOML file with the tables ``[data]``, ``[model]``, ``[base]``, ``[proposals]``,
+``[judges]``, ``[mining]``, ``[finetune]`` and ``[methods]``, plus top-level ``seeds`` and ``device``.
+Every field has a default, so an empty file is the built-in synthetic demo. Unknown keys and invalid
+choices raise :class:`ConfigError` naming the key, the valid choices and the value received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from rndpo.proposals import ProposalConfig
+from rndpo.supervised import BaseTrainConfig
+
+__all__ = [
+    "METHOD_PRESETS",
+    "ConfigError",
+    "DataConfig",
+    "FinetuneConfig",
+    "JudgeConfig",
+    "MethodConfig",
+    "MiningConfig",
+    "ModelConfig",
+    "RunConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _literal_choices(tp: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    return None
+
+
+def _check_literals(obj: Any, prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        choices = _literal_choices(hints[f.name])
+        if choices is not None and getattr(obj, f.name) not in choices:
+            raise ConfigError(
+                f"{prefix}.{f.name} must be one of {list(choices)}, got {getattr(obj, f.name)!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Where images and masks come from and how they are split."""
+
+    kind: Literal["synthetic", "npz", "folder", "nifti"] = field(
+        default="synthetic", metadata=_help("dataset source")
+    )
+    path: str = field(default="", metadata=_help("npz file, or folder (folder: images/ and masks/ inside)"))
+    mask_path: str = field(default="", metadata=_help("folder: mask folder (default: <path>/masks)"))
+    mask_suffix: str = field(default="", metadata=_help("folder: suffix of mask file stems, e.g. _mask"))
+    nifti_images: tuple[str, ...] = field(default=(), metadata=_help("nifti: image volume paths"))
+    nifti_masks: tuple[str, ...] = field(default=(), metadata=_help("nifti: mask volume paths"))
+    nifti_axis: int = field(default=2, metadata=_help("nifti: slicing axis"))
+    image_size: int = field(
+        default=64, metadata=_help("square size images are resized to (synthetic: generated at)")
+    )
+    n_images: int = field(default=400, metadata=_help("synthetic: number of images"))
+    group_by: Literal["none", "id_prefix"] = field(
+        default="none", metadata=_help("npz: group ids so that a group never crosses splits")
+    )
+    label_budget: float = field(
+        default=0.1, metadata=_help("labeled share of the train pool (<=1) or count (>1)")
+    )
+    val_fraction: float = field(default=0.1, metadata=_help("validation share"))
+    test_fraction: float = field(default=0.2, metadata=_help("test share"))
+    max_unlabeled: int = field(
+        default=0, metadata=_help("cap on unlabeled images used for proposals (0: all)")
+    )
+    seed: int = field(default=0, metadata=_help("data generation and split seed"))
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "data")
+        if self.kind != "synthetic" and self.kind != "nifti" and not self.path:
+            raise ConfigError(f"data.path is required for data.kind = {self.kind!r}")
+        if self.kind == "nifti" and (
+            not self.nifti_images or len(self.nifti_images) != len(self.nifti_masks)
+        ):
+            raise ConfigError(
+                "data.nifti_images and data.nifti_masks must be non-empty lists of equal length"
+            )
+        if self.image_size < 8:
+            raise ConfigError(f"data.image_size must be >= 8, got {self.image_size}")
+        if self.label_budget <= 0:
+            raise ConfigError(f"data.label_budget must be > 0, got {self.label_budget}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """U-Net architecture."""
+
+    channels: tuple[int, ...] = field(default=(16, 32, 64, 128), metadata=_help("features per level"))
+    dropout: float = field(default=0.1, metadata=_help("dropout probability (MC-dropout proposals)"))
+
+    def __post_init__(self) -> None:
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ConfigError(f"model.channels must be positive integers, got {list(self.channels)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+JUDGE_NAMES = ("oracle", "noisy_oracle", "agreement", "consensus", "uncertainty", "learned_qc")
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeConfig:
+    """Which judges score the proposals."""
+
+    names: tuple[str, ...] = field(
+        default=("agreement", "noisy_oracle"), metadata=_help(f"judges, from {list(JUDGE_NAMES)}")
+    )
+    reliabilities: tuple[float, ...] = field(
+        default=(0.7,), metadata=_help("noisy_oracle: target Spearman correlations with true Dice")
+    )
+    uncertainty_mode: Literal["confidence", "entropy", "boundary"] = field(
+        default="confidence", metadata=_help("uncertainty judge score")
+    )
+    qc_steps: int = field(default=300, metadata=_help("learned_qc: training steps"))
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "judges")
+        for name in self.names:
+            if name not in JUDGE_NAMES:
+                raise ConfigError(f"judges.names: unknown judge {name!r}; valid choices: {list(JUDGE_NAMES)}")
+        if not self.names:
+            raise ConfigError("judges.names must name at least one judge")
+        for rho in self.reliabilities:
+            if not 0.0 <= rho <= 1.0:
+                raise ConfigError(f"judges.reliabilities must lie in [0, 1], got {rho}")
+
+    def judge_labels(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(label, judge name, kwargs) for each judge to run; one noisy oracle per reliability."""
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for name in self.names:
+            if name == "noisy_oracle":
+                out += [(f"noisy_oracle@{rho:g}", name, {"reliability": rho}) for rho in self.reliabilities]
+            elif name == "uncertainty":
+                out.append((name, name, {"mode": self.uncertainty_mode}))
+            else:
+                out.append((name, name, {}))
+        return out
+
+
+STRATEGIES = ("top_vs_bottom", "top_vs_rest", "adjacent", "all_pairs", "top_vs_random", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class MiningConfig:
+    """How preference pairs are mined from judge scores (see :func:`rndpo.mine_pairs`)."""
+
+    strategies: tuple[str, ...] = field(
+        default=("top_vs_bottom",), metadata=_help(f"from {list(STRATEGIES)}")
+    )
+    min_margin: float = field(default=0.0, metadata=_help("keep pairs with score margin > this"))
+    min_region: int = field(default=1, metadata=_help("minimum disagreement-region size |D|"))
+    max_region: int = field(default=0, metadata=_help("maximum |D| (0: no bound)"))
+    max_pairs_per_image: int = field(default=0, metadata=_help("cap per image (0: no cap)"))
+
+    def __post_init__(self) -> None:
+        for s in self.strategies:
+            if s not in STRATEGIES:
+                raise ConfigError(
+                    f"mining.strategies: unknown strategy {s!r}; valid choices: {list(STRATEGIES)}"
+                )
+        if not self.strategies:
+            raise ConfigError("mining.strategies must name at least one strategy")
+        if self.min_region < 0 or self.max_region < 0 or self.max_pairs_per_image < 0:
+            raise ConfigError("mining.min_region, max_region and max_pairs_per_image must be >= 0")
+        if self.max_region and self.max_region < self.min_region:
+            raise ConfigError(
+                f"mining.max_region ({self.max_region}) must be >= min_region ({self.min_region})"
+            )
+
+
+OBJECTIVES = ("sft_top", "preference")
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "cdpo")
+
+
+@dataclass(frozen=True, slots=True)
+class MethodConfig:
+    """One fine-tuning objective: pseudo-label SFT on the judge's top pick, or a preference loss."""
+
+    objective: Literal["sft_top", "preference"] = field(
+        default="preference", metadata=_help("objective family")
+    )
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "cdpo"] = field(
+        default="sigmoid", metadata=_help("preference loss type")
+    )
+    beta: float = field(default=0.5, metadata=_help("inverse temperature of the preference loss"))
+    region_power: float = field(default=1.0, metadata=_help("margin divided by |D|**p: 1 RN-DPO, 0 DPO"))
+    normalization: Literal["margin", "weight"] = field(
+        default="margin", metadata=_help("apply 1/|D|**p inside the sigmoid (margin) or as a pair weight")
+    )
+    label_smoothing: float = field(default=0.0, metadata=_help("robust/cdpo: assumed label-flip rate"))
+    anchor_weight: float = field(default=0.0, metadata=_help("weight of a supervised term on labeled images"))
+
+    def __post_init__(self) -> None:
+        _check_literals(self, "methods.<name>")
+        if self.beta <= 0:
+            raise ConfigError(f"methods.<name>.beta must be > 0, got {self.beta}")
+        if self.region_power < 0:
+            raise ConfigError(f"methods.<name>.region_power must be >= 0, got {self.region_power}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(
+                f"methods.<name>.label_smoothing must be in [0, 0.5), got {self.label_smoothing}"
+            )
+        if self.anchor_weight < 0:
+            raise ConfigError(f"methods.<name>.anchor_weight must be >= 0, got {self.anchor_weight}")
+
+
+METHOD_PRESETS: dict[str, MethodConfig] = {
+    "sft_top": MethodConfig(objective="sft_top"),
+    "dpo": MethodConfig(loss_type="sigmoid", region_power=0.0, beta=0.02),
+    "rndpo": MethodConfig(loss_type="sigmoid", region_power=1.0, beta=0.5),
+    "rndpo_weight": MethodConfig(loss_type="sigmoid", region_power=1.0, beta=0.02, normalization="weight"),
+    "ipo": MethodConfig(loss_type="ipo", region_power=0.0, beta=0.02),
+    "rn_ipo": MethodConfig(loss_type="ipo", region_power=1.0, beta=0.5),
+    "rn_hinge": MethodConfig(loss_type="hinge", region_power=1.0, beta=0.5),
+    "rn_robust": MethodConfig(loss_type="robust", region_power=1.0, beta=0.5, label_smoothing=0.1),
+    "rn_cdpo": MethodConfig(loss_type="cdpo", region_power=1.0, beta=0.5, label_smoothing=0.1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FinetuneConfig:
+    """Preference fine-tuning against the frozen base model."""
+
+    steps: int = field(default=150, metadata=_help("optimizer steps per run"))
+    batch_size: int = field(default=16, metadata=_help("pairs per step"))
+    lr: float = field(default=1e-4, metadata=_help("AdamW learning rate"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    eval_every: int = field(default=15, metadata=_help("steps between test-set evaluations"))
+    final_window: int = field(
+        default=3, metadata=_help("final (sustained) Dice = mean of the last N evaluations")
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "eval_every", "final_window"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"finetune.{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"finetune.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """A whole experiment: every (method, judge, miner, seed) combination is one fine-tuning run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    base: BaseTrainConfig = field(default_factory=BaseTrainConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    judges: JudgeConfig = field(default_factory=JudgeConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    methods: dict[str, MethodConfig] = field(
+        default_factory=lambda: {k: METHOD_PRESETS[k] for k in ("sft_top", "dpo", "rndpo")}
+    )
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ConfigError("seeds must list at least one seed")
+        if not self.methods:
+            raise ConfigError("methods must name at least one method")
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "base": BaseTrainConfig,
+    "proposals": ProposalConfig,
+    "judges": JudgeConfig,
+    "mining": MiningConfig,
+    "finetune": FinetuneConfig,
+}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a TOML value to the annotated field type, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        last: ConfigError | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                last = err
+        raise last or ConfigError(f"{key}: invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def _section_from_dict(cls: type, raw: Any, prefix: str, base: Any = None) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{prefix}] must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {prefix}.{key}; valid keys: {names}")
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("methods.<name>", prefix)) from None
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[{prefix}] {err}") from None
+
+
+def _methods_from_dict(raw: Any) -> dict[str, MethodConfig]:
+    """``methods`` is a list of preset names, or a table of name -> {preset = ..., overrides}."""
+    if isinstance(raw, list):
+        out = {}
+        for name in raw:
+            if name not in METHOD_PRESETS:
+                raise ConfigError(f"methods: unknown preset {name!r}; valid choices: {list(METHOD_PRESETS)}")
+            out[name] = METHOD_PRESETS[name]
+        return out
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"methods must be a list of presets or a table, got {type(raw).__name__}")
+    methods = {}
+    for name, table in raw.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"methods.{name} must be a table, got {type(table).__name__}")
+        table = dict(table)
+        preset = table.pop("preset", name if name in METHOD_PRESETS else None)
+        if preset is not None and preset not in METHOD_PRESETS:
+            raise ConfigError(
+                f"methods.{name}.preset: unknown preset {preset!r}; valid: {list(METHOD_PRESETS)}"
+            )
+        base = METHOD_PRESETS[preset] if preset is not None else None
+        methods[name] = _section_from_dict(MethodConfig, table, f"methods.{name}", base)
+    return methods
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a parsed TOML mapping."""
+    top = {"seeds", "device", "methods", *_SECTIONS}
+    for key in raw:
+        if key not in top:
+            raise ConfigError(f"unknown top-level key {key!r}; valid keys: {sorted(top)}")
+    kwargs: dict[str, Any] = {
+        name: _section_from_dict(cls, raw[name], name) for name, cls in _SECTIONS.items() if name in raw
+    }
+    if "methods" in raw:
+        kwargs["methods"] = _methods_from_dict(raw["methods"])
+    if "seeds" in raw:
+        kwargs["seeds"] = _coerce(raw["seeds"], tuple[int, ...], "seeds")
+    if "device" in raw:
+        kwargs["device"] = _coerce(raw["device"], str, "device")
+    return RunConfig(**kwargs)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    return config_from_dict(raw)
+
+
+def config_to_dict(config: Any) -> Any:
+    """A JSON/TOML-ready dict of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, Mapping):
+        return {k: config_to_dict(v) for k, v in config.items()}
+    if isinstance(config, list | tuple):
+        return [config_to_dict(v) for v in config]
+    return config

@@ -1,0 +1,261 @@
+"""Fine-tuning a segmenter against its frozen base from mined preference pairs (or the judge's top pick).
+
+The reference (base) model's logits on the bank images are computed once, stored as float16 and
+streamed, so the reference network is not kept in memory beside the policy. Policy and reference are
+scored in eval mode (dropout off, batch-norm statistics frozen), so at step 0 the sigmoid loss is ln 2.
+
+Runs are resumable: a checkpoint (model, optimizer, sampler state, curve, logs) is written atomically
+at every evaluation, and a resumed run continues bit-for-bit where the interrupted one stopped.
+Under ``torchrun`` the batch is split across processes and gradients are averaged by
+DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from rndpo.config import FinetuneConfig, MethodConfig
+from rndpo.data import SegmentationDataset
+from rndpo.inference import predict_logits, predict_probs
+from rndpo.losses import preference_loss, sft_top_loss, supervised_anchor_loss
+from rndpo.metrics import dice, hd95
+from rndpo.mining import PairSet
+from rndpo.storage import atomic_write
+
+__all__ = [
+    "FinetuneResult",
+    "TrainingPairs",
+    "finetune",
+    "reference_logits",
+    "summarize_curve",
+    "top_choice_pairs",
+]
+
+
+@dataclass(frozen=True)
+class TrainingPairs:
+    """What a fine-tuning run trains on.
+
+    images float32 (N, C, H, W); masks uint8 (N, K, H, W) (the bank's proposals); image, chosen,
+    rejected int64 (P,) index pairs into them. For ``sft_top`` rejected is -1 (unused).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    image: np.ndarray
+    chosen: np.ndarray
+    rejected: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+    @classmethod
+    def from_pairs(cls, images: np.ndarray, masks: np.ndarray, pairs: PairSet) -> TrainingPairs:
+        return cls(images, masks, pairs.image, pairs.chosen, pairs.rejected)
+
+
+def top_choice_pairs(images: np.ndarray, masks: np.ndarray, scores: np.ndarray) -> TrainingPairs:
+    """The judge's top-ranked proposal per image (ties to the lower index), for ``sft_top``."""
+    top = np.argmax(scores, axis=1).astype(np.int64)  # argmax returns the first maximum
+    n = scores.shape[0]
+    return TrainingPairs(images, masks, np.arange(n, dtype=np.int64), top, np.full(n, -1, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """curve: [(step, mean test Dice)] including step 0; train_log: one dict of metrics per step."""
+
+    state_dict: dict[str, torch.Tensor]
+    curve: list[tuple[int, float]]
+    final_hd95: float
+    final_dice_per_image: np.ndarray
+    train_log: list[dict[str, float]] = field(default_factory=list)
+
+
+def reference_logits(model: nn.Module, images: np.ndarray, *, device: str = "cpu") -> torch.Tensor:
+    """Base-model logits float16 (N, 1, H, W) on CPU, computed once in eval mode."""
+    return predict_logits(model, images, device=device).to(torch.float16).cpu()
+
+
+def _evaluate(model: nn.Module, test: SegmentationDataset, device: str) -> np.ndarray:
+    probs = predict_probs(model, test.images, device=device)
+    return dice(probs > 0.5, test.masks)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _step_loss(
+    model: nn.Module,
+    method: MethodConfig,
+    data: TrainingPairs,
+    ref: torch.Tensor | None,
+    batch: np.ndarray,
+    labeled: SegmentationDataset | None,
+    anchor_batch: np.ndarray | None,
+    device: str,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    img = data.image[batch]
+    images = torch.from_numpy(np.ascontiguousarray(data.images[img])).to(device)
+    chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
+    logits = model(images)
+    metrics: dict[str, float] = {}
+    if method.objective == "sft_top":
+        loss = sft_top_loss(logits, chosen)
+    else:
+        assert ref is not None
+        rejected = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.rejected[batch]])).to(device)
+        out = preference_loss(
+            logits,
+            ref[torch.from_numpy(img)].to(device),
+            chosen,
+            rejected,
+            beta=method.beta,
+            loss_type=method.loss_type,
+            region_power=method.region_power,
+            label_smoothing=method.label_smoothing,
+            normalization=method.normalization,
+        )
+        loss = out.loss
+        valid = out.region_size > 0
+        if bool(valid.any()):
+            metrics = {
+                "rewards/chosen": float(out.chosen_rewards[valid].mean()),
+                "rewards/rejected": float(out.rejected_rewards[valid].mean()),
+                "rewards/margins": float(out.margins[valid].mean()),
+                "rewards/accuracies": float(out.accuracies[valid].float().mean()),
+                "region_size": float(out.region_size[valid].float().mean()),
+            }
+    if method.anchor_weight > 0 and labeled is not None and anchor_batch is not None:
+        x = torch.from_numpy(np.ascontiguousarray(labeled.images[anchor_batch])).to(device)
+        y = torch.from_numpy(np.ascontiguousarray(labeled.masks[anchor_batch])).to(device)
+        anchor = supervised_anchor_loss(model(x), y)
+        metrics["anchor_loss"] = float(anchor.detach())
+        loss = loss + method.anchor_weight * anchor
+    metrics["loss"] = float(loss.detach())
+    return loss, metrics
+
+
+def finetune(
+    model: nn.Module,
+    data: TrainingPairs,
+    method: MethodConfig,
+    config: FinetuneConfig,
+    test: SegmentationDataset,
+    *,
+    seed: int = 0,
+    ref_logits: torch.Tensor | None = None,
+    labeled: SegmentationDataset | None = None,
+    device: str = "cpu",
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` in place on ``data`` with ``method``; evaluate test Dice along the way.
+
+    ref_logits: float16/float32 (N, 1, H, W) base logits on ``data.images`` (needed unless sft_top).
+    checkpoint: file to resume from and to save progress to (atomically) at every evaluation.
+    """
+    if len(data) == 0:
+        raise ValueError("finetune: data has no pairs; loosen the mining filters or use another miner")
+    if method.objective == "preference" and ref_logits is None:
+        raise ValueError("finetune: ref_logits are required for preference objectives")
+    rank, world = _world()
+    model.to(device)
+    model.eval()  # dropout off and batch-norm frozen, for policy and reference alike
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    curve: list[tuple[int, float]] = []
+    log: list[dict[str, float]] = []
+    start = 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        curve, log, start = state["curve"], state["log"], state["step"]
+    if start == 0:
+        curve.append((0, float(_evaluate(model, test, device).mean())))
+
+    def save(step: int) -> None:
+        if ckpt_path is None or rank != 0:
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+            "curve": curve,
+            "log": log,
+            "step": step,
+        }
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+
+    bar = tqdm(
+        range(start, config.steps),
+        desc="finetune",
+        disable=not progress or rank != 0,
+        leave=False,
+        initial=start,
+    )
+    per_rank = max(1, math.ceil(config.batch_size / world))
+    for step in bar:
+        batch = torch.randint(len(data), (per_rank * world,), generator=gen).numpy()[rank::world]
+        anchor_batch = None
+        if method.anchor_weight > 0 and labeled is not None:
+            anchor_batch = torch.randint(len(labeled), (per_rank * world,), generator=gen).numpy()[
+                rank::world
+            ]
+        loss, metrics = _step_loss(
+            train_model, method, data, ref_logits, batch, labeled, anchor_batch, device
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"finetune: non-finite loss {float(loss)} at step {step + 1}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        metrics["step"] = float(step + 1)
+        log.append(metrics)
+        if on_step is not None:
+            on_step(step + 1, metrics)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+            curve.append((step + 1, float(_evaluate(model, test, device).mean())))
+            save(step + 1)
+    pred = predict_probs(model, test.images, device=device) > 0.5
+    per_image = dice(pred, test.masks)
+    final_hd95 = float(np.mean(hd95(pred, test.masks)))
+    return FinetuneResult(
+        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        curve,
+        final_hd95,
+        per_image,
+        log,
+    )
+
+
+def summarize_curve(curve: list[tuple[int, float]], final_window: int) -> dict[str, Any]:
+    """base (step 0), peak, final (mean of the last ``final_window`` evaluations) and AUC (mean) Dice."""
+    values = np.array([v for _, v in curve], dtype=np.float64)
+    return {
+        "base_dice": float(values[0]),
+        "peak_dice": float(values.max()),
+        "final_dice": float(values[-final_window:].mean()),
+        "auc_dice": float(values.mean()),
+    }

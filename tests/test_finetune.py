@@ -1,0 +1,178 @@
+"""Preference fine-tuning: ln 2 at step 0, every parameter moves, exact resume, DDP == single process."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from rndpo.config import METHOD_PRESETS, FinetuneConfig
+from rndpo.data import synthetic_dataset
+from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, top_choice_pairs
+from rndpo.mining import mine_pairs
+from rndpo.model import UNet
+
+
+def _setup(seed: int = 0):
+    data = synthetic_dataset(n_images=24, size=32, seed=seed)
+    torch.manual_seed(seed)
+    model = UNet(in_channels=1, channels=(8, 16), dropout=0.1)
+    rng = np.random.default_rng(seed)
+    # proposals: ground truth with random pixel flips of varying strength
+    k = 4
+    flips = rng.random((len(data), k, 32, 32)) < np.linspace(0.0, 0.2, k)[None, :, None, None]
+    masks = (data.masks[:, None] ^ flips).astype(np.uint8)
+    scores = -flips.sum(axis=(2, 3)).astype(np.float64)
+    pairs = mine_pairs(masks, scores, "top_vs_rest")
+    return data, model, masks, scores, pairs
+
+
+def test_sigmoid_loss_is_ln2_at_step_zero_and_every_parameter_moves() -> None:
+    data, model, masks, _, pairs = _setup()
+    ref = reference_logits(model, data.images)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    cfg = FinetuneConfig(steps=3, batch_size=4, lr=1e-2, eval_every=3)
+    result = finetune(
+        model,
+        TrainingPairs.from_pairs(data.images, masks, pairs),
+        METHOD_PRESETS["rndpo"],
+        cfg,
+        data,
+        ref_logits=ref,
+        progress=False,
+    )
+    assert result.train_log[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert result.train_log[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    for name, p in model.named_parameters():
+        assert not torch.equal(p, before[name]), f"parameter {name} did not change"
+    assert [s for s, _ in result.curve] == [0, 3]
+    assert all(np.isfinite(v) for _, v in result.curve)
+
+
+def test_sft_top_trains_towards_the_judges_choice() -> None:
+    data, model, masks, scores, _ = _setup()
+    top = top_choice_pairs(data.images, masks, scores)
+    assert np.array_equal(top.chosen, np.argmax(scores, axis=1))
+    cfg = FinetuneConfig(steps=2, batch_size=4, eval_every=1)
+    result = finetune(model, top, METHOD_PRESETS["sft_top"], cfg, data, progress=False)
+    assert len(result.train_log) == 2 and "rewards/margins" not in result.train_log[0]
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path) -> None:
+    data, model, masks, _, pairs = _setup()
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = reference_logits(model, data.images)
+    train = TrainingPairs.from_pairs(data.images, masks, pairs)
+    cfg = FinetuneConfig(steps=6, batch_size=4, lr=1e-2, eval_every=2)
+    full = finetune(model, train, METHOD_PRESETS["dpo"], cfg, data, ref_logits=ref, seed=5, progress=False)
+
+    model.load_state_dict(base_state)
+    ckpt = tmp_path / "run.ckpt"
+
+    def interrupt(step: int, _: dict) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(
+            model,
+            train,
+            METHOD_PRESETS["dpo"],
+            cfg,
+            data,
+            ref_logits=ref,
+            seed=5,
+            checkpoint=ckpt,
+            progress=False,
+            on_step=interrupt,
+        )
+    assert ckpt.exists()
+    fresh = UNet(in_channels=1, channels=(8, 16), dropout=0.1)
+    fresh.load_state_dict(base_state)
+    resumed = finetune(
+        fresh,
+        train,
+        METHOD_PRESETS["dpo"],
+        cfg,
+        data,
+        ref_logits=ref,
+        seed=5,
+        checkpoint=ckpt,
+        progress=False,
+    )
+    assert resumed.curve == full.curve
+    assert [r["loss"] for r in resumed.train_log] == [r["loss"] for r in full.train_log]
+    for k, v in full.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+
+
+def test_no_pairs_and_missing_reference_are_clear_errors() -> None:
+    data, model, masks, scores, _ = _setup()
+    empty = mine_pairs(masks, scores, "top_vs_rest", min_margin=1e9)
+    cfg = FinetuneConfig(steps=1)
+    with pytest.raises(ValueError, match="no pairs"):
+        finetune(model, TrainingPairs.from_pairs(data.images, masks, empty), METHOD_PRESETS["dpo"], cfg, data)
+    pairs = mine_pairs(masks, scores, "top_vs_rest")
+    with pytest.raises(ValueError, match="ref_logits are required"):
+        finetune(model, TrainingPairs.from_pairs(data.images, masks, pairs), METHOD_PRESETS["dpo"], cfg, data)
+
+
+def test_summarize_curve() -> None:
+    s = summarize_curve([(0, 0.5), (10, 0.7), (20, 0.6), (30, 0.55)], final_window=3)
+    assert s == pytest.approx(
+        {"base_dice": 0.5, "peak_dice": 0.7, "final_dice": 0.6166666666, "auc_dice": 0.5875}
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        data, model, masks, _, pairs = _setup()
+        ref = reference_logits(model, data.images)
+        cfg = FinetuneConfig(steps=3, batch_size=8, lr=1e-2, eval_every=3)
+        result = finetune(
+            model,
+            TrainingPairs.from_pairs(data.images, masks, pairs),
+            METHOD_PRESETS["rndpo"],
+            cfg,
+            data,
+            ref_logits=ref,
+            progress=False,
+        )
+        out[rank] = {k: v.numpy() for k, v in result.state_dict.items()}
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_gloo_processes_matches_one_process() -> None:
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    data, model, masks, _, pairs = _setup()
+    ref = reference_logits(model, data.images)
+    cfg = FinetuneConfig(steps=3, batch_size=8, lr=1e-2, eval_every=3)
+    single = finetune(
+        model,
+        TrainingPairs.from_pairs(data.images, masks, pairs),
+        METHOD_PRESETS["rndpo"],
+        cfg,
+        data,
+        ref_logits=ref,
+        progress=False,
+    )
+    for k, v in single.state_dict.items():
+        np.testing.assert_array_equal(out[0][k], out[1][k])  # ranks stay in sync
+        np.testing.assert_allclose(out[0][k], v.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
