@@ -55,6 +55,7 @@ def test_method_list_of_presets() -> None:
         ({"methods": ["magic"]}, "unknown preset 'magic'"),
         ({"methods": {"x": {"loss_type": "square"}}}, "methods.x.loss_type must be one of"),
         ({"methods": {"x": {"beta": -1.0}}}, "methods.x.beta must be > 0"),
+        ({"methods": {"x": {"label_smoothing": 0.1}}}, "methods.x.label_smoothing applies to loss_type robust"),
         ({"finetune": {"steps": "many"}}, "finetune.steps must be an integer, got str"),
         ({"finetune": {"steps": 0}}, "finetune.steps must be >= 1"),
         ({"base": {"steps": 0}}, "[base]"),

@@ -82,9 +82,14 @@ class FinetuneResult:
     train_log: list[dict[str, float]] = field(default_factory=list)
 
 
-def reference_logits(model: nn.Module, images: np.ndarray, *, device: str = "cpu") -> torch.Tensor:
-    """Base-model logits float16 (N, 1, H, W) on CPU, computed once in eval mode."""
-    return predict_logits(model, images, device=device).to(torch.float16).cpu()
+def reference_logits(
+    model: nn.Module, images: np.ndarray, *, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Base-model logits (N, 1, H, W) on CPU, computed once in eval mode.
+
+    dtype float16 halves their memory; float32 (the default) keeps the step-0 sigmoid loss exactly ln 2.
+    """
+    return predict_logits(model, images, device=device).to(dtype).cpu()
 
 
 def _evaluate(model: nn.Module, test: SegmentationDataset, device: str) -> np.ndarray:
