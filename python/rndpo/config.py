@@ -230,6 +230,10 @@ class MethodConfig:
             raise ConfigError(
                 f"methods.<name>.label_smoothing must be in [0, 0.5), got {self.label_smoothing}"
             )
+        if self.label_smoothing > 0 and self.loss_type not in ("robust", "cdpo"):
+            raise ConfigError(
+                f"methods.<name>.label_smoothing applies to loss_type robust or cdpo, got {self.loss_type!r}"
+            )
         if self.anchor_weight < 0:
             raise ConfigError(f"methods.<name>.anchor_weight must be >= 0, got {self.anchor_weight}")
 
