@@ -1,0 +1,215 @@
+"""Per-image segmentation metrics (Dice, IoU, HD95, ASSD) and batch summaries.
+
+Inputs are binary masks bool or {0, 1} integer/float, shaped (N, H, W) (one value per image, float64 (N,)) or
+(H, W) (a Python float). Distances are in physical units: ``spacing = (row spacing, column spacing)``.
+
+Surfaces follow MONAI (``monai.metrics.utils.get_mask_edges`` without sub-voxel spacing): the boundary of a
+mask is the mask minus its binary erosion by the 4-connected cross, with pixels outside the image counting as
+background (so foreground pixels on the image border are boundary pixels). The distance from a boundary pixel
+to the other mask is the Euclidean distance to the nearest boundary pixel of the other mask. HD95 is the
+larger of the two directed 95th percentiles (linear interpolation, as ``torch.quantile``); ASSD is the mean of
+both directed distance sets pooled together. On pairs where both masks are non-empty these match
+``compute_dice``, ``compute_iou``, ``compute_hausdorff_distance(percentile=95)`` and
+``compute_average_surface_distance(symmetric=True)`` up to MONAI's float32 rounding.
+
+Empty masks (where MONAI gives nan or inf, these give finite values so that means stay finite):
+
+=================  =====  =====  ===========================  ===========================
+pred / target      Dice   IoU    HD95                         ASSD
+=================  =====  =====  ===========================  ===========================
+both empty         1      1      0                            0
+exactly one empty  0      0      image diagonal (worst case)  image diagonal (worst case)
+=================  =====  =====  ===========================  ===========================
+
+The image diagonal is ``hypot(H * spacing[0], W * spacing[1])``, an upper bound of any distance in the image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["MetricSummary", "assd", "dice", "hd95", "iou", "summarize"]
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+def _as_masks(pred: object, target: object) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validate and return bool (N, H, W) pred, target and whether the input was a single (H, W) image."""
+    arrays = []
+    for arg, x in (("pred", pred), ("target", target)):
+        a = np.asarray(x)
+        if a.ndim not in (2, 3):
+            raise ValueError(
+                f"{arg} must have shape (N, H, W) or (H, W), got ndim {a.ndim} with shape {a.shape}"
+            )
+        if a.dtype != np.bool_:
+            if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+                raise TypeError(f"{arg} must be a bool or numeric array, got dtype {a.dtype}")
+            if a.size and not np.isin(a, (0, 1)).all():
+                values = np.unique(a)
+                shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if values.size > 6 else "")
+                raise ValueError(f"{arg} must be binary (bool or values {{0, 1}}), got values {{{shown}}}")
+            a = a != 0
+        arrays.append(a)
+    p, t = arrays
+    if p.shape != t.shape:
+        raise ValueError(f"target must have the same shape as pred {p.shape}, got {t.shape}")
+    single = p.ndim == 2
+    return (p[None], t[None], True) if single else (p, t, False)
+
+
+def _check_spacing(spacing: Sequence[float]) -> tuple[float, float]:
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise TypeError(f"spacing must be a sequence of 2 numbers (row, column), got {spacing!r}") from None
+    if len(values) != 2:
+        raise ValueError(f"spacing must have length 2 (row, column), got length {len(values)}: {spacing!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"spacing must be finite and > 0, got {spacing!r}")
+    return values[0], values[1]
+
+
+def _finish(values: np.ndarray, single: bool) -> np.ndarray | float:
+    return float(values[0]) if single else values
+
+
+def dice(pred: np.ndarray, target: np.ndarray) -> np.ndarray | float:
+    """Dice 2|P∩T| / (|P| + |T|) per image: float64 (N,) for (N, H, W) masks, a float for (H, W).
+
+    Both masks empty: 1.0; exactly one empty: 0.0.
+    """
+    p, t, single = _as_masks(pred, target)
+    inter = np.count_nonzero(p & t, axis=(1, 2)).astype(np.float64)
+    total = (np.count_nonzero(p, axis=(1, 2)) + np.count_nonzero(t, axis=(1, 2))).astype(np.float64)
+    out = np.ones(p.shape[0], dtype=np.float64)
+    nonempty = total > 0
+    out[nonempty] = 2.0 * inter[nonempty] / total[nonempty]
+    return _finish(out, single)
+
+
+def iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray | float:
+    """IoU (Jaccard) |P∩T| / |P∪T| per image: float64 (N,) for (N, H, W) masks, a float for (H, W).
+
+    Both masks empty: 1.0; exactly one empty: 0.0.
+    """
+    p, t, single = _as_masks(pred, target)
+    inter = np.count_nonzero(p & t, axis=(1, 2)).astype(np.float64)
+    union = np.count_nonzero(p | t, axis=(1, 2)).astype(np.float64)
+    out = np.ones(p.shape[0], dtype=np.float64)
+    nonempty = union > 0
+    out[nonempty] = inter[nonempty] / union[nonempty]
+    return _finish(out, single)
+
+
+def _boundaries(masks: np.ndarray) -> np.ndarray:
+    """bool (N, H, W) boundary pixels: the mask minus its erosion by the 4-cross (outside = background)."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = _CROSS
+    return masks & ~ndimage.binary_erosion(masks, structure=structure, border_value=0)
+
+
+def _surface_distances(
+    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float]
+) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per image: (pred->target, target->pred) boundary distances float64, or None if either mask is empty."""
+    edges_p, edges_t = _boundaries(pred), _boundaries(target)
+    out: list[tuple[np.ndarray, np.ndarray] | None] = []
+    for ep, et in zip(edges_p, edges_t, strict=True):
+        if not ep.any() or not et.any():
+            out.append(None)
+            continue
+        rows, cols = np.nonzero(ep | et)  # crop to the union's bounding box: distances stay the same
+        box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        ep, et = ep[box], et[box]
+        to_t = ndimage.distance_transform_edt(~et, sampling=spacing)
+        to_p = ndimage.distance_transform_edt(~ep, sampling=spacing)
+        out.append((to_t[ep], to_p[et]))
+    return out
+
+
+def _empty_case(p: np.ndarray, t: np.ndarray, spacing: tuple[float, float]) -> float:
+    """0 when both masks are empty, else (exactly one empty) the image diagonal in physical units."""
+    if not p.any() and not t.any():
+        return 0.0
+    return math.hypot(p.shape[0] * spacing[0], p.shape[1] * spacing[1])
+
+
+def hd95(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> np.ndarray | float:
+    """95th-percentile symmetric Hausdorff distance per image, in units of ``spacing`` (row, column).
+
+    float64 (N,) for (N, H, W) masks, a float for (H, W). Both empty: 0; exactly one empty: the image
+    diagonal (a finite worst case; MONAI gives inf or nan there).
+    """
+    p, t, single = _as_masks(pred, target)
+    sp = _check_spacing(spacing)
+    out = np.empty(p.shape[0], dtype=np.float64)
+    for i, dist in enumerate(_surface_distances(p, t, sp)):
+        if dist is None:
+            out[i] = _empty_case(p[i], t[i], sp)
+        else:
+            out[i] = max(np.percentile(dist[0], 95.0), np.percentile(dist[1], 95.0))
+    return _finish(out, single)
+
+
+def assd(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> np.ndarray | float:
+    """Average symmetric surface distance per image: the mean of both directed boundary distance sets pooled.
+
+    float64 (N,) for (N, H, W) masks, a float for (H, W); units of ``spacing`` (row, column). Both empty: 0;
+    exactly one empty: the image diagonal (a finite worst case; MONAI gives nan or inf there).
+    """
+    p, t, single = _as_masks(pred, target)
+    sp = _check_spacing(spacing)
+    out = np.empty(p.shape[0], dtype=np.float64)
+    for i, dist in enumerate(_surface_distances(p, t, sp)):
+        if dist is None:
+            out[i] = _empty_case(p[i], t[i], sp)
+        else:
+            out[i] = (dist[0].sum() + dist[1].sum()) / (dist[0].size + dist[1].size)
+    return _finish(out, single)
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """Mean and population std (ddof = 0) of per-image values, their count, and, against a baseline, the
+    shares of images whose value rose (``improved``) or fell (``degraded``) by more than ``tol``
+    (None without a baseline)."""
+
+    mean: float
+    std: float
+    n: int
+    improved: float | None = None
+    degraded: float | None = None
+
+
+def summarize(values: np.ndarray, baseline: np.ndarray | None = None, *, tol: float = 1e-6) -> MetricSummary:
+    """Summarise per-image values (N,) float, optionally against baseline values (N,) of the same images.
+
+    ``improved``/``degraded`` count a rise/fall by more than ``tol``: for metrics where lower is better
+    (HD95, ASSD), "improved" means the value rose, so swap the two or pass negated values.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D array (N,), got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"values must be finite, got {np.count_nonzero(~np.isfinite(v))} non-finite entries")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be finite and >= 0, got {tol!r}")
+    improved = degraded = None
+    if baseline is not None:
+        b = np.asarray(baseline, dtype=np.float64)
+        if b.shape != v.shape:
+            raise ValueError(f"baseline must have the shape of values {v.shape}, got {b.shape}")
+        if not np.isfinite(b).all():
+            raise ValueError(
+                f"baseline must be finite, got {np.count_nonzero(~np.isfinite(b))} non-finite entries"
+            )
+        diff = v - b
+        improved = float(np.mean(diff > tol))
+        degraded = float(np.mean(diff < -tol))
+    return MetricSummary(float(v.mean()), float(v.std()), int(v.size), improved, degraded)
