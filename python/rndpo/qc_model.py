@@ -1,0 +1,298 @@
+"""The learned quality-control network: predicts a proposal's Dice from (image, mask), and its training.
+
+Shapes: images float32 (N, C, H, W) in [0, 1], masks bool or uint8 (N, K, H, W) in {0, 1}, true Dice
+float64 (N, K) in [0, 1]. The network sees the C image channels and the mask as one (C + 1)-channel
+input and is size-agnostic (global pooling), so any H, W >= 8 works.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from rndpo.storage import atomic_dir
+
+__all__ = ["QCFitResult", "QCNet", "fit_qc_model", "load_qc_model", "predict_qc", "save_qc_model"]
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class QCFitResult:
+    """What training the QC network achieved.
+
+    train_loss: mean binary cross-entropy (soft targets) over the last tenth of the steps;
+    val_mae / val_spearman: mean absolute error and Spearman correlation of the predicted vs true Dice
+    on the held-out images' proposals; val_constant_mae: the MAE of always predicting the mean training
+    Dice (the baseline to beat). The val fields are None without a validation split (val_spearman also
+    when either side is constant on it).
+    """
+
+    steps: int
+    n_train_images: int
+    n_val_images: int
+    n_train_proposals: int
+    n_val_proposals: int
+    train_loss: float
+    val_mae: float | None
+    val_spearman: float | None
+    val_constant_mae: float | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+class QCNet(nn.Module):
+    """Small CNN: (image (B, C, H, W), mask (B, 1, H, W)) float32 -> predicted Dice (B,) in [0, 1].
+
+    Four 3x3 conv + BatchNorm + ReLU stages (widths w, 2w, 2w, 4w) with 2x2 max-pooling between them
+    (the first conv has stride ``stem_stride``, 2 by default, which makes training about 4x cheaper),
+    global average and max pooling, and a two-layer head ending in a sigmoid.
+    """
+
+    def __init__(self, in_channels: int, width: int = 16, stem_stride: int = 2) -> None:
+        super().__init__()
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive int, got {width!r}")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
+        self.in_channels = in_channels
+        self.width = width
+        self.stem_stride = stem_stride
+        widths = [width, 2 * width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        prev = in_channels + 1
+        for i, w in enumerate(widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            stride = stem_stride if i == 0 else 1
+            conv = nn.Conv2d(prev, w, 3, stride=stride, padding=1, bias=False)
+            layers += [conv, nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            prev = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(2 * prev, width), nn.ReLU(inplace=True), nn.Linear(width, 1))
+
+    def logits(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid outputs (B,) for images (B, C, H, W) and masks (B, 1, H, W) float32."""
+        x = torch.cat([images, 2.0 * masks - 1.0], dim=1)
+        f = self.features(x)
+        pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+        return self.head(pooled).squeeze(1)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Predicted Dice (B,) in [0, 1]."""
+        return torch.sigmoid(self.logits(images, masks))
+
+
+def _check_inputs(images: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        got = images.shape if isinstance(images, np.ndarray) else type(images).__name__
+        raise ValueError(f"images must be a float array (N, C, H, W), got {got}")
+    if not isinstance(masks, np.ndarray) or masks.ndim != 4:
+        got = masks.shape if isinstance(masks, np.ndarray) else type(masks).__name__
+        raise ValueError(f"masks must be a bool or uint8 array (N, K, H, W), got {got}")
+    n, _, h, w = images.shape
+    if masks.shape[0] != n or masks.shape[2:] != (h, w):
+        raise ValueError(f"masks must have shape (N, K, H, W) = ({n}, K, {h}, {w}), got {masks.shape}")
+    if min(h, w) < 8:
+        raise ValueError(f"images must be at least 8x8 for the QC network, got {h}x{w}")
+    return images, masks
+
+
+def _augment(
+    images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flip / 90-degree rotation for the whole batch (Dice is invariant to them)."""
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    if k:
+        images, masks = torch.rot90(images, k, dims=(2, 3)), torch.rot90(masks, k, dims=(2, 3))
+    if int(torch.randint(0, 2, (1,), generator=gen)):
+        images, masks = torch.flip(images, dims=(3,)), torch.flip(masks, dims=(3,))
+    return images, masks
+
+
+def _spearman_or_none(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return None
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def fit_qc_model(
+    images: np.ndarray,
+    masks: np.ndarray,
+    true_dice: np.ndarray,
+    *,
+    val_fraction: float = 0.2,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    width: int = 16,
+    stem_stride: int = 2,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[QCNet, QCFitResult]:
+    """Train a :class:`QCNet` to predict ``true_dice`` float64 (N, K) from (images, masks).
+
+    Images are split (seeded, by image, never by proposal) into training and a held-out
+    ``val_fraction`` (at least one image when > 0). Each step draws ``batch_size`` random (image,
+    proposal) pairs of the training images, applies one random flip/rotation, and takes an Adam step on
+    the binary cross-entropy with the true Dice as soft target (cosine learning-rate decay).
+    Deterministic per ``seed`` on CPU; the global torch RNG is left untouched.
+    """
+    images, masks = _check_inputs(images, masks)
+    n, k = masks.shape[:2]
+    true_dice = np.asarray(true_dice, dtype=np.float64)
+    if true_dice.shape != (n, k):
+        raise ValueError(f"true_dice must have shape (N, K) = {(n, k)}, got {true_dice.shape}")
+    if not np.all(np.isfinite(true_dice)) or true_dice.min() < 0.0 or true_dice.max() > 1.0:
+        raise ValueError("true_dice must be finite and lie in [0, 1]")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n_val = 0 if val_fraction == 0.0 else max(1, round(val_fraction * n))
+    if n - n_val < 1:
+        raise ValueError(
+            f"fit needs at least one training image besides {n_val} validation image(s), got N = {n}"
+        )
+
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = QCNet(int(images.shape[1]), width, stem_stride).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    img_t = torch.as_tensor(np.ascontiguousarray(images[train_idx], dtype=np.float32), device=device)
+    msk_t = torch.as_tensor(np.ascontiguousarray(masks[train_idx], dtype=np.uint8), device=device)
+    tgt_t = torch.as_tensor(true_dice[train_idx], dtype=torch.float32, device=device)
+    n_pairs = len(train_idx) * k
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))
+    loss_fn = nn.BCEWithLogitsLoss()
+    tail = max(1, steps // 10)
+    tail_losses: list[float] = []
+    model.train()
+    iterator: Any = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="learned QC", leave=False)
+    for step in iterator:
+        flat = torch.randint(0, n_pairs, (min(batch_size, n_pairs),), generator=gen)
+        ii, kk = (flat // k).to(device), (flat % k).to(device)
+        x, m = _augment(img_t[ii], msk_t[ii, kk].unsqueeze(1).float(), gen)
+        loss = loss_fn(model.logits(x, m), tgt_t[ii, kk])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step >= steps - tail:
+            tail_losses.append(float(loss.detach()))
+    model.eval()
+
+    val_mae = val_spearman = val_const = None
+    if n_val:
+        pred = predict_qc(model, images[val_idx], masks[val_idx], device=device).ravel()
+        truth = true_dice[val_idx].ravel()
+        val_mae = float(np.mean(np.abs(pred - truth)))
+        val_spearman = _spearman_or_none(pred, truth)
+        val_const = float(np.mean(np.abs(true_dice[train_idx].mean() - truth)))
+    result = QCFitResult(
+        steps=steps,
+        n_train_images=len(train_idx),
+        n_val_images=n_val,
+        n_train_proposals=n_pairs,
+        n_val_proposals=n_val * k,
+        train_loss=float(np.mean(tail_losses)),
+        val_mae=val_mae,
+        val_spearman=val_spearman,
+        val_constant_mae=val_const,
+        seconds=time.perf_counter() - start,
+    )
+    return model, result
+
+
+@torch.no_grad()
+def predict_qc(
+    model: QCNet, images: np.ndarray, masks: np.ndarray, *, batch_size: int = 256, device: str = "cpu"
+) -> np.ndarray:
+    """Predicted Dice float64 (N, K) in [0, 1] for images (N, C, H, W) and masks (N, K, H, W)."""
+    images, masks = _check_inputs(images, masks)
+    n, k = masks.shape[:2]
+    if images.shape[1] != model.in_channels:
+        raise ValueError(f"images must have {model.in_channels} channels, got {images.shape[1]}")
+    was_training = model.training
+    model.eval()
+    out = np.empty(n * k, dtype=np.float64)
+    img_t = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32), device=device)
+    flat_masks = masks.reshape(n * k, 1, *masks.shape[2:])
+    for start in range(0, n * k, batch_size):
+        stop = min(n * k, start + batch_size)
+        idx = torch.arange(start, stop, device=device) // k
+        m = torch.as_tensor(np.ascontiguousarray(flat_masks[start:stop], dtype=np.float32), device=device)
+        out[start:stop] = model(img_t[idx], m).double().cpu().numpy()
+    model.train(was_training)
+    return out.reshape(n, k)
+
+
+def save_qc_model(
+    path: str | Path,
+    model: QCNet,
+    fit_result: QCFitResult | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write folder ``path``: model.pt (state dict) and config.json (architecture, fit result)."""
+    path = Path(path)
+    config = {
+        "format": _FORMAT,
+        "in_channels": model.in_channels,
+        "width": model.width,
+        "stem_stride": model.stem_stride,
+        "fit_result": None if fit_result is None else fit_result.to_dict(),
+        "extra": extra or {},
+    }
+    state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    with atomic_dir(path) as tmp:
+        torch.save(state, tmp / "model.pt")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def load_qc_model(
+    path: str | Path, *, device: str = "cpu"
+) -> tuple[QCNet, QCFitResult | None, dict[str, Any]]:
+    """(model in eval mode, fit result or None, extra settings) from a :func:`save_qc_model` folder."""
+    path = Path(path)
+    cfg_path, weights = path / "config.json", path / "model.pt"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise ValueError(
+            f"path must be a folder with config.json and model.pt written by save_qc_model, got {path}"
+        )
+    config = json.loads(cfg_path.read_text())
+    if config.get("format") != _FORMAT:
+        raise ValueError(f"{cfg_path}: format must be {_FORMAT}, got {config.get('format')!r}")
+    model = QCNet(int(config["in_channels"]), int(config["width"]), int(config["stem_stride"]))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    fr = config.get("fit_result")
+    return model, (None if fr is None else QCFitResult(**fr)), dict(config.get("extra", {}))
