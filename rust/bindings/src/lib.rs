@@ -1,9 +1,113 @@
 //! Python bindings of rndpo-core (module `rndpo._core`).
+//!
+//! Thin glue only: borrow read-only NumPy arrays without copying, release the GIL, call the
+//! core, hand back owned arrays. Argument normalisation lives in `rndpo.mining`.
 use pyo3::prelude::*;
+
+mod errors;
 
 /// The compiled extension module.
 #[pymodule(gil_used = false)]
 mod _core {
+    use numpy::{
+        PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3,
+        PyUntypedArrayMethods,
+    };
+    use pyo3::prelude::*;
+    use rndpo_core::{MaskBank, MiningParams};
+
+    use crate::errors::{not_contiguous, CoreError};
+
     #[pymodule_export]
     const CORE_VERSION: &str = rndpo_core::VERSION;
+
+    type StatsArrays<'py> = (
+        Bound<'py, PyArray2<i64>>,
+        Bound<'py, PyArray3<i64>>,
+        Bound<'py, PyArray3<i64>>,
+    );
+
+    type PairArrays<'py> = (
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<f64>>,
+    );
+
+    fn shape3(masks: &PyReadonlyArray3<'_, u8>) -> [usize; 3] {
+        let shape = masks.shape();
+        [shape[0], shape[1], shape[2]]
+    }
+
+    /// (N, K, P) uint8 masks -> sizes (N, K), intersection (N, K, K), disagreement (N, K, K) int64.
+    #[pyfunction]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts readonly borrows by value
+    fn pairwise_stats<'py>(
+        py: Python<'py>,
+        masks: PyReadonlyArray3<'py, u8>,
+    ) -> PyResult<StatsArrays<'py>> {
+        let [n, k, p] = shape3(&masks);
+        let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
+        let stats = py
+            .detach(|| {
+                MaskBank::new(data, n, k, p).and_then(|bank| rndpo_core::pairwise_stats(&bank))
+            })
+            .map_err(CoreError)?;
+        Ok((
+            PyArray1::from_vec(py, stats.sizes).reshape([n, k])?,
+            PyArray1::from_vec(py, stats.intersection).reshape([n, k, k])?,
+            PyArray1::from_vec(py, stats.disagreement).reshape([n, k, k])?,
+        ))
+    }
+
+    /// (N, K, P) uint8 masks, (N, K) float64 scores -> (image, chosen, rejected, `region_size`, margin).
+    #[pyfunction]
+    #[pyo3(signature = (masks, scores, strategy, min_margin, min_region, max_region, max_pairs_per_image, seed))]
+    #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+    fn mine_pairs<'py>(
+        py: Python<'py>,
+        masks: PyReadonlyArray3<'py, u8>,
+        scores: PyReadonlyArray2<'py, f64>,
+        strategy: &str,
+        min_margin: f64,
+        min_region: u64,
+        max_region: Option<u64>,
+        max_pairs_per_image: Option<usize>,
+        seed: u64,
+    ) -> PyResult<PairArrays<'py>> {
+        let [n, k, p] = shape3(&masks);
+        let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
+        let score_values = scores.as_slice().map_err(|_| not_contiguous("scores"))?;
+        let score_shape = scores.shape();
+        if score_shape != [n, k] {
+            return Err(CoreError(rndpo_core::Error::Shape {
+                argument: "scores",
+                expected: format!("(N, K) = ({n}, {k})"),
+                got: format!("({}, {})", score_shape[0], score_shape[1]),
+            })
+            .into());
+        }
+        let params = MiningParams {
+            strategy: strategy.parse().map_err(CoreError)?,
+            min_margin,
+            min_region,
+            max_region,
+            max_pairs_per_image,
+            seed,
+        };
+        let pairs = py
+            .detach(|| {
+                MaskBank::new(data, n, k, p)
+                    .and_then(|bank| rndpo_core::mine_pairs(&bank, score_values, &params))
+            })
+            .map_err(CoreError)?;
+        Ok((
+            PyArray1::from_vec(py, pairs.image),
+            PyArray1::from_vec(py, pairs.chosen),
+            PyArray1::from_vec(py, pairs.rejected),
+            PyArray1::from_vec(py, pairs.region_size),
+            PyArray1::from_vec(py, pairs.margin),
+        ))
+    }
 }

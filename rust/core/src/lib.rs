@@ -1,5 +1,31 @@
-//! rndpo-core: placeholder, filled in by the mining-core work.
+//! rndpo-core: the pure Rust core of rndpo.
+//!
+//! It turns a bank of candidate segmentation masks, a C-contiguous `(N, K, P)` `u8` buffer of
+//! 0/1 values (N images, K proposals each, P pixels), into:
+//!
+//! - [`pairwise_stats`]: per image, mask sizes `|A|`, intersections `|A ∩ B|` and
+//!   disagreement-region sizes `|A xor B|` (the `|D|` that RN-DPO divides margins by);
+//! - [`mine_pairs`]: (chosen, rejected) preference pairs from `(N, K)` judge scores, with a
+//!   pairing [`Strategy`], margin and region filters and a per-image cap.
+//!
+//! Masks are read in place, validated and bit-packed one image at a time into a small
+//! per-thread buffer, and images are processed in parallel with rayon; results are collected in
+//! image order, so they do not depend on the thread count. Nothing here panics on user input:
+//! every failure is an [`Error`] whose message names the argument, the expectation and the value.
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod bank;
+pub mod error;
+pub mod mining;
+pub mod regions;
+pub mod rng;
+
+pub use bank::MaskBank;
+pub use error::{Error, ErrorKind, Result};
+pub use mining::{mine_pairs, MiningParams, PairSet, Strategy};
+pub use regions::{pairwise_stats, PairwiseStats};
+pub use rng::SplitMix64;
 
 /// Crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,31 @@
+"""Type stubs of the compiled extension ``rndpo._core`` (rust/bindings). Use ``rndpo.mining`` instead."""
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["CORE_VERSION", "mine_pairs", "pairwise_stats"]
+
+CORE_VERSION: str
+
+def pairwise_stats(
+    masks: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(N, K, P) uint8 masks -> sizes (N, K), intersection (N, K, K), disagreement (N, K, K) int64."""
+
+def mine_pairs(
+    masks: npt.NDArray[np.uint8],
+    scores: npt.NDArray[np.float64],
+    strategy: str,
+    min_margin: float,
+    min_region: int,
+    max_region: int | None,
+    max_pairs_per_image: int | None,
+    seed: int,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+]:
+    """(N, K, P) uint8 masks, (N, K) float64 scores -> (image, chosen, rejected, region_size, margin)."""
