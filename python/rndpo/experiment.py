@@ -38,10 +38,9 @@ from rndpo.data import (
     split_dataset,
     synthetic_dataset,
 )
+from rndpo.evaluation import evaluate
 from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, top_choice_pairs
-from rndpo.inference import predict_probs
 from rndpo.judges import OracleJudge, make_judge
-from rndpo.metrics import dice, hd95
 from rndpo.mining import PairSet, mine_pairs
 from rndpo.model import UNet
 from rndpo.proposals import ProposalBank, generate_proposals
@@ -185,6 +184,7 @@ class _Stages:
                 judge = make_judge(name, **kwargs)
                 train_bank = self._proposals(model, snapshots, self.splits.labeled, seed)
                 judge.fit(train_bank, steps=cfg.judges.qc_steps, seed=seed, progress=self.progress)
+                judge.save(self.stages / f"qc-{key}")
             else:
                 judge = make_judge(name, **kwargs)
             scores = np.asarray(judge.score(bank), dtype=np.float64)
@@ -315,7 +315,7 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
     test = stages.splits.test
     ref = reference_logits(model, bank.images, device=config.device)
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    base_hd95 = float(np.mean(hd95(_predict(model, test, config.device), test.masks)))
+    base_hd95 = evaluate(model, test, device=config.device).means()["hd95"]
     true_dice = OracleJudge().score(bank)
     rows = []
     for label, name, kwargs in config.judges.judge_labels():
@@ -359,10 +359,6 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _predict(model: UNet, test: SegmentationDataset, device: str) -> np.ndarray:
-    return predict_probs(model, test.images, device=device) > 0.5
-
-
 def _finetune_run(
     stages: _Stages,
     model: UNet,
@@ -378,7 +374,7 @@ def _finetune_run(
     test = stages.splits.test
     if len(data) == 0:
         log.warning("no pairs were mined: the run keeps the base model")
-        dice0 = float(np.mean(_dice(model, test, config.device)))
+        dice0 = evaluate(model, test, distances=False, device=config.device).means()["dice"]
         curve = [(0, dice0), (config.finetune.steps, dice0)]
         summary = summarize_curve(curve, config.finetune.final_window)
         return {
@@ -417,7 +413,3 @@ def _finetune_run(
         "curve": [list(c) for c in result.curve],
         "train_log": result.train_log,
     }
-
-
-def _dice(model: UNet, test: SegmentationDataset, device: str) -> np.ndarray:
-    return dice(_predict(model, test, device), test.masks)

@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from rndpo.config import FinetuneConfig, MethodConfig
 from rndpo.data import SegmentationDataset
-from rndpo.inference import predict_logits, predict_probs
+from rndpo.evaluation import evaluate
+from rndpo.inference import predict_logits
 from rndpo.losses import preference_loss, sft_top_loss, supervised_anchor_loss
-from rndpo.metrics import dice, hd95
 from rndpo.mining import PairSet
 from rndpo.storage import atomic_write
 
@@ -93,8 +93,7 @@ def reference_logits(
 
 
 def _evaluate(model: nn.Module, test: SegmentationDataset, device: str) -> np.ndarray:
-    probs = predict_probs(model, test.images, device=device)
-    return dice(probs > 0.5, test.masks)
+    return evaluate(model, test, distances=False, device=device).dice
 
 
 def _world() -> tuple[int, int]:
@@ -243,14 +242,12 @@ def finetune(
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             curve.append((step + 1, float(_evaluate(model, test, device).mean())))
             save(step + 1)
-    pred = predict_probs(model, test.images, device=device) > 0.5
-    per_image = dice(pred, test.masks)
-    final_hd95 = float(np.mean(hd95(pred, test.masks)))
+    final = evaluate(model, test, device=device)
     return FinetuneResult(
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         curve,
-        final_hd95,
-        per_image,
+        final.means()["hd95"],
+        final.dice,
         log,
     )
 
