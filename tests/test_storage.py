@@ -46,3 +46,15 @@ def test_atomic_dir_replaces_only_on_success(tmp_path) -> None:
         raise RuntimeError("interrupted")
     assert (target / "a.txt").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
+
+
+def test_write_npz_writes_exactly_the_named_file(tmp_path) -> None:
+    import numpy as np
+
+    from rndpo.storage import write_npz
+
+    target = tmp_path / "pairs.npz"
+    write_npz(target, a=np.arange(3), b=np.ones((2, 2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.npz"]
+    with np.load(target) as z:
+        assert z["a"].tolist() == [0, 1, 2] and z["b"].shape == (2, 2)

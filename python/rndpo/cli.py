@@ -134,7 +134,7 @@ def _mine(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rndpo.mining import mine_pairs
-    from rndpo.storage import atomic_write
+    from rndpo.storage import write_npz
 
     for name in ("masks", "scores"):
         if not Path(getattr(args, name)).is_file():
@@ -152,7 +152,7 @@ def _mine(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     arrays = {k: getattr(pairs, k) for k in ("image", "chosen", "rejected", "region_size", "margin")}
-    atomic_write(Path(args.out), lambda tmp: np.savez(tmp.open("wb"), **arrays))
+    write_npz(args.out, **arrays)
     print(f"{len(pairs)} pairs written to {args.out}")
     return 0
 

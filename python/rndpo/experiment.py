@@ -46,7 +46,7 @@ from rndpo.model import UNet
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.reliability import judge_reliability, pair_quality
 from rndpo.report import plot_pair_examples, write_reports
-from rndpo.storage import atomic_dir, atomic_write, stage_key, write_json
+from rndpo.storage import atomic_dir, stage_key, write_json, write_npz
 from rndpo.supervised import train_base
 
 __all__ = ["ExperimentResult", "load_data", "run_experiment"]
@@ -188,7 +188,7 @@ class _Stages:
             else:
                 judge = make_judge(name, **kwargs)
             scores = np.asarray(judge.score(bank), dtype=np.float64)
-            atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), scores=scores))
+            write_npz(path, scores=scores)
         scores = np.load(path)["scores"]
         true_dice = OracleJudge().score(bank)
         rel = judge_reliability(scores, true_dice)
@@ -212,7 +212,7 @@ class _Stages:
                 seed=0,
             )
             arrays = {f.name: getattr(pairs, f.name) for f in dataclasses.fields(pairs)}
-            atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))
+            write_npz(path, **arrays)
         with np.load(path) as z:
             return key, PairSet(**{k: z[k] for k in z.files})
 

@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_write", "stage_key", "write_json", "write_text"]
+import numpy as np
+
+__all__ = ["atomic_dir", "atomic_write", "stage_key", "write_json", "write_npz", "write_text"]
 
 
 def stage_key(*parts: Any) -> str:
@@ -52,6 +54,16 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN is refused: results must stay valid JSON)."""
     return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+    """Atomically write arrays into an uncompressed ``.npz`` file at exactly ``path``."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object: np.savez would append ".npz" to a path
+            np.savez(fh, **arrays)
+
+    return atomic_write(path, write)
 
 
 @contextmanager
