@@ -49,13 +49,18 @@ def test_method_list_of_presets() -> None:
         ({"data": {"colour": 1}}, "unknown key data.colour"),
         ({"data": {"kind": "npz"}}, "data.path is required"),
         ({"mining": {"strategies": ["best"]}}, "unknown strategy 'best'; valid choices"),
+        ({"mining": {"strategies": ["all_pairs:x"]}}, "margin of 'all_pairs:x' must be a number"),
+        ({"mining": {"strategies": ["all_pairs:-1"]}}, "margin of 'all_pairs:-1' must be >= 0"),
         ({"mining": {"min_region": 10, "max_region": 5}}, "mining.max_region (5) must be >= min_region (10)"),
         ({"judges": {"names": ["psychic"]}}, "unknown judge 'psychic'"),
         ({"judges": {"reliabilities": [1.5]}}, "judges.reliabilities must lie in [0, 1]"),
         ({"methods": ["magic"]}, "unknown preset 'magic'"),
         ({"methods": {"x": {"loss_type": "square"}}}, "methods.x.loss_type must be one of"),
         ({"methods": {"x": {"beta": -1.0}}}, "methods.x.beta must be > 0"),
-        ({"methods": {"x": {"label_smoothing": 0.1}}}, "methods.x.label_smoothing applies to loss_type robust"),
+        (
+            {"methods": {"x": {"label_smoothing": 0.1}}},
+            "methods.x.label_smoothing applies to loss_type robust",
+        ),
         ({"finetune": {"steps": "many"}}, "finetune.steps must be an integer, got str"),
         ({"finetune": {"steps": 0}}, "finetune.steps must be >= 1"),
         ({"base": {"steps": 0}}, "[base]"),
@@ -85,3 +90,9 @@ def test_shipped_example_configs_are_valid() -> None:
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.toml")):
         cfg = load_config(path)
         assert cfg.data.kind == "npz", path
+
+
+def test_strategy_with_its_own_margin() -> None:
+    cfg = config_from_dict({"mining": {"strategies": ["top_vs_rest", "all_pairs:0.05"], "min_margin": 0.01}})
+    assert cfg.mining.parse_strategy("all_pairs:0.05") == ("all_pairs", 0.05)
+    assert cfg.mining.parse_strategy("top_vs_rest") == ("top_vs_rest", 0.01)

@@ -175,7 +175,8 @@ class MiningConfig:
     """How preference pairs are mined from judge scores (see :func:`rndpo.mine_pairs`)."""
 
     strategies: tuple[str, ...] = field(
-        default=("top_vs_bottom",), metadata=_help(f"from {list(STRATEGIES)}")
+        default=("top_vs_bottom",),
+        metadata=_help(f"from {list(STRATEGIES)}; 'name:margin' sets that miner's own min_margin"),
     )
     min_margin: float = field(default=0.0, metadata=_help("keep pairs with score margin > this"))
     min_region: int = field(default=1, metadata=_help("minimum disagreement-region size |D|"))
@@ -183,11 +184,8 @@ class MiningConfig:
     max_pairs_per_image: int = field(default=0, metadata=_help("cap per image (0: no cap)"))
 
     def __post_init__(self) -> None:
-        for s in self.strategies:
-            if s not in STRATEGIES:
-                raise ConfigError(
-                    f"mining.strategies: unknown strategy {s!r}; valid choices: {list(STRATEGIES)}"
-                )
+        for spec in self.strategies:
+            self.parse_strategy(spec)
         if not self.strategies:
             raise ConfigError("mining.strategies must name at least one strategy")
         if self.min_region < 0 or self.max_region < 0 or self.max_pairs_per_image < 0:
@@ -196,6 +194,25 @@ class MiningConfig:
             raise ConfigError(
                 f"mining.max_region ({self.max_region}) must be >= min_region ({self.min_region})"
             )
+
+    def parse_strategy(self, spec: str) -> tuple[str, float]:
+        """``"all_pairs:0.05"`` -> ("all_pairs", 0.05); a bare name gets ``min_margin``."""
+        name, _, margin = spec.partition(":")
+        if name not in STRATEGIES:
+            raise ConfigError(
+                f"mining.strategies: unknown strategy {name!r}; valid choices: {list(STRATEGIES)}"
+            )
+        if not margin:
+            return name, self.min_margin
+        try:
+            value = float(margin)
+        except ValueError:
+            raise ConfigError(
+                f"mining.strategies: margin of {spec!r} must be a number, got {margin!r}"
+            ) from None
+        if not value >= 0:
+            raise ConfigError(f"mining.strategies: margin of {spec!r} must be >= 0, got {value}")
+        return name, value
 
 
 OBJECTIVES = ("sft_top", "preference")

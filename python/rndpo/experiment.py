@@ -201,11 +201,12 @@ class _Stages:
         key = stage_key(scores_key, miner, config_to_dict(m))
         path = self.stages / f"pairs-{key}.npz"
         if not path.exists():
+            strategy, min_margin = m.parse_strategy(miner)
             pairs = mine_pairs(
                 bank.masks,
                 scores,
-                miner,
-                min_margin=m.min_margin,
+                strategy,
+                min_margin=min_margin,
                 min_region=m.min_region,
                 max_region=m.max_region or None,
                 max_pairs_per_image=m.max_pairs_per_image or None,

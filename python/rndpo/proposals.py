@@ -1,28 +1,139 @@
 """Proposal banks: K candidate masks per unlabeled image.
 
-A bank holds images float32 (N, C, H, W), masks uint8 (N, K, H, W), the base model's foreground
+A bank holds images float32 (N, C, H, W), masks uint8 (N, K, H, W) in {0, 1}, the base model's foreground
 probabilities float32 (N, H, W) for judges, and the ground truth uint8 (N, H, W) where it is known
 (experiments only).
+
+Allocation rule of :func:`generate_proposals`: proposal j (0-based) comes from source
+``sources[j % S]`` (S sources, round-robin in the configured order) and is that source's
+``i = j // S``-th variant:
+
+- ``mc_dropout``: dropout on, batch-norm frozen, threshold 0.5; variant i draws its dropout masks with
+  seed ``(config.seed, i, batch index)``.
+- ``tta``: transform the input, predict, invert the transform on the logits, threshold 0.5; variant i
+  is ``TTA_VARIANTS[i % 8]``: hflip, vflip, rotate +a, rotate -a, hflip + rotate +a/2,
+  vflip + rotate -a/2, rotate +a/2, rotate -a/2 (a = ``tta_degrees``).
+- ``threshold``: base probabilities >= t, with t spread evenly over [threshold_low, threshold_high]
+  across this source's n variants (t = threshold_low when n = 1).
+- ``snapshot``: snapshot checkpoint ``i % len(snapshots)`` in eval mode, threshold 0.5.
+- ``morph``: the base mask (probabilities >= 0.5) dilated, then eroded, with a disk of radius 1, then
+  2, ... up to ``morph_radius``, cycling: variant i has radius 1 + (i // 2) % morph_radius and is a
+  dilation for even i, an erosion for odd i (erosion treats pixels outside the image as foreground).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+from tqdm.auto import tqdm
 
-__all__ = ["ProposalBank"]
+from rndpo.inference import as_image_tensor, forward_batched, predict_logits
+from rndpo.model import enable_mc_dropout
+from rndpo.storage import atomic_dir
+
+__all__ = [
+    "PROPOSAL_SOURCES",
+    "TTA_VARIANTS",
+    "ProposalBank",
+    "ProposalConfig",
+    "allocate_sources",
+    "generate_proposals",
+]
+
+PROPOSAL_SOURCES: tuple[str, ...] = ("mc_dropout", "tta", "threshold", "snapshot", "morph")
+TTA_VARIANTS: tuple[tuple[bool, bool, float], ...] = (
+    # (hflip, vflip, rotation as a fraction of tta_degrees)
+    (True, False, 0.0),
+    (False, True, 0.0),
+    (False, False, 1.0),
+    (False, False, -1.0),
+    (True, False, 0.5),
+    (False, True, -0.5),
+    (False, False, 0.5),
+    (False, False, -0.5),
+)
+_ARRAYS = ("images", "masks", "probs", "ground_truth")
+_FORMAT = "rndpo-proposal-bank/1"
+
+
+def _shape(a: Any) -> Any:
+    return tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
 
 
 @dataclass(frozen=True)
 class ProposalBank:
-    """K proposal masks for each of N images (see module docstring for shapes)."""
+    """K proposal masks for each of N images.
+
+    images float32 (N, C, H, W); masks uint8 (N, K, H, W) in {0, 1}; probs float32 (N, H, W) in [0, 1]
+    (base model foreground probabilities) or None; ground_truth uint8 (N, H, W) in {0, 1} or None;
+    sources: K names (one per proposal) or () when unknown. Arrays may be read-only memory maps.
+    Bool masks / ground_truth are accepted and stored as uint8 views.
+    """
 
     images: np.ndarray
     masks: np.ndarray
     probs: np.ndarray | None = None
     ground_truth: np.ndarray | None = None
     sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in _ARRAYS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
+        for name in ("masks", "ground_truth"):  # bool -> uint8 is a free view
+            value = getattr(self, name)
+            if value is not None and value.dtype == np.bool_:
+                object.__setattr__(self, name, value.view(np.uint8))
+        images, masks = self.images, self.masks
+        if images.ndim != 4 or images.dtype != np.float32:
+            raise ValueError(
+                f"images must be float32 (N, C, H, W), got {images.dtype} with shape {images.shape}"
+            )
+        n, _, h, w = images.shape
+        if masks.dtype != np.uint8 or masks.ndim != 4 or masks.shape[0] != n or masks.shape[2:] != (h, w):
+            raise ValueError(
+                f"masks must be uint8 (N, K, H, W) with (N, H, W) = {(n, h, w)}, "
+                f"got {masks.dtype} with shape {masks.shape}"
+            )
+        if masks.shape[1] < 1:
+            raise ValueError(f"masks must hold K >= 1 proposals per image, got shape {masks.shape}")
+        if masks.size and int(masks.max()) > 1:
+            raise ValueError(f"masks must be binary {{0, 1}}, got values up to {int(masks.max())}")
+        if self.probs is not None:
+            probs = self.probs
+            if probs.dtype != np.float32 or probs.shape != (n, h, w):
+                raise ValueError(
+                    f"probs must be float32 (N, H, W) = {(n, h, w)}, "
+                    f"got {probs.dtype} with shape {probs.shape}"
+                )
+            if probs.size and not (np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1):
+                raise ValueError("probs must be finite probabilities in [0, 1]")
+        if self.ground_truth is not None:
+            gt = self.ground_truth
+            if gt.dtype != np.uint8 or gt.shape != (n, h, w):
+                raise ValueError(
+                    f"ground_truth must be uint8 (N, H, W) = {(n, h, w)}, "
+                    f"got {gt.dtype} with shape {gt.shape}"
+                )
+            if gt.size and int(gt.max()) > 1:
+                raise ValueError(f"ground_truth must be binary {{0, 1}}, got values up to {int(gt.max())}")
+        if not isinstance(self.sources, tuple) or not all(isinstance(s, str) for s in self.sources):
+            raise TypeError(f"sources must be a tuple of str, got {self.sources!r}")
+        if self.sources and len(self.sources) != masks.shape[1]:
+            raise ValueError(f"sources must name K = {masks.shape[1]} proposals, got {len(self.sources)}")
 
     @property
     def n_images(self) -> int:
@@ -31,3 +142,357 @@ class ProposalBank:
     @property
     def k(self) -> int:
         return int(self.masks.shape[1])
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> ProposalBank:
+        """Images ``index`` (int array (M,) or boolean mask (N,)) as a new in-memory bank."""
+        index = np.asarray(index)
+        if index.dtype == np.bool_:
+            if index.shape != (self.n_images,):
+                raise ValueError(
+                    f"index as a boolean mask must have shape ({self.n_images},), got {index.shape}"
+                )
+            index = np.flatnonzero(index)
+        if index.ndim != 1 or not (index.size == 0 or np.issubdtype(index.dtype, np.integer)):
+            raise ValueError(f"index must be a 1-D int array, got {index.dtype} with shape {index.shape}")
+        if index.size and (index.min() < -self.n_images or index.max() >= self.n_images):
+            raise ValueError(
+                f"index must lie in [0, {self.n_images}), got values {index.min()}..{index.max()}"
+            )
+        index = index.astype(np.int64)
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.ascontiguousarray(a[index])
+
+        return ProposalBank(
+            np.ascontiguousarray(self.images[index]),
+            np.ascontiguousarray(self.masks[index]),
+            take(self.probs),
+            take(self.ground_truth),
+            self.sources,
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        """Write one ``.npy`` per array and ``bank.json`` into ``directory``, atomically.
+
+        The files are written into a temporary folder beside ``directory`` that is renamed into place
+        only when every file is complete; on error it is removed. An existing ``directory`` is replaced.
+        """
+        directory = Path(directory)
+        with atomic_dir(directory) as tmp:
+            present = []
+            for name in _ARRAYS:
+                value = getattr(self, name)
+                if value is not None:
+                    np.save(tmp / f"{name}.npy", np.ascontiguousarray(value), allow_pickle=False)
+                    present.append(name)
+            meta = {
+                "format": _FORMAT,
+                "n_images": self.n_images,
+                "k": self.k,
+                "arrays": present,
+                "sources": list(self.sources),
+            }
+            (tmp / "bank.json").write_text(json.dumps(meta, indent=2) + "\n")
+            for path in tmp.iterdir():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, mmap: bool = True) -> ProposalBank:
+        """Read a bank written by :meth:`save`; with ``mmap`` the arrays are read-only memory maps."""
+        directory = Path(directory)
+        meta_path = directory / "bank.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: not a proposal bank (bank.json is missing)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path}: invalid JSON: {err}") from None
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        if found != _FORMAT:
+            raise ValueError(f"{meta_path}: format must be {_FORMAT!r}, got {found!r}")
+        arrays: dict[str, np.ndarray | None] = {}
+        for name in _ARRAYS:
+            path = directory / f"{name}.npy"
+            if name in meta["arrays"]:
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path}: listed in bank.json but missing")
+                try:
+                    arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+                except ValueError as err:
+                    raise ValueError(f"{path}: cannot read: {err}") from None
+            else:
+                arrays[name] = None
+        for name in ("images", "masks"):
+            if arrays[name] is None:
+                raise ValueError(f"{meta_path}: arrays must include {name!r}, got {meta['arrays']}")
+        try:
+            return cls(
+                images=arrays["images"],  # type: ignore[arg-type]
+                masks=arrays["masks"],  # type: ignore[arg-type]
+                probs=arrays["probs"],
+                ground_truth=arrays["ground_truth"],
+                sources=tuple(meta.get("sources", ())),
+            )
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{directory}: {err}") from None
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalConfig:
+    """Settings of :func:`generate_proposals` (see the module docstring for the allocation rule)."""
+
+    k: int = field(default=8, metadata=_help("proposals per image"))
+    sources: tuple[str, ...] = field(
+        default=PROPOSAL_SOURCES,
+        metadata=_help(f"proposal sources, round-robin in order; from {list(PROPOSAL_SOURCES)}"),
+    )
+    threshold_low: float = field(default=0.3, metadata=_help("lowest threshold of the threshold source"))
+    threshold_high: float = field(default=0.7, metadata=_help("highest threshold of the threshold source"))
+    mc_dropout_p: float | None = field(
+        default=None, metadata=_help("dropout probability while sampling (None: the model's own)")
+    )
+    tta_degrees: float = field(default=10.0, metadata=_help("largest rotation of the tta source, in degrees"))
+    morph_radius: int = field(default=2, metadata=_help("largest erosion/dilation disk radius in pixels"))
+    seed: int = field(default=0, metadata=_help("seed of the MC-dropout samples"))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        if not isinstance(self.sources, tuple) or not self.sources:
+            raise ValueError(
+                f"sources must be a non-empty tuple from {list(PROPOSAL_SOURCES)}, got {self.sources!r}"
+            )
+        for s in self.sources:
+            if s not in PROPOSAL_SOURCES:
+                raise ValueError(f"sources entries must be one of {list(PROPOSAL_SOURCES)}, got {s!r}")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources must not repeat a source, got {list(self.sources)}")
+        for name in ("threshold_low", "threshold_high", "tta_degrees"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not 0 < self.threshold_low <= self.threshold_high < 1:
+            raise ValueError(
+                "threshold_low and threshold_high must satisfy 0 < low <= high < 1, "
+                f"got {self.threshold_low} and {self.threshold_high}"
+            )
+        if self.mc_dropout_p is not None and not 0 < self.mc_dropout_p < 1:
+            raise ValueError(f"mc_dropout_p must be None or in (0, 1), got {self.mc_dropout_p}")
+        if not 0 <= self.tta_degrees <= 90:
+            raise ValueError(f"tta_degrees must be in [0, 90], got {self.tta_degrees}")
+        if (
+            isinstance(self.morph_radius, bool)
+            or not isinstance(self.morph_radius, int)
+            or self.morph_radius < 1
+        ):
+            raise ValueError(f"morph_radius must be a positive int, got {self.morph_radius!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+
+
+def allocate_sources(k: int, sources: Sequence[str]) -> list[tuple[str, int]]:
+    """(source, variant index) for proposals 0..k-1: round-robin over ``sources`` in order."""
+    s = len(sources)
+    return [(sources[j % s], j // s) for j in range(k)]
+
+
+def _rotate_logits(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate (B, C, H, W) by ``degrees`` about the centre in pixel geometry (bilinear, border)."""
+    b, _, h, w = x.shape
+    a = math.radians(degrees)
+    theta = torch.tensor(
+        [[math.cos(a), -math.sin(a) * h / w, 0.0], [math.sin(a) * w / h, math.cos(a), 0.0]],
+        dtype=x.dtype,
+        device=x.device,
+    ).expand(b, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _tta_pair(variant: int, degrees: float) -> tuple[Any, Any]:
+    hflip, vflip, frac = TTA_VARIANTS[variant % len(TTA_VARIANTS)]
+    angle = frac * degrees
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if hflip:
+            x = x.flip(-1)
+        if vflip:
+            x = x.flip(-2)
+        return _rotate_logits(x, angle) if angle else x
+
+    def inverse(y: torch.Tensor) -> torch.Tensor:
+        if angle:
+            y = _rotate_logits(y, -angle)
+        if vflip:
+            y = y.flip(-2)
+        if hflip:
+            y = y.flip(-1)
+        return y
+
+    return forward, inverse
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (yy**2 + xx**2) <= radius**2
+
+
+def _morph(mask: np.ndarray, radius: int, dilate: bool) -> np.ndarray:
+    """Dilate or erode each (H, W) slice of a bool (N, H, W) stack with a disk; uint8 (N, H, W)."""
+    footprint = _disk(radius)
+    out = np.empty(mask.shape, dtype=np.uint8)
+    for i in range(mask.shape[0]):
+        if dilate:
+            out[i] = ndimage.binary_dilation(mask[i], structure=footprint)
+        else:  # outside the image counts as foreground: objects cut by the border are not eaten from it
+            out[i] = ndimage.binary_erosion(mask[i], structure=footprint, border_value=1)
+    return out
+
+
+def _mc_dropout_logits(
+    model: nn.Module, x: torch.Tensor, p: float | None, seed: int, variant: int, batch_size: int, device: Any
+) -> torch.Tensor:
+    flags = [(m, m.training) for m in model.modules()]
+    dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    old_p = [m.p for m in dropouts]
+    dev = torch.device(device)
+    fork = [dev.index or 0] if dev.type == "cuda" else []
+    try:
+        if p is not None:
+            for m in dropouts:
+                m.p = p
+        enable_mc_dropout(model)
+        outs = []
+        with torch.random.fork_rng(devices=fork):
+            for b, start in enumerate(range(0, x.shape[0], batch_size)):
+                torch.manual_seed(
+                    int(np.random.SeedSequence([seed, variant, b]).generate_state(1, np.uint64)[0] >> 1)
+                )
+                outs.append(
+                    forward_batched(
+                        model, x[start : start + batch_size], batch_size=batch_size, device=device
+                    )
+                )
+        return torch.cat(outs)
+    finally:
+        for drop, value in zip(dropouts, old_p, strict=True):
+            drop.p = value
+        for module, training in flags:
+            module.training = training
+
+
+def _snapshot_model(
+    model: nn.Module, snapshot: nn.Module | Mapping[str, torch.Tensor], index: int
+) -> nn.Module:
+    if isinstance(snapshot, nn.Module):
+        return snapshot
+    if isinstance(snapshot, Mapping):
+        clone = copy.deepcopy(model)
+        try:
+            clone.load_state_dict(snapshot)
+        except RuntimeError as err:
+            raise ValueError(f"snapshots[{index}] does not match the model's state_dict: {err}") from None
+        return clone
+    raise TypeError(f"snapshots[{index}] must be an nn.Module or a state_dict, got {type(snapshot).__name__}")
+
+
+def generate_proposals(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    *,
+    config: ProposalConfig | None = None,
+    snapshots: Sequence[nn.Module | Mapping[str, torch.Tensor]] | None = None,
+    ground_truth: np.ndarray | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ProposalBank:
+    """A :class:`ProposalBank` of ``config.k`` proposals for each of images float32 (N, C, H, W).
+
+    snapshots: models or state dicts (rebuilt on a copy of ``model``), needed when "snapshot" is a
+    source; ground_truth: optional uint8 (N, H, W) in {0, 1}, stored for experiments. Deterministic for
+    a given config (seed) and batch_size. The model's train/eval flags are restored afterwards.
+    """
+    config = ProposalConfig() if config is None else config
+    if not isinstance(config, ProposalConfig):
+        raise TypeError(f"config must be a ProposalConfig, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x = as_image_tensor(images)
+    n, _, h, w = x.shape
+    if ground_truth is not None:
+        if not isinstance(ground_truth, np.ndarray) or ground_truth.shape != (n, h, w):
+            raise ValueError(
+                f"ground_truth must have shape (N, H, W) = {(n, h, w)}, got {_shape(ground_truth)}"
+            )
+        if ground_truth.dtype not in (np.uint8, np.bool_) or int(ground_truth.max(initial=0)) > 1:
+            raise ValueError(f"ground_truth must be uint8 in {{0, 1}}, got dtype {ground_truth.dtype}")
+        ground_truth = np.ascontiguousarray(ground_truth, dtype=np.uint8)
+    plan = allocate_sources(config.k, config.sources)
+    snaps: list[nn.Module] = []
+    if any(src == "snapshot" for src, _ in plan):
+        if not snapshots:
+            raise ValueError(
+                "snapshots must be a non-empty list of models or state dicts when sources include "
+                f"'snapshot', "
+                f"got {snapshots!r}"
+            )
+        snaps = [_snapshot_model(model, s, i) for i, s in enumerate(snapshots)]
+    if "mc_dropout" in config.sources and not any(
+        isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()
+    ):
+        raise ValueError("sources include 'mc_dropout' but the model has no dropout module")
+
+    n_variants = {s: sum(1 for src, _ in plan if src == s) for s in config.sources}
+    probs_t = torch.sigmoid(predict_logits(model, x, batch_size=batch_size, device=device)[:, 0])
+    probs = probs_t.numpy()
+    base = probs >= 0.5
+    masks = np.empty((n, config.k, h, w), dtype=np.uint8)
+    flags = [(m, m.training) for m in model.modules()]
+    bar = tqdm(total=config.k, desc="proposals", disable=not progress, leave=False)
+    try:
+        for j, (source, i) in enumerate(plan):
+            if source == "threshold":
+                count = n_variants[source]
+                t = (
+                    config.threshold_low
+                    if count == 1
+                    else float(np.linspace(config.threshold_low, config.threshold_high, count)[i])
+                )
+                masks[:, j] = probs >= t
+            elif source == "morph":
+                radius = 1 + (i // 2) % config.morph_radius
+                masks[:, j] = _morph(base, radius, dilate=(i % 2 == 0))
+            elif source == "mc_dropout":
+                logits = _mc_dropout_logits(model, x, config.mc_dropout_p, config.seed, i, batch_size, device)
+                masks[:, j] = (logits[:, 0] >= 0).numpy()
+            elif source == "tta":
+                fwd, inv = _tta_pair(i, config.tta_degrees)
+                model.eval()
+                logits = forward_batched(
+                    model, x, batch_size=batch_size, device=device, transform=fwd, inverse=inv
+                )
+                masks[:, j] = (logits[:, 0] >= 0).numpy()
+            else:  # snapshot
+                snap = snaps[i % len(snaps)]
+                masks[:, j] = (
+                    predict_logits(snap, x, batch_size=batch_size, device=device)[:, 0] >= 0
+                ).numpy()
+            bar.update(1)
+    finally:
+        bar.close()
+        for m, training in flags:
+            m.training = training
+    return ProposalBank(
+        images=np.ascontiguousarray(x.numpy(), dtype=np.float32),
+        masks=masks,
+        probs=np.ascontiguousarray(probs, dtype=np.float32),
+        ground_truth=ground_truth,
+        sources=tuple(src for src, _ in plan),
+    )

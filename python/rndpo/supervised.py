@@ -1,0 +1,304 @@
+"""Supervised base training on the labeled split: BCE + soft Dice, AdamW, batch augmentation in torch.
+
+Seeding: the global torch RNG (dropout) is forked and seeded with ``config.seed`` for the run, and a
+separate ``torch.Generator`` seeded with ``config.seed`` draws the batches and augmentation parameters,
+so two runs from the same initial model and seed give identical weights on CPU.
+Checkpoint selection: the state with the highest validation Dice (threshold 0.5; an image where
+prediction and truth are both empty scores 1) over evaluations every ``eval_every`` steps and at the end;
+ties keep the earlier step. Snapshots are taken at steps round(steps * i / n_snapshots), i = 1..n.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from rndpo.data import SegmentationDataset
+from rndpo.inference import predict_probs
+
+__all__ = [
+    "BaseTrainConfig",
+    "BaseTrainResult",
+    "augment_batch",
+    "segmentation_loss",
+    "snapshot_steps",
+    "train_base",
+]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True)
+class BaseTrainConfig:
+    """Settings of :func:`train_base`."""
+
+    steps: int = field(default=300, metadata=_help("optimizer steps"))
+    batch_size: int = field(
+        default=16, metadata=_help("images per step (sampled without replacement per epoch)")
+    )
+    lr: float = field(default=2e-3, metadata=_help("AdamW learning rate (peak of the cosine schedule)"))
+    weight_decay: float = field(default=1e-4, metadata=_help("AdamW weight decay"))
+    schedule: Literal["cosine", "constant"] = field(
+        default="cosine", metadata=_help("learning-rate schedule: cosine decay to 5% of lr, or constant")
+    )
+    augment: bool = field(
+        default=True, metadata=_help("random flips, 90-degree and small rotations, gamma/contrast/brightness")
+    )
+    max_rotation: float = field(default=15.0, metadata=_help("largest small-rotation angle in degrees"))
+    eval_every: int = field(default=25, metadata=_help("validate every this many steps (and at the end)"))
+    n_snapshots: int = field(
+        default=3, metadata=_help("evenly spaced snapshot checkpoints kept for proposals")
+    )
+    seed: int = field(default=0, metadata=_help("seed of batch sampling, augmentation and dropout"))
+    device: str = field(default="cpu", metadata=_help("torch device, e.g. cpu or cuda"))
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if (
+            isinstance(self.n_snapshots, bool)
+            or not isinstance(self.n_snapshots, int)
+            or self.n_snapshots < 0
+        ):
+            raise ValueError(f"n_snapshots must be an int >= 0, got {self.n_snapshots!r}")
+        if self.n_snapshots > self.steps:
+            raise ValueError(f"n_snapshots must be <= steps = {self.steps}, got {self.n_snapshots}")
+        for name in ("lr", "weight_decay", "max_rotation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.max_rotation <= 180:
+            raise ValueError(f"max_rotation must be in [0, 180] degrees, got {self.max_rotation}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be one of ['cosine', 'constant'], got {self.schedule!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class BaseTrainResult:
+    """state_dict: best (validation Dice) weights on CPU; snapshots: n_snapshots state dicts on CPU in
+    step order; history: (step, mean train loss since the previous evaluation, val Dice) per evaluation."""
+
+    state_dict: dict[str, torch.Tensor]
+    snapshots: list[dict[str, torch.Tensor]]
+    history: list[tuple[int, float, float]]
+    best_step: int
+    best_val_dice: float
+    snapshot_steps: tuple[int, ...]
+    seconds: float
+
+
+def snapshot_steps(steps: int, n_snapshots: int) -> tuple[int, ...]:
+    """Steps (1-based, after the optimizer step) at which snapshots are taken: round(steps * i / n)."""
+    return tuple(round(steps * i / n_snapshots) for i in range(1, n_snapshots + 1))
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
+    """Scalar BCE-with-logits + soft Dice loss (mean over images) for logits (B, 1, H, W) and
+    target (B, 1, H, W) in {0, 1} (float)."""
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"target must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    soft_dice = (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    return bce + (1 - soft_dice).mean()
+
+
+def _rotate(x: torch.Tensor, angles: torch.Tensor, mode: str) -> torch.Tensor:
+    """Rotate (B, C, H, W) by angles (B,) radians about the centre, in pixel geometry (any aspect)."""
+    _, _, h, w = x.shape
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    theta = torch.zeros(x.shape[0], 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = cos
+    theta[:, 0, 1] = -sin * h / w
+    theta[:, 1, 0] = sin * w / h
+    theta[:, 1, 1] = cos
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+def augment_batch(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, *, max_rotation: float = 15.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random per-image augmentation of images float32 (B, C, H, W) in [0, 1] and masks float32
+    (B, 1, H, W) in {0, 1}: horizontal/vertical flips, 90-degree rotations (square images only), a small
+    rotation in [-max_rotation, max_rotation] degrees, and gamma in [0.7, 1.5], contrast in [0.8, 1.2],
+    brightness in [-0.1, 0.1] (images only; clamped to [0, 1]). All draws come from ``generator`` (CPU)."""
+    b, _, h, w = images.shape
+    dev = images.device
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(dev)
+
+    flip_h = draw(b) < 0.5
+    flip_v = draw(b) < 0.5
+    rot90 = torch.randint(0, 4, (b,), generator=generator)
+    angles = (draw(b) * 2 - 1) * math.radians(max_rotation)
+    gamma = torch.exp(torch.empty(b).uniform_(math.log(0.7), math.log(1.5), generator=generator)).to(dev)
+    contrast = (0.8 + 0.4 * draw(b)).view(b, 1, 1, 1)
+    brightness = (0.2 * draw(b) - 0.1).view(b, 1, 1, 1)
+
+    both = torch.cat([images, masks], dim=1)
+    both = torch.where(flip_h.view(b, 1, 1, 1), both.flip(-1), both)
+    both = torch.where(flip_v.view(b, 1, 1, 1), both.flip(-2), both)
+    if h == w:
+        for k in (1, 2, 3):
+            sel = (rot90 == k).to(dev)
+            if bool(sel.any()):
+                both[sel] = torch.rot90(both[sel], k, dims=(-2, -1))
+    if max_rotation > 0:
+        both = _rotate(both, angles, mode="bilinear")
+    c = images.shape[1]
+    x, y = both[:, :c], (both[:, c:] > 0.5).to(masks.dtype)
+    x = x.clamp(0, 1) ** gamma.view(b, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    return x, y
+
+
+def _hard_dice(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per-image Dice (N,) float64 of probs > 0.5 against masks; both empty scores 1."""
+    pred = probs > 0.5
+    truth = masks.astype(bool)
+    inter = (pred & truth).sum(axis=(1, 2)).astype(np.float64)
+    total = (pred.sum(axis=(1, 2)) + truth.sum(axis=(1, 2))).astype(np.float64)
+    out = np.ones(len(pred), dtype=np.float64)
+    nz = total > 0
+    out[nz] = 2 * inter[nz] / total[nz]
+    return out
+
+
+def _check_dataset(data: Any, name: str) -> None:
+    """Dtypes, shapes and binary masks are guaranteed by SegmentationDataset; check type and size."""
+    if not isinstance(data, SegmentationDataset):
+        raise TypeError(f"{name} must be a SegmentationDataset, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name} must hold at least one image, got 0")
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train_base(
+    model: nn.Module,
+    labeled: SegmentationDataset,
+    val: SegmentationDataset,
+    config: BaseTrainConfig | None = None,
+    *,
+    progress: bool = True,
+) -> BaseTrainResult:
+    """Train ``model`` (logits (B, 1, H, W)) on ``labeled`` and select the best state on ``val``.
+
+    labeled / val: images float32 (N, C, H, W) in [0, 1], masks uint8 (N, H, W). The model is trained in
+    place and ends holding the best state, in eval mode, on ``config.device``. Returns a
+    :class:`BaseTrainResult`.
+    """
+    config = BaseTrainConfig() if config is None else config
+    if not isinstance(config, BaseTrainConfig):
+        raise TypeError(f"config must be a BaseTrainConfig, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_dataset(labeled, "labeled")
+    _check_dataset(val, "val")
+    c = labeled.images.shape[1]
+    expected = getattr(model, "in_channels", c)
+    if c != expected:
+        raise ValueError(f"labeled.images must have model.in_channels = {expected} channels, got {c}")
+    if val.images.shape[1] != c:
+        raise ValueError(
+            f"val.images must have as many channels as labeled.images ({c}), got {val.images.shape[1]}"
+        )
+
+    device = torch.device(config.device)
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(config.seed)
+        gen = torch.Generator().manual_seed(config.seed)
+        model.to(device)
+        x_all = torch.from_numpy(np.ascontiguousarray(labeled.images)).to(device)
+        y_all = torch.from_numpy(labeled.masks.astype(np.float32)).unsqueeze(1).to(device)
+        n = x_all.shape[0]
+        batch = min(config.batch_size, n)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        sched = None
+        if config.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt,
+                lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)),
+            )
+        snaps_at = set(snapshot_steps(config.steps, config.n_snapshots))
+        snapshots: list[dict[str, torch.Tensor]] = []
+        history: list[tuple[int, float, float]] = []
+        best_state = _cpu_state(model)
+        best_step, best_dice = 0, -math.inf
+        order = torch.randperm(n, generator=gen)
+        cursor = 0
+        losses: list[float] = []
+        bar = tqdm(total=config.steps, desc="base training", disable=not progress, leave=False)
+        try:
+            for step in range(1, config.steps + 1):
+                model.train()
+                if cursor + batch > n:
+                    order, cursor = torch.randperm(n, generator=gen), 0
+                idx = order[cursor : cursor + batch].to(device)
+                cursor += batch
+                x, y = x_all[idx], y_all[idx]
+                if config.augment:
+                    x, y = augment_batch(x, y, gen, max_rotation=config.max_rotation)
+                loss = segmentation_loss(model(x), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                losses.append(float(loss.detach()))
+                if step in snaps_at:
+                    snapshots.append(_cpu_state(model))
+                if step % config.eval_every == 0 or step == config.steps:
+                    probs = predict_probs(model, val.images, batch_size=max(64, batch), device=device)
+                    val_dice = float(_hard_dice(probs, val.masks).mean())
+                    history.append((step, float(np.mean(losses)), val_dice))
+                    losses = []
+                    if val_dice > best_dice:
+                        best_dice, best_step, best_state = val_dice, step, _cpu_state(model)
+                    bar.set_postfix(
+                        loss=f"{history[-1][1]:.3f}", val_dice=f"{val_dice:.3f}", best=f"{best_dice:.3f}"
+                    )
+                bar.update(1)
+        finally:
+            bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return BaseTrainResult(
+        state_dict=best_state,
+        snapshots=snapshots,
+        history=history,
+        best_step=best_step,
+        best_val_dice=best_dice,
+        snapshot_steps=snapshot_steps(config.steps, config.n_snapshots),
+        seconds=time.perf_counter() - start,
+    )

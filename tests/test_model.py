@@ -1,0 +1,207 @@
+"""rndpo.model (UNet, enable_mc_dropout) and rndpo.inference (batched prediction)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from rndpo.inference import predict_logits, predict_probs
+from rndpo.model import UNet, enable_mc_dropout
+
+SMALL = (4, 8, 16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _model(**kwargs: object) -> UNet:
+    torch.manual_seed(0)
+    return UNet(**{"channels": SMALL, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((2, 1, 37, 45), {}),
+        ((1, 3, 32, 32), {"in_channels": 3}),
+        ((3, 1, 1, 1), {}),
+        ((2, 2, 17, 8), {"in_channels": 2, "out_channels": 2, "norm": "instance"}),
+        ((2, 1, 33, 31), {"norm": "none", "dropout": 0.0}),
+        ((1, 1, 50, 29), {"channels": (4, 8, 16, 32)}),
+    ],
+)
+def test_output_shape_any_size(shape: tuple[int, ...], kwargs: dict[str, object]) -> None:
+    model = _model(**kwargs).eval()
+    out = model(torch.rand(shape))
+    assert out.shape == (shape[0], model.out_channels, shape[2], shape[3])
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@settings(max_examples=10, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40))
+def test_output_shape_property(h: int, w: int) -> None:
+    model = _model().eval()
+    assert model(torch.rand(1, 1, h, w)).shape == (1, 1, h, w)
+
+
+def test_padding_is_a_crop_of_the_padded_input() -> None:
+    """Logits at odd size = the logits of the replicate-padded image, cropped (pad-and-crop contract)."""
+    model = _model().eval()
+    x = torch.rand(2, 1, 13, 10)
+    padded = torch.nn.functional.pad(x, (0, 2, 0, 3), mode="replicate")  # up to multiples of 4: 16 x 12
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(padded)[..., :13, :10], atol=1e-6)
+
+
+def test_same_seed_same_weights_and_outputs() -> None:
+    a, b = _model(), _model()
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert na == nb
+        assert torch.equal(pa, pb)
+    torch.manual_seed(1)
+    c = UNet(channels=SMALL)
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_dropout_is_not() -> None:
+    model = _model(dropout=0.3).eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        model.train()
+        assert not torch.equal(model(x), model(x))
+
+
+def test_enable_mc_dropout_turns_on_only_dropout() -> None:
+    model = _model(dropout=0.3)
+    model.train()
+    enable_mc_dropout(model)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout2d):
+            assert module.training
+        elif isinstance(module, nn.BatchNorm2d):
+            assert not module.training
+    assert not model.training
+    # samples differ, batch-norm running stats are untouched
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))
+    for k, v in model.state_dict().items():
+        if "running" in k:
+            assert torch.equal(v, stats[k])
+
+
+def test_enable_mc_dropout_without_dropout_is_an_error() -> None:
+    with pytest.raises(ValueError, match="dropout"):
+        enable_mc_dropout(_model(dropout=0.0))
+
+
+def test_config_round_trip() -> None:
+    model = _model(in_channels=3, dropout=0.2, norm="instance")
+    config = model.config()
+    assert config == {
+        "in_channels": 3,
+        "out_channels": 1,
+        "channels": list(SMALL),
+        "dropout": 0.2,
+        "norm": "instance",
+    }
+    clone = UNet.from_config(config)
+    clone.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), clone.eval()(x))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"in_channels": 0}, "in_channels must be a positive int, got 0"),
+        ({"out_channels": 1.5}, "out_channels must be a positive int"),
+        ({"channels": (8,)}, "channels must list at least 2 positive ints"),
+        ({"channels": (8, -1)}, "channels must list"),
+        ({"dropout": 1.0}, r"dropout must be a float in \[0, 1\), got 1.0"),
+        ({"norm": "layer"}, r"norm must be one of \['batch', 'instance', 'none'\], got 'layer'"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        UNet(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_input_and_config() -> None:
+    model = _model()
+    with pytest.raises(ValueError, match=r"x must have shape \(B, in_channels=1, H, W\), got \(1, 3, 8, 8\)"):
+        model(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="unknown keys"):
+        UNet.from_config({"channels": [4, 8], "width": 3})
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        UNet.from_config([1, 2])  # type: ignore[arg-type]
+
+
+# ---- inference ----
+
+
+def test_predict_logits_matches_eval_forward_for_any_batch_size() -> None:
+    model = _model(dropout=0.3)
+    # give batch-norm non-trivial running statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, 1, 20, 20))
+    images = np.random.default_rng(0).random((7, 1, 20, 20), dtype=np.float32)
+    model.eval()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images))
+    model.train()
+    for bs in (1, 3, 64):
+        got = predict_logits(model, images, batch_size=bs)
+        assert got.dtype == torch.float32
+        assert got.shape == (7, 1, 20, 20)
+        assert torch.allclose(got, expected, atol=1e-5)
+    assert model.training  # flags restored
+    probs = predict_probs(model, torch.from_numpy(images), batch_size=2)
+    assert probs.dtype == np.float32
+    assert probs.shape == (7, 20, 20)
+    np.testing.assert_allclose(probs, torch.sigmoid(expected[:, 0]).numpy(), atol=1e-6)
+
+
+def test_predict_restores_mc_dropout_flags() -> None:
+    model = enable_mc_dropout(_model(dropout=0.3))
+    predict_logits(model, np.zeros((1, 1, 8, 8), np.float32))
+    assert all(m.training for m in model.modules() if isinstance(m, nn.Dropout2d))
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize(
+    ("images", "batch_size", "error", "match"),
+    [
+        (
+            np.zeros((2, 16, 16), np.float32),
+            4,
+            ValueError,
+            r"images must have shape \(N, C, H, W\), got \(2, 16, 16\)",
+        ),
+        (np.zeros((2, 1, 8, 8), np.uint8), 4, TypeError, "images must be a float array"),
+        (np.zeros((0, 1, 8, 8), np.float32), 4, ValueError, "at least one image"),
+        (np.full((1, 1, 8, 8), np.nan, np.float32), 4, ValueError, "images must be finite"),
+        ([[1.0]], 4, TypeError, "images must be a numpy array or torch tensor, got list"),
+        (np.zeros((1, 1, 8, 8), np.float32), 0, ValueError, "batch_size must be a positive int, got 0"),
+    ],
+)
+def test_predict_bad_input(images: object, batch_size: int, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        predict_probs(_model(), images, batch_size=batch_size)  # type: ignore[arg-type]

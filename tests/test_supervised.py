@@ -1,0 +1,279 @@
+"""rndpo.supervised: loss, augmentation, and a short seeded base training on tiny synthetic disks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oracles import oracle_rotate_nearest, oracle_segmentation_loss
+from rndpo.data import SegmentationDataset
+from rndpo.model import UNet
+from rndpo.supervised import (
+    BaseTrainConfig,
+    BaseTrainResult,
+    _rotate,
+    augment_batch,
+    segmentation_loss,
+    snapshot_steps,
+    train_base,
+)
+
+SMALL = (4, 8, 16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def disks(n: int, size: int = 32, seed: int = 0, channels: int = 1) -> SegmentationDataset:
+    """n noisy images of one bright disk each, with the disk as mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((n, size, size), np.uint8)
+    images = np.zeros((n, channels, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
+        r = rng.uniform(size * 0.12, size * 0.3)
+        masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        images[i] = np.clip(0.3 + 0.35 * masks[i] + rng.normal(0, 0.12, (channels, size, size)), 0, 1)
+    return SegmentationDataset(images, masks, np.array([f"disk{i}" for i in range(n)]), name="disks")
+
+
+def _model(in_channels: int = 1) -> UNet:
+    torch.manual_seed(0)
+    return UNet(in_channels=in_channels, channels=SMALL, dropout=0.1)
+
+
+FAST = BaseTrainConfig(steps=24, batch_size=8, lr=3e-3, eval_every=8, n_snapshots=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[UNet, dict[str, torch.Tensor], BaseTrainResult]:
+    torch.set_num_threads(1)
+    model = _model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train_base(model, disks(16), disks(6, seed=1), FAST, progress=False)
+    return model, initial, result
+
+
+# ---- loss ----
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_segmentation_loss_matches_oracle(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (3, 1, 5, 6))
+    target = (rng.random((3, 1, 5, 6)) < 0.4).astype(np.float64)
+    got = segmentation_loss(torch.from_numpy(logits), torch.from_numpy(target))
+    assert math.isclose(float(got), oracle_segmentation_loss(logits, target), rel_tol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 6),
+    st.floats(0.1, 20),
+    st.integers(0, 2**31 - 1),
+)
+def test_segmentation_loss_property(b: int, size: int, scale: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, scale, (b, 1, size, size))
+    target = (rng.random((b, 1, size, size)) < 0.5).astype(np.float64)
+    got = float(segmentation_loss(torch.from_numpy(logits), torch.from_numpy(target)))
+    assert math.isclose(got, oracle_segmentation_loss(logits, target), rel_tol=1e-9, abs_tol=1e-12)
+    assert got >= 0
+
+
+def test_segmentation_loss_closed_form_and_gradcheck() -> None:
+    # logits 0 everywhere: BCE = log 2; p = 1/2, 4 pixels, 2 foreground: Dice = (2 * 1 + 1) / (2 + 2 + 1)
+    logits = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]], dtype=torch.float64)
+    assert math.isclose(float(segmentation_loss(logits, target)), math.log(2) + 1 - 3 / 5, rel_tol=1e-12)
+    z = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    t = (torch.rand(2, 1, 3, 3) < 0.5).to(torch.float64)
+    assert torch.autograd.gradcheck(lambda z: segmentation_loss(z, t), (z,))
+    with pytest.raises(
+        ValueError, match=r"target must have the logits' shape \(2, 1, 3, 3\), got \(2, 3, 3\)"
+    ):
+        segmentation_loss(z, t[:, 0])
+
+
+# ---- augmentation ----
+
+
+def test_rotate_matches_pixel_loop_oracle_and_rot90() -> None:
+    img = np.random.default_rng(0).random((9, 14)).astype(np.float32)
+    for deg in (30.0, -20.0, 180.0):
+        ours = _rotate(torch.from_numpy(img)[None, None], torch.tensor([math.radians(deg)]), "nearest")
+        assert np.mean(ours[0, 0].numpy() != oracle_rotate_nearest(img, deg)) < 0.02
+    sq = np.random.default_rng(1).random((8, 8)).astype(np.float32)
+    r90 = _rotate(torch.from_numpy(sq)[None, None], torch.tensor([math.pi / 2]), "bilinear")[0, 0].numpy()
+    np.testing.assert_allclose(r90, np.rot90(sq, 1), atol=1e-5)
+
+
+def test_augment_batch_shapes_binary_and_seeded() -> None:
+    data = disks(6, size=24)
+    x = torch.from_numpy(data.images)
+    y = torch.from_numpy(data.masks.astype(np.float32)).unsqueeze(1)
+    a = augment_batch(x, y, torch.Generator().manual_seed(3))
+    b = augment_batch(x, y, torch.Generator().manual_seed(3))
+    c = augment_batch(x, y, torch.Generator().manual_seed(4))
+    assert a[0].shape == x.shape and a[1].shape == y.shape
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert set(torch.unique(a[1]).tolist()) <= {0.0, 1.0}
+    assert float(a[0].min()) >= 0 and float(a[0].max()) <= 1
+    # rotations keep the disk (roughly) the same size
+    assert abs(float(a[1].sum()) - float(y.sum())) < 0.1 * float(y.sum())
+
+
+def test_augment_keeps_image_and_mask_aligned() -> None:
+    """With the image equal to its mask, every augmented foreground pixel stays at least as bright as
+    every background pixel (geometry shared, intensity maps monotone)."""
+    rng = np.random.default_rng(0)
+    masks = (rng.random((8, 1, 16, 16)) < 0.4).astype(np.float32)
+    x, y = augment_batch(
+        torch.from_numpy(masks.copy()),
+        torch.from_numpy(masks),
+        torch.Generator().manual_seed(0),
+        max_rotation=0,
+    )
+    assert not torch.equal(y, torch.from_numpy(masks))  # something moved
+    for xi, yi in zip(x, y, strict=True):
+        assert float(xi[yi > 0.5].min()) >= float(xi[yi < 0.5].max())
+
+
+def test_snapshot_steps() -> None:
+    assert snapshot_steps(300, 3) == (100, 200, 300)
+    assert snapshot_steps(10, 4) == (2, 5, 8, 10)
+    assert snapshot_steps(5, 0) == ()
+
+
+# ---- training ----
+
+
+def test_training_lowers_loss_and_changes_every_parameter(
+    trained: tuple[UNet, dict[str, torch.Tensor], BaseTrainResult],
+) -> None:
+    model, initial, result = trained
+    steps = [h[0] for h in result.history]
+    assert steps == [8, 16, 24]
+    assert result.history[-1][1] < result.history[0][1]
+    assert all(math.isfinite(loss) and 0 <= dice <= 1 for _, loss, dice in result.history)
+    assert result.best_val_dice == max(h[2] for h in result.history)
+    assert result.best_step in steps
+    final = dict(model.named_parameters())
+    for name, before in initial.items():
+        if name in final:
+            assert not torch.equal(final[name].detach(), before), f"parameter {name} did not change"
+    # the model ends with the selected state
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, result.state_dict[name])
+    assert not model.training
+
+
+def test_snapshots_count_and_differ(trained: tuple[UNet, dict[str, torch.Tensor], BaseTrainResult]) -> None:
+    _, _, result = trained
+    assert len(result.snapshots) == 3
+    assert result.snapshot_steps == (8, 16, 24)
+    w = [s["head.weight"] for s in result.snapshots]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    assert all(v.device.type == "cpu" for s in result.snapshots for v in s.values())
+
+
+def test_training_is_reproducible(trained: tuple[UNet, dict[str, torch.Tensor], BaseTrainResult]) -> None:
+    _, _, result = trained
+    before = torch.random.get_rng_state()
+    again = train_base(_model(), disks(16), disks(6, seed=1), FAST, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is left alone
+    assert again.history == result.history
+    for name, value in result.state_dict.items():
+        assert torch.equal(value, again.state_dict[name]), name
+    for s1, s2 in zip(result.snapshots, again.snapshots, strict=True):
+        assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    other = train_base(
+        _model(), disks(16), disks(6, seed=1), dataclasses.replace(FAST, steps=8, seed=1), progress=False
+    )
+    assert not torch.equal(other.state_dict["head.weight"], result.snapshots[0]["head.weight"])
+
+
+def test_training_rgb_without_augment_or_snapshots() -> None:
+    cfg = BaseTrainConfig(
+        steps=3, batch_size=4, eval_every=2, n_snapshots=0, augment=False, schedule="constant"
+    )
+    result = train_base(
+        _model(3), disks(5, size=20, channels=3), disks(2, size=20, seed=2, channels=3), cfg, progress=False
+    )
+    assert result.snapshots == []
+    assert [h[0] for h in result.history] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("labeled", "val", "model_channels", "error", "match"),
+    [
+        (
+            disks(4).subset(np.arange(0)),
+            disks(2),
+            1,
+            ValueError,
+            "labeled must hold at least one image, got 0",
+        ),
+        (disks(4), disks(2).subset(np.arange(0)), 1, ValueError, "val must hold at least one image, got 0"),
+        (
+            disks(4, channels=3),
+            disks(2, channels=3),
+            1,
+            ValueError,
+            "labeled.images must have model.in_channels = 1 channels, got 3",
+        ),
+        (
+            disks(4),
+            disks(2, channels=3),
+            1,
+            ValueError,
+            r"val.images must have as many channels as labeled.images \(1\), got 3",
+        ),
+        ("not data", disks(2), 1, TypeError, "labeled must be a SegmentationDataset, got str"),
+    ],
+)
+def test_bad_input(
+    labeled: object, val: object, model_channels: int, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        train_base(_model(model_channels), labeled, val, FAST, progress=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"steps": 0}, "steps must be a positive int, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be a positive int"),
+        ({"n_snapshots": 30, "steps": 10}, "n_snapshots must be <= steps = 10, got 30"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"lr": math.nan}, "lr must be a finite number"),
+        ({"schedule": "step"}, r"schedule must be one of \['cosine', 'constant'\], got 'step'"),
+        ({"max_rotation": 200.0}, r"max_rotation must be in \[0, 180\]"),
+    ],
+)
+def test_bad_config(changes: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        BaseTrainConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_config_type_checked() -> None:
+    with pytest.raises(TypeError, match="config must be a BaseTrainConfig, got dict"):
+        train_base(_model(), disks(2), disks(2), {"steps": 2}, progress=False)  # type: ignore[arg-type]
+    for f in dataclasses.fields(BaseTrainConfig):
+        assert f.metadata.get("help"), f.name
