@@ -26,6 +26,8 @@ __all__ = ["DEMO_CONFIG", "main"]
 # The demo: the built-in synthetic data, one realistic judge and one noisy oracle, three objectives.
 DEMO_CONFIG: dict[str, Any] = {
     "data": {"kind": "synthetic", "n_images": 300, "image_size": 64, "label_budget": 0.1},
+    "base": {"steps": 200},
+    "finetune": {"steps": 100, "eval_every": 10},
     "judges": {"names": ["agreement", "noisy_oracle"], "reliabilities": [0.7]},
     "mining": {"strategies": ["top_vs_bottom"]},
     "methods": ["sft_top", "dpo", "rndpo"],
