@@ -21,8 +21,9 @@ test: install test-rust test-python ## everything: Rust tests, type stubs, pytes
 test-rust: ## cargo tests of the pure Rust core
 	cargo test -p rndpo-core --release --quiet
 
-test-python: ## pytest (exit code 5, no test collected, counts as a failure)
+test-python: ## stub check, mypy, pytest (exit code 5, no test collected, counts as a failure)
 	$(PYTHON) -m mypy.stubtest rndpo._core
+	$(PYTHON) -m mypy
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

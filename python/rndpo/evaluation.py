@@ -48,11 +48,13 @@ def evaluate(
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     pred = predict_probs(model, data.images, batch_size=batch_size, device=device) > threshold
+    masks = data.masks
+    dice_, iou_ = np.asarray(dice(pred, masks)), np.asarray(iou(pred, masks))  # (N,) float64
     if not distances:
-        return Evaluation(dice(pred, data.masks), iou(pred, data.masks))
+        return Evaluation(dice_, iou_)
     return Evaluation(
-        dice(pred, data.masks),
-        iou(pred, data.masks),
-        hd95(pred, data.masks, spacing=spacing),
-        assd(pred, data.masks, spacing=spacing),
+        dice_,
+        iou_,
+        np.asarray(hd95(pred, masks, spacing=spacing)),
+        np.asarray(assd(pred, masks, spacing=spacing)),
     )

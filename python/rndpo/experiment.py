@@ -21,7 +21,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -40,8 +40,8 @@ from rndpo.data import (
 )
 from rndpo.evaluation import evaluate
 from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, top_choice_pairs
-from rndpo.judges import OracleJudge, make_judge
-from rndpo.mining import PairSet, mine_pairs
+from rndpo.judges import Judge, LearnedQCJudge, OracleJudge, make_judge
+from rndpo.mining import PairSet, Strategy, mine_pairs
 from rndpo.model import UNet
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.reliability import judge_reliability, pair_quality
@@ -178,13 +178,14 @@ class _Stages:
         path = self.stages / f"scores-{key}.npz"
         if not path.exists():
             log.info("seed %d: scoring proposals with judge %s", seed, label)
+            judge: Judge
             if name == "noisy_oracle":
                 judge = make_judge(name, seed=seed, **kwargs)
             elif name == "learned_qc":
-                judge = make_judge(name, **kwargs)
+                judge = qc = LearnedQCJudge(**kwargs)
                 train_bank = self._proposals(model, snapshots, self.splits.labeled, seed)
-                judge.fit(train_bank, steps=cfg.judges.qc_steps, seed=seed, progress=self.progress)
-                judge.save(self.stages / f"qc-{key}")
+                qc.fit(train_bank, steps=cfg.judges.qc_steps, seed=seed, progress=self.progress)
+                qc.save(self.stages / f"qc-{key}")
             else:
                 judge = make_judge(name, **kwargs)
             scores = np.asarray(judge.score(bank), dtype=np.float64)
@@ -205,7 +206,7 @@ class _Stages:
             pairs = mine_pairs(
                 bank.masks,
                 scores,
-                strategy,
+                cast(Strategy, strategy),
                 min_margin=min_margin,
                 min_region=m.min_region,
                 max_region=m.max_region or None,

@@ -149,7 +149,9 @@ def plot_pair_examples(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    picks = np.linspace(0, len(image) - 1, num=min(n, len(image))).astype(int) if len(image) else []
+    picks: list[int] | np.ndarray = (
+        np.linspace(0, len(image) - 1, num=min(n, len(image))).astype(int) if len(image) else []
+    )
     cols = 4 + (ground_truth is not None)
     fig, axes = plt.subplots(
         max(1, len(picks)), cols, figsize=(2.2 * cols, 2.2 * max(1, len(picks))), squeeze=False

@@ -48,7 +48,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    return atomic_write(path, write)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -61,7 +65,7 @@ def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as fh:  # a file object: np.savez would append ".npz" to a path
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds oddly
 
     return atomic_write(path, write)
 
