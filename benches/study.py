@@ -58,6 +58,18 @@ TOP_MINERS = ("top_vs_bottom", "top_vs_rest")
 OTHER_MINERS = ("adjacent", "all_pairs:0.05")
 
 GRIDS: dict[str, dict[str, Any]] = {
+    # a seconds-long run of the whole harness, used by tests/test_study.py
+    "smoke": {
+        "seeds": [0, 1],
+        "data": {"image_size": 32, "n_images": 48, "label_budget": 0.25},
+        "model": {"channels": [8, 16]},
+        "base": {"steps": 40, "eval_every": 20},
+        "proposals": {"k": 4},
+        "judges": {"names": ["oracle", "noisy_oracle"], "reliabilities": [0.5]},
+        "mining": {"strategies": [*TOP_MINERS, *OTHER_MINERS]},
+        "finetune": {"steps": 4, "eval_every": 2, "batch_size": 4},
+        "methods": ["sft_top", "dpo", "rndpo"],
+    },
     # fits ~30 minutes on 2 CPU cores: 48 x 48 images, 3 seeds, 3 judges, 4 miners, sft_top / DPO / RN-DPO
     "reduced": {
         "seeds": [0, 1, 2],
