@@ -157,7 +157,7 @@ def test_bad_config_and_missing_data_are_clear_errors(
     assert main(["run", str(missing), "--out", str(tmp_path / "o2")]) == 2
     assert "data.path: npz dataset not found: no/such/data.npz" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "o3")]) == 2
-    assert "config: file not found" in capsys.readouterr().err
+    assert "config file not found" in capsys.readouterr().err
     assert main(["run", str(bad), "--out", str(tmp_path / "o4"), "--set", "finetune.steps=0"]) == 2
     # nothing half-written is left behind by a failed start
     for name in ("o1", "o2", "o3", "o4"):

@@ -135,23 +135,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _rndpo_3_steps() -> dict[str, np.ndarray]:
+    """Final state of 3 RN-DPO steps (batch 8) on the shared tiny setup, in this process's world."""
+    data, model, masks, _, pairs = _setup()
+    ref = reference_logits(model, data.images)
+    cfg = FinetuneConfig(steps=3, batch_size=8, lr=1e-2, eval_every=3)
+    train = TrainingPairs.from_pairs(data.images, masks, pairs)
+    result = finetune(model, train, METHOD_PRESETS["rndpo"], cfg, data, ref_logits=ref, progress=False)
+    return {k: v.numpy() for k, v in result.state_dict.items()}
+
+
 def _ddp_worker(rank: int, world: int, port: int, out: dict) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        data, model, masks, _, pairs = _setup()
-        ref = reference_logits(model, data.images)
-        cfg = FinetuneConfig(steps=3, batch_size=8, lr=1e-2, eval_every=3)
-        result = finetune(
-            model,
-            TrainingPairs.from_pairs(data.images, masks, pairs),
-            METHOD_PRESETS["rndpo"],
-            cfg,
-            data,
-            ref_logits=ref,
-            progress=False,
-        )
-        out[rank] = {k: v.numpy() for k, v in result.state_dict.items()}
+        out[rank] = _rndpo_3_steps()
     finally:
         dist.destroy_process_group()
 
@@ -161,18 +159,7 @@ def test_ddp_with_two_gloo_processes_matches_one_process() -> None:
     manager = mp.Manager()
     out = manager.dict()
     mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
-    data, model, masks, _, pairs = _setup()
-    ref = reference_logits(model, data.images)
-    cfg = FinetuneConfig(steps=3, batch_size=8, lr=1e-2, eval_every=3)
-    single = finetune(
-        model,
-        TrainingPairs.from_pairs(data.images, masks, pairs),
-        METHOD_PRESETS["rndpo"],
-        cfg,
-        data,
-        ref_logits=ref,
-        progress=False,
-    )
-    for k, v in single.state_dict.items():
+    single = _rndpo_3_steps()
+    for k, v in single.items():
         np.testing.assert_array_equal(out[0][k], out[1][k])  # ranks stay in sync
-        np.testing.assert_allclose(out[0][k], v.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(out[0][k], v, rtol=1e-4, atol=1e-5, err_msg=k)

@@ -30,18 +30,6 @@ from rndpo.judges import (
 from rndpo.proposals import ProposalBank
 from rndpo.qc_model import QCNet, fit_qc_model, load_qc_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The QC network is tiny: on a shared 2-core machine, intra-op threads only contend (~10x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------------------------
 # bank factories
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rndpo.proposals as proposals_module
+from factories import disks
 from oracles import oracle_binary_morph
 from rndpo.data import SegmentationDataset
 from rndpo.inference import predict_logits
@@ -30,32 +30,8 @@ from rndpo.supervised import BaseTrainConfig, train_base
 SMALL = (4, 8, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def disks(n: int, size: int = 32, seed: int = 0) -> SegmentationDataset:
-    """n noisy images of one bright disk each, with the disk as mask."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    masks = np.zeros((n, size, size), np.uint8)
-    images = np.zeros((n, 1, size, size), np.float32)
-    for i in range(n):
-        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-        r = rng.uniform(size * 0.12, size * 0.3)
-        masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        images[i] = np.clip(0.3 + 0.35 * masks[i] + rng.normal(0, 0.12, (1, size, size)), 0, 1)
-    return SegmentationDataset(images, masks, np.array([f"disk{i}" for i in range(n)]), name="disks")
-
-
 @pytest.fixture(scope="module")
 def base() -> tuple[UNet, list[dict[str, torch.Tensor]], SegmentationDataset]:
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = UNet(channels=SMALL, dropout=0.2)
     cfg = BaseTrainConfig(steps=30, batch_size=8, lr=1e-2, eval_every=10, n_snapshots=2)

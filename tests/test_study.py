@@ -39,6 +39,7 @@ def test_smoke_grid_writes_a_report_with_the_three_claims(tmp_path: Path) -> Non
     assert (tmp_path / "results_synthetic_curves.png").stat().st_size > 0
     # rerunning reuses every cached stage and rewrites the same report
     assert study.main([*argv, "--quiet"]) == 0
+
     def body(t: str) -> list[str]:
         return [line for line in t.splitlines()[3:] if not line.startswith("Wall time")]
 

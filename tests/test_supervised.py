@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import disks
 from oracles import oracle_rotate_nearest, oracle_segmentation_loss
-from rndpo.data import SegmentationDataset
 from rndpo.model import UNet
 from rndpo.supervised import (
     BaseTrainConfig,
@@ -28,29 +27,6 @@ from rndpo.supervised import (
 SMALL = (4, 8, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def disks(n: int, size: int = 32, seed: int = 0, channels: int = 1) -> SegmentationDataset:
-    """n noisy images of one bright disk each, with the disk as mask."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    masks = np.zeros((n, size, size), np.uint8)
-    images = np.zeros((n, channels, size, size), np.float32)
-    for i in range(n):
-        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-        r = rng.uniform(size * 0.12, size * 0.3)
-        masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        images[i] = np.clip(0.3 + 0.35 * masks[i] + rng.normal(0, 0.12, (channels, size, size)), 0, 1)
-    return SegmentationDataset(images, masks, np.array([f"disk{i}" for i in range(n)]), name="disks")
-
-
 def _model(in_channels: int = 1) -> UNet:
     torch.manual_seed(0)
     return UNet(in_channels=in_channels, channels=SMALL, dropout=0.1)
@@ -61,7 +37,6 @@ FAST = BaseTrainConfig(steps=24, batch_size=8, lr=3e-3, eval_every=8, n_snapshot
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[UNet, dict[str, torch.Tensor], BaseTrainResult]:
-    torch.set_num_threads(1)
     model = _model()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     result = train_base(model, disks(16), disks(6, seed=1), FAST, progress=False)

@@ -170,14 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             import copy
 
             return _run(args, copy.deepcopy(DEMO_CONFIG))
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config: file not found: {path}")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: invalid TOML: {err}") from None
-        return _run(args, raw)
+        from rndpo.config import read_toml
+
+        return _run(args, read_toml(args.config))
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"rndpo: error: {err}", file=sys.stderr)
         return 2

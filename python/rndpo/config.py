@@ -38,6 +38,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "read_toml",
 ]
 
 
@@ -435,16 +436,20 @@ def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     return RunConfig(**kwargs)
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML run config."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML mapping of a config file (not yet validated)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
-    return config_from_dict(raw)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run config."""
+    return config_from_dict(read_toml(path))
 
 
 def config_to_dict(config: Any) -> Any:

@@ -1,0 +1,21 @@
+"""Small test datasets shared by several test modules."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rndpo.data import SegmentationDataset
+
+
+def disks(n: int, size: int = 32, seed: int = 0, channels: int = 1) -> SegmentationDataset:
+    """n noisy images (n, channels, size, size) of one bright disk each, with the disk as mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((n, size, size), np.uint8)
+    images = np.zeros((n, channels, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
+        r = rng.uniform(size * 0.12, size * 0.3)
+        masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        images[i] = np.clip(0.3 + 0.35 * masks[i] + rng.normal(0, 0.12, (channels, size, size)), 0, 1)
+    return SegmentationDataset(images, masks, np.array([f"disk{i}" for i in range(n)]), name="disks")
