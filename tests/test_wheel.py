@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+MATURIN = shutil.which("maturin") or str(Path(sys.executable).with_name("maturin"))
+
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="building a wheel needs cargo")
 
 
@@ -25,7 +27,7 @@ def _run(*cmd: str | Path, cwd: Path = ROOT) -> str:
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    _run(sys.executable, "-m", "maturin", "build", "--release", "--sdist", "--out", out)
+    _run(MATURIN, "build", "--release", "--sdist", "--out", out)
     return out
 
 
