@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 from skimage.io import imsave
 
 from rndpo.data import (
+    _DISTRACTOR_KINDS,
+    _MODALITIES,
+    _OBJECT_KINDS,
+    _TARGET_KIND,
     DatasetSplits,
     SegmentationDataset,
+    _object,
+    _synthetic,
     load_folder,
     load_nifti,
     load_npz,
@@ -90,6 +97,19 @@ def test_synthetic_shapes_and_determinism() -> None:
     assert not np.array_equal(a.images, c.images)
 
 
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 6), size=st.integers(16, 40), seed=st.integers(0, 2**32 - 1))
+def test_synthetic_any_arguments_give_valid_lesions(n: int, size: int, seed: int) -> None:
+    ds = synthetic_dataset(n_images=n, size=size, seed=seed)
+    assert ds.images.shape == (n, 1, size, size) and ds.masks.shape == (n, size, size)
+    assert np.isfinite(ds.images).all() and ds.images.min() >= 0.0 and ds.images.max() <= 1.0
+    frac = ds.masks.mean(axis=(1, 2))
+    assert (frac > 0).all() and (frac < 0.5).all()  # one lesion per image, never the whole image
+    assert (ds.images[:, 0].std(axis=(1, 2)) > 0.01).all()  # not blank
+    again = synthetic_dataset(n_images=n, size=size, seed=seed)
+    np.testing.assert_array_equal(ds.images, again.images)
+
+
 def test_synthetic_masks_are_sane_and_varied() -> None:
     ds = synthetic_dataset(n_images=64, size=48, seed=0)
     frac = ds.masks.mean(axis=(1, 2))
@@ -103,6 +123,65 @@ def test_synthetic_masks_are_sane_and_varied() -> None:
     inside = (ds.images[:, 0] * ds.masks).sum(axis=(1, 2)) / ds.masks.sum(axis=(1, 2))
     outside = (ds.images[:, 0] * (1 - ds.masks)).sum(axis=(1, 2)) / (1 - ds.masks).sum(axis=(1, 2))
     assert np.mean(np.abs(inside - outside) > 0.03) > 0.8
+    # both polarities occur: lesions brighter and darker than their surroundings
+    assert 0.2 < np.mean(inside > outside) < 0.8
+
+
+def test_synthetic_styles_all_occur_and_look_different() -> None:
+    images, masks, modality = _synthetic(120, 48, 0)
+    counts = np.bincount(modality, minlength=len(_MODALITIES))
+    assert counts.shape == (6,) and (counts >= 8).all()
+    # the styles differ in texture: fine-scale roughness (mean absolute horizontal difference) of the
+    # background ranks ultrasound speckle roughest and dermoscopy / mammography / X-ray smoother
+    bg = np.where(masks.astype(bool), np.nan, images[:, 0])
+    rough = np.nanmean(np.abs(np.diff(bg, axis=2)), axis=(1, 2))
+    per_style = np.array([rough[modality == m].mean() for m in range(6)])
+    assert per_style.argmax() == _MODALITIES.index("ultrasound")
+    assert per_style.max() > 2 * np.median(per_style)
+
+
+def test_synthetic_lesion_kinds_conflict_across_styles() -> None:
+    # every object kind is the lesion in exactly one style and a distractor in at least one other, so the
+    # style decides what is foreground (the source of the label-budget gap)
+    assert sorted(_TARGET_KIND) == list(range(len(_OBJECT_KINDS)))
+    for style, (target, distractors) in enumerate(zip(_TARGET_KIND, _DISTRACTOR_KINDS, strict=True)):
+        assert target not in distractors and len(set(distractors)) == 2, style
+    distractor_kinds = {k for pair in _DISTRACTOR_KINDS for k in pair}
+    assert distractor_kinds == set(range(len(_OBJECT_KINDS)))
+
+
+def test_synthetic_objects_render_their_kind() -> None:
+    rng = np.random.default_rng(0)
+    n, size = 16, 48
+    kinds = {name: _object(rng, k, n, size, (0.15, 0.2), 0.25) for k, name in enumerate(_OBJECT_KINDS)}
+    for name, (mask, profile) in kinds.items():
+        assert mask.dtype == bool and mask.shape == profile.shape == (n, size, size), name
+        assert mask.any(axis=(1, 2)).all(), name
+    # ring: the rim is brighter than the core; encapsulated: a darker halo just outside the mask
+    mask, profile = kinds["ring"]
+    core = ndimage.binary_erosion(mask, iterations=4, structure=np.ones((1, 3, 3), bool))
+    assert (profile[core].mean() < 0.3) and profile[mask & ~core].mean() > 0.5
+    mask, profile = kinds["encapsulated"]
+    assert profile[~mask].min() < -0.5 and (profile[mask] == 1.0).all()
+    # mottled has internal texture, solid is flat; clusters have several components
+    assert profile_std(kinds["mottled"]) > 0.3 and profile_std(kinds["solid"]) == 0.0
+    n_parts = [ndimage.label(m)[1] for m in kinds["cluster"][0]]
+    assert np.mean(np.array(n_parts) >= 2) > 0.5
+    # spiculated outlines are far less convex than solid ones
+    assert solidity(kinds["spiculated"][0]) < solidity(kinds["solid"][0]) - 0.05
+
+
+def profile_std(obj: tuple[np.ndarray, np.ndarray]) -> float:
+    mask, profile = obj
+    return float(np.mean([profile[i][mask[i]].std() for i in range(len(mask))]))
+
+
+def solidity(masks: np.ndarray) -> float:
+    from skimage.measure import regionprops
+
+    return float(
+        np.mean([max(regionprops(m.astype(np.uint8)), key=lambda r: r.area).solidity for m in masks])
+    )
 
 
 def test_synthetic_is_not_solved_by_a_global_threshold() -> None:
@@ -140,6 +219,11 @@ def test_synthetic_default_size_is_fast_enough() -> None:
 def test_synthetic_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         synthetic_dataset(**kwargs)
+
+
+def test_synthetic_bad_seed_type() -> None:
+    with pytest.raises(TypeError, match="seed must be an int, got str"):
+        synthetic_dataset(seed="0")  # type: ignore[arg-type]
 
 
 # --- splits

@@ -2,71 +2,157 @@
 //!
 //! A bank is a C-contiguous `(N, K, P)` `u8` buffer (N images, K proposals per image, P pixels
 //! per mask) whose elements must be 0 or 1. It is never copied: masks are packed one image at a
-//! time into a small caller-owned buffer of `K * 2 * ceil(P / 128)` words, so memory stays bounded
+//! time into a small caller-owned buffer of `K * ceil(P / 64)` words, so memory stays bounded
 //! even for memory-mapped banks larger than RAM.
 //!
 //! Packed layout: only counts of AND/XOR are ever taken, so the bit order inside the words is
-//! chosen for packing speed, not readability. Pixel `q = 128 s + 16 j + 8 l + i` (superblock `s`,
-//! `j < 8`, `l < 2`, `i < 8`) goes to bit `8 i + j` of word `2 s + l`: word pair `(2 s, 2 s + 1)`
-//! is the OR over `j` of the 16-byte load `j` of superblock `s`, shifted left by `j`, which is
-//! eight SIMD shifts and ORs per 128 bytes and vectorizes on any SSE2/NEON target. Padding bits
-//! are zero, so every mask uses `2 * ceil(P / 128)` words.
+//! chosen for speed, not readability; it only has to be the same for all masks of equal length.
+//! Eight little-endian `u64` loads `x_0..x_7` of 0/1 bytes pack into one word as
+//! `x_0 | x_1 << 1 | ... | x_7 << 7` (byte `b` of `x_j` lands on bit `8 b + j`): eight loads,
+//! seven shifts and seven ORs per 64 bytes with no cross-lane work, so the loop vectorizes on
+//! any SSE2/NEON target. The value check is fused into the same pass: the OR of all loads is
+//! tested once per mask against `0xFEFE...FE`.
+//!
+//! - Body: the first `1024 * floor(P / 1024)` bytes, in blocks of 1024 read as eight segments of
+//!   128 bytes. Word `16 s + i` packs the loads at byte offsets `1024 s + 128 j + 8 i`, `j < 8`:
+//!   8 runs of 8 pixels, 128 pixels apart. For masks 128 pixels wide that is an 8 x 8 tile, and
+//!   for other widths still a small neighbourhood, so the proposals of one image agree on most
+//!   words, which [`crate::regions`] exploits (whole-mask segments would make about three times
+//!   as many words mixed on realistic banks).
+//! - Tail: the remaining `T < 1024` bytes, zero-padded to `T' = 64 * ceil(T / 64)`, read as
+//!   eight segments of `T' / 8` bytes; word `i` of the tail packs the `i`-th load of each.
+//!
+//! A mask uses `ceil(P / 64)` words; padding bits are zero.
 
 use crate::error::{Error, Result};
 
 /// Every bit but the lowest of each byte: a word of 0/1 bytes has none of them set.
 const HIGH_BITS: u64 = 0xFEFE_FEFE_FEFE_FEFE;
 
-/// Packs one 128-byte superblock into two words; also returns the OR of its 16 input words.
+/// Bytes per body block: eight segments of 128 bytes.
+const BLOCK: usize = 1024;
+
+/// Words per body block.
+const BLOCK_WORDS: usize = BLOCK / 64;
+
+/// Packs eight little-endian words, one per segment, into one word; also returns their OR.
 #[inline]
-fn pack_superblock(block: &[u8; 128]) -> ([u64; 2], [u64; 2]) {
-    let (words, _) = block.as_chunks::<8>();
-    let mut bits = [0u64; 2];
-    let mut seen = [0u64; 2];
-    for j in 0..8 {
-        for l in 0..2 {
-            let w = u64::from_le_bytes(words[2 * j + l]);
-            bits[l] |= w << j;
-            seen[l] |= w;
-        }
-    }
+fn pack_word(w: [u64; 8]) -> (u64, u64) {
+    let bits =
+        w[0] | w[1] << 1 | w[2] << 2 | w[3] << 3 | w[4] << 4 | w[5] << 5 | w[6] << 6 | w[7] << 7;
+    let seen = w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
     (bits, seen)
 }
 
-/// Number of `u64` words that hold one packed mask of `pixels` pixels, `2 * ceil(pixels / 128)`.
+/// Packs one body block into `out`, ORs the words into `any` and ANDs them into `all`.
+///
+/// Returns the OR of all input words. Fixed sizes: the loop compiles to straight SIMD code.
+#[inline]
+fn pack_block(
+    block: &[u8; BLOCK],
+    out: &mut [u64; BLOCK_WORDS],
+    any: &mut [u64; BLOCK_WORDS],
+    all: &mut [u64; BLOCK_WORDS],
+) -> u64 {
+    let (segments, _) = block.as_chunks::<{ BLOCK / 8 }>();
+    let segment = |j: usize| segments.get(j).map_or(&[][..], |s| s.as_chunks::<8>().0);
+    let (s0, s1, s2, s3) = (segment(0), segment(1), segment(2), segment(3));
+    let (s4, s5, s6, s7) = (segment(4), segment(5), segment(6), segment(7));
+    let mut seen = 0u64;
+    for i in 0..BLOCK_WORDS {
+        let w = [s0[i], s1[i], s2[i], s3[i], s4[i], s5[i], s6[i], s7[i]];
+        let (bits, s) = pack_word(w.map(u64::from_le_bytes));
+        out[i] = bits;
+        any[i] |= bits;
+        all[i] &= bits;
+        seen |= s;
+    }
+    seen
+}
+
+/// Packs the tail of a mask (at most `BLOCK` bytes, zero-padded to a multiple of 64) as eight
+/// segments into `out`, folding the words into `any` and `all`; returns the OR of the input.
+fn pack_tail(tail: &[u8], out: &mut [u64], any: &mut [u64], all: &mut [u64]) -> u64 {
+    let mut padded = [0u8; BLOCK];
+    let len = tail.len().min(BLOCK);
+    padded[..len].copy_from_slice(&tail[..len]);
+    let segment = len.div_ceil(64) * 8;
+    let (words, _) = padded.as_chunks::<8>();
+    let load = |j: usize, i: usize| {
+        words
+            .get(j * segment / 8 + i)
+            .map_or(0, |w| u64::from_le_bytes(*w))
+    };
+    let mut seen = 0u64;
+    let slots = out.iter_mut().zip(any.iter_mut().zip(all.iter_mut()));
+    for (i, (o, (an, al))) in slots.enumerate().take(segment / 8) {
+        let (bits, s) = pack_word(std::array::from_fn(|j| load(j, i)));
+        *o = bits;
+        *an |= bits;
+        *al &= bits;
+        seen |= s;
+    }
+    seen
+}
+
+/// Number of `u64` words that hold one packed mask of `pixels` pixels, `ceil(pixels / 64)`.
 #[must_use]
 pub fn words_for(pixels: usize) -> usize {
-    2 * pixels.div_ceil(128)
+    pixels.div_ceil(64)
 }
 
 /// Bit-packs one mask of 0/1 bytes into `out` (layout in the module docs).
 ///
 /// `out` must hold at least [`words_for`]`(src.len())` words; the words past that are left
 /// alone. Returns `false` when some byte of `src` is greater than 1 (the packed words are then
-/// meaningless).
+/// meaningless) or when `out` is too short (nothing is checked or packed then).
 #[must_use]
 pub fn pack_mask(src: &[u8], out: &mut [u64]) -> bool {
-    let (blocks, tail) = src.as_chunks::<128>();
-    let (pairs, _) = out.as_chunks_mut::<2>();
-    let mut pairs = pairs.iter_mut();
-    let mut seen = [0u64; 2];
-    for (block, pair) in blocks.iter().zip(&mut pairs) {
-        let (bits, s) = pack_superblock(block);
-        *pair = bits;
-        seen[0] |= s[0];
-        seen[1] |= s[1];
+    pack_mask_into(src, out, None)
+}
+
+/// [`pack_mask`], also folding the packed words into `any` (OR) and `all` (AND) when given.
+///
+/// `any` and `all` must then hold at least [`words_for`]`(src.len())` words each.
+fn pack_mask_into(
+    src: &[u8],
+    out: &mut [u64],
+    agreement: Option<(&mut [u64], &mut [u64])>,
+) -> bool {
+    let words = words_for(src.len());
+    if out.len() < words {
+        return false;
     }
-    if !tail.is_empty() {
-        let mut last = [0u8; 128];
-        last[..tail.len()].copy_from_slice(tail);
-        let (bits, s) = pack_superblock(&last);
-        if let Some(pair) = pairs.next() {
-            *pair = bits;
+    let (blocks, tail) = src.as_chunks::<BLOCK>();
+    let (outs, out_tail) = out.split_at_mut(blocks.len() * BLOCK_WORDS);
+    let (outs, _) = outs.as_chunks_mut::<BLOCK_WORDS>();
+    let mut seen = 0u64;
+    if let Some((any, all)) = agreement {
+        if any.len() < words || all.len() < words {
+            return false;
         }
-        seen[0] |= s[0];
-        seen[1] |= s[1];
+        let (anys, any_tail) = any.split_at_mut(outs.len() * BLOCK_WORDS);
+        let (alls, all_tail) = all.split_at_mut(outs.len() * BLOCK_WORDS);
+        let (anys, _) = anys.as_chunks_mut::<BLOCK_WORDS>();
+        let (alls, _) = alls.as_chunks_mut::<BLOCK_WORDS>();
+        let slots = outs.iter_mut().zip(anys.iter_mut().zip(alls.iter_mut()));
+        for (block, (o, (an, al))) in blocks.iter().zip(slots) {
+            seen |= pack_block(block, o, an, al);
+        }
+        if !tail.is_empty() {
+            seen |= pack_tail(tail, out_tail, any_tail, all_tail);
+        }
+    } else {
+        // Scratch agreement words, never read: the same code path, and LLVM drops the stores.
+        let (mut any, mut all) = ([0u64; BLOCK_WORDS], [0u64; BLOCK_WORDS]);
+        for (block, o) in blocks.iter().zip(outs.iter_mut()) {
+            seen |= pack_block(block, o, &mut any, &mut all);
+        }
+        if !tail.is_empty() {
+            seen |= pack_tail(tail, out_tail, &mut any, &mut all);
+        }
     }
-    (seen[0] | seen[1]) & HIGH_BITS == 0
+    seen & HIGH_BITS == 0
 }
 
 /// A borrowed, shape-checked `(N, K, P)` bank of `u8` masks.
@@ -115,7 +201,7 @@ impl<'a> MaskBank<'a> {
         self.p
     }
 
-    /// Number of `u64` words per packed mask, `2 * ceil(P / 128)`.
+    /// Number of `u64` words per packed mask, `ceil(P / 64)`.
     #[must_use]
     pub fn words_per_mask(&self) -> usize {
         words_for(self.p)
@@ -130,11 +216,47 @@ impl<'a> MaskBank<'a> {
 
     /// Validates and packs the K masks of image `image` into `out`, `K * words_per_mask()` words.
     pub fn pack_image(&self, image: usize, out: &mut [u64]) -> Result<()> {
+        self.pack_image_into(image, out, None)
+    }
+
+    /// [`pack_image`](Self::pack_image), also computing the per-word agreement of the K masks.
+    ///
+    /// `any` and `all` (`words_per_mask()` words each) receive the OR and the AND over the K
+    /// packed masks, computed in the same pass as the packing: words where `any == all` are
+    /// words on which all K masks agree.
+    pub fn pack_image_agreement(
+        &self,
+        image: usize,
+        out: &mut [u64],
+        any: &mut [u64],
+        all: &mut [u64],
+    ) -> Result<()> {
+        let w = self.words_per_mask();
+        for (argument, buf) in [("any", &any), ("all", &all)] {
+            if buf.len() != w {
+                return Err(Error::InvalidParameter {
+                    argument,
+                    expected: format!("a buffer of ceil(P / 64) = {w} words"),
+                    got: format!("{} words", buf.len()),
+                });
+            }
+        }
+        any.fill(0);
+        all.fill(u64::MAX);
+        self.pack_image_into(image, out, Some((any, all)))
+    }
+
+    fn pack_image_into(
+        &self,
+        image: usize,
+        out: &mut [u64],
+        mut agreement: Option<(&mut [u64], &mut [u64])>,
+    ) -> Result<()> {
         let w = self.words_per_mask();
         if out.len() != self.k * w {
             return Err(Error::InvalidParameter {
                 argument: "out",
-                expected: format!("a buffer of K * 2 * ceil(P / 128) = {} words", self.k * w),
+                expected: format!("a buffer of K * ceil(P / 64) = {} words", self.k * w),
                 got: format!("{} words", out.len()),
             });
         }
@@ -142,25 +264,38 @@ impl<'a> MaskBank<'a> {
             return self.check_index(image, 0);
         }
         for (proposal, dst) in out.chunks_exact_mut(w).enumerate() {
-            self.pack_proposal(image, proposal, dst)?;
+            let fold = agreement
+                .as_mut()
+                .map(|(any, all)| (&mut **any, &mut **all));
+            self.pack_proposal_into(image, proposal, dst, fold)?;
         }
         Ok(())
     }
 
     /// Validates and packs mask `(image, proposal)` into `out`, exactly `words_per_mask()` words.
     pub fn pack_proposal(&self, image: usize, proposal: usize, out: &mut [u64]) -> Result<()> {
+        self.pack_proposal_into(image, proposal, out, None)
+    }
+
+    fn pack_proposal_into(
+        &self,
+        image: usize,
+        proposal: usize,
+        out: &mut [u64],
+        agreement: Option<(&mut [u64], &mut [u64])>,
+    ) -> Result<()> {
         self.check_index(image, proposal)?;
         let w = self.words_per_mask();
         if out.len() != w {
             return Err(Error::InvalidParameter {
                 argument: "out",
-                expected: format!("a buffer of 2 * ceil(P / 128) = {w} words"),
+                expected: format!("a buffer of ceil(P / 64) = {w} words"),
                 got: format!("{} words", out.len()),
             });
         }
         let start = (image * self.k + proposal) * self.p;
         let src = self.data.get(start..start + self.p).unwrap_or(&[]);
-        if pack_mask(src, out) {
+        if pack_mask_into(src, out, agreement) {
             Ok(())
         } else {
             Err(self
@@ -226,11 +361,19 @@ mod tests {
     /// Packs by the documented layout, one pixel at a time.
     fn naive_pack(src: &[u8]) -> Vec<u64> {
         let mut out = vec![0u64; words_for(src.len())];
+        let body = src.len() / 1024 * 1024;
+        let tail_segment = (src.len() - body).div_ceil(64) * 64 / 8;
         for (q, &v) in src.iter().enumerate() {
-            let (block, offset) = (q / 128, q % 128);
-            let (shift, lane, byte) = (offset / 16, (offset % 16) / 8, offset % 8);
+            let (block, r) = (q / 1024, q % 1024);
+            let (word, bit) = if q < body {
+                let (segment, word, byte) = (r / 128, (r % 128) / 8, r % 8);
+                (16 * block + word, 8 * byte + segment)
+            } else {
+                let (segment, offset) = (r / tail_segment, r % tail_segment);
+                (body / 64 + offset / 8, 8 * (offset % 8) + segment)
+            };
             if v == 1 {
-                out[2 * block + lane] |= 1 << (8 * byte + shift);
+                out[word] |= 1 << bit;
             }
         }
         out
@@ -238,8 +381,9 @@ mod tests {
 
     #[test]
     fn pack_matches_naive_for_all_lengths() {
-        for len in 0..400 {
-            let src: Vec<u8> = (0..len).map(|i| u8::from((i * 7 + len) % 3 == 0)).collect();
+        for len in (0..2100).chain([4096, 4097, 16384, 16383, 16385, 16384 + 1000]) {
+            let mut g = crate::rng::SplitMix64::new(len as u64);
+            let src: Vec<u8> = (0..len).map(|_| g.below(2) as u8).collect();
             let mut out = vec![u64::MAX; words_for(len)];
             assert!(pack_mask(&src, &mut out));
             assert_eq!(out, naive_pack(&src), "len {len}");
@@ -248,7 +392,9 @@ mod tests {
 
     #[test]
     fn pack_rejects_every_non_binary_value_at_every_position() {
-        for len in [1usize, 7, 8, 63, 64, 65, 127, 128, 130, 300] {
+        for len in [
+            1usize, 7, 8, 63, 64, 65, 127, 128, 130, 300, 511, 512, 513, 1100,
+        ] {
             for pos in 0..len {
                 for value in [2u8, 3, 0x80, 0xFF] {
                     let mut src = vec![1u8; len];
@@ -261,6 +407,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pack_refuses_a_short_output_and_leaves_extra_words_alone() {
+        let src = vec![1u8; 130];
+        let mut short = vec![7u64; 2];
+        assert!(!pack_mask(&src, &mut short));
+        assert_eq!(short, [7, 7]);
+        let mut long = vec![7u64; 4];
+        assert!(pack_mask(&src, &mut long));
+        assert_eq!(&long[..3], &naive_pack(&src)[..]);
+        assert_eq!(long[3], 7);
     }
 
     #[test]

@@ -33,6 +33,53 @@ pub fn and_count(a: &[u64], b: &[u64]) -> u64 {
         .sum()
 }
 
+/// Masks per group of the interleaved layout used by the pairwise kernels.
+pub const GROUP: usize = 4;
+
+/// Pairwise AND counts between the masks of two groups: `out[r][c] = |A_r ∩ B_c|`.
+///
+/// Groups are interleaved, one `[u64; 4]` per word: `a[t][r]` is word `t` of mask `r` of the
+/// group. Each pass holds two `a` words and eight independent accumulators in registers and reads
+/// the four `b` words as memory operands, so the loop is bound by popcount throughput (3 ALU
+/// operations per word pair) rather than by loads or by one chain of additions.
+#[must_use]
+#[inline(never)] // its own register allocation: no spills in the loop
+pub fn cross_counts(a: &[[u64; GROUP]], b: &[[u64; GROUP]]) -> [[u64; GROUP]; GROUP] {
+    let words = a.len().min(b.len());
+    let (a, b) = (&a[..words], &b[..words]);
+    let mut out = [[0u64; GROUP]; GROUP];
+    for rows in [0, 2] {
+        let mut c = [[0u64; GROUP]; 2];
+        for (x, y) in a.iter().zip(b) {
+            let (x0, x1) = (x[rows], x[rows + 1]);
+            for j in 0..GROUP {
+                c[0][j] += u64::from((x0 & y[j]).count_ones());
+                c[1][j] += u64::from((x1 & y[j]).count_ones());
+            }
+        }
+        out[rows] = c[0];
+        out[rows + 1] = c[1];
+    }
+    out
+}
+
+/// Pairwise AND counts within one interleaved group: `|M_r ∩ M_c|` for the six pairs `r < c`,
+/// in the order (0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3).
+#[must_use]
+#[inline(never)]
+pub fn within_counts(g: &[[u64; GROUP]]) -> [u64; 6] {
+    let mut c = [0u64; 6];
+    for x in g {
+        c[0] += u64::from((x[0] & x[1]).count_ones());
+        c[1] += u64::from((x[0] & x[2]).count_ones());
+        c[2] += u64::from((x[0] & x[3]).count_ones());
+        c[3] += u64::from((x[1] & x[2]).count_ones());
+        c[4] += u64::from((x[1] & x[3]).count_ones());
+        c[5] += u64::from((x[2] & x[3]).count_ones());
+    }
+    c
+}
+
 /// Number of set bits of `a ^ b`.
 #[must_use]
 pub fn xor_count(a: &[u64], b: &[u64]) -> u64 {
@@ -53,21 +100,23 @@ pub fn count(a: &[u64]) -> u64 {
 struct Scratch {
     /// The K packed masks of the current image, `K * w` words.
     packed: Vec<u64>,
-    /// The K masks restricted to the words where they do not all agree, `K * m` words.
-    compact: Vec<u64>,
+    /// The mixed words of the K masks, in groups of [`GROUP`] masks interleaved word by word
+    /// (`ceil(K / 4) * m` entries; masks past K are zero).
+    groups: Vec<[u64; GROUP]>,
     /// OR and AND over the K masks, per word.
     any: Vec<u64>,
     all: Vec<u64>,
-    /// Indices of the words where the K masks do not all agree.
+    /// Indices of the words where the K masks do not all agree (`w` slots, `m` used).
     mixed: Vec<usize>,
 }
 
 /// Packs the masks of one image and fills its statistics.
 ///
 /// Words where all K masks agree add the same count to every intersection and nothing to any
-/// disagreement, so they are counted once; the pairwise AND counts then run only over the
-/// remaining "mixed" words, gathered into a compact buffer when that saves enough work.
-/// Proposals of one image mostly agree, so this is typically several times less work.
+/// disagreement, so they are counted once; sizes and pairwise AND counts then run only over the
+/// remaining "mixed" words, gathered into groups of four masks interleaved word by word for the
+/// register-tiled kernels [`cross_counts`] and [`within_counts`]. Proposals of one image mostly
+/// agree, so this is typically several times less work than counting every word.
 /// `sizes` holds K entries, `inter` and `dis` K * K entries each.
 fn image_stats(
     bank: &MaskBank<'_>,
@@ -80,67 +129,98 @@ fn image_stats(
     let k = bank.k();
     let w = bank.words_per_mask();
     scratch.packed.resize(k * w, 0);
-    bank.pack_image(image, &mut scratch.packed)?;
+    scratch.any.resize(w, 0);
+    scratch.all.resize(w, 0);
+    bank.pack_image_agreement(
+        image,
+        &mut scratch.packed,
+        &mut scratch.any,
+        &mut scratch.all,
+    )?;
     if w == 0 {
         sizes.fill(0);
         inter.fill(0);
         dis.fill(0);
         return Ok(());
     }
+    // Branch-free: every index is written, and the count advances only on mixed words.
+    scratch.mixed.resize(w, 0);
+    let (mut m, mut common) = (0usize, 0u64);
+    for (t, (&any, &all)) in scratch.any.iter().zip(&scratch.all).enumerate() {
+        if let Some(slot) = scratch.mixed.get_mut(m) {
+            *slot = t;
+        }
+        let agree = any == all;
+        m += usize::from(!agree);
+        common += u64::from(all.count_ones()) * u64::from(agree);
+    }
+    let common = common as i64;
+    let mixed = &scratch.mixed[..m];
+    let n_groups = k.div_ceil(GROUP);
+    // Every entry is overwritten below (padding masks of the last group with zeros), so the
+    // buffer is only resized, never cleared.
+    scratch.groups.resize(n_groups * m, [0; GROUP]);
     let packed = &scratch.packed;
-    scratch.any.clear();
-    scratch.any.resize(w, 0);
-    scratch.all.clear();
-    scratch.all.resize(w, u64::MAX);
-    for (size, mask) in sizes.iter_mut().zip(packed.chunks_exact(w)) {
-        *size = count(mask) as i64;
-        for ((any, all), x) in scratch.any.iter_mut().zip(scratch.all.iter_mut()).zip(mask) {
-            *any |= x;
-            *all &= x;
-        }
-    }
-    scratch.mixed.clear();
-    let mut common = 0u64;
-    for (t, (any, all)) in scratch.any.iter().zip(&scratch.all).enumerate() {
-        if any == all {
-            common += u64::from(all.count_ones());
-        } else {
-            scratch.mixed.push(t);
-        }
-    }
-    let m = scratch.mixed.len();
-    // Gathering costs about one pass over the masks; it pays off unless most words are mixed.
-    let (masks, words, common) = if 4 * m <= 3 * w {
-        scratch.compact.clear();
-        for mask in packed.chunks_exact(w) {
-            scratch
-                .compact
-                .extend(scratch.mixed.iter().map(|&t| mask[t]));
-        }
-        (&scratch.compact, m, common as i64)
-    } else {
-        (&scratch.packed, w, 0)
-    };
-    for a in 0..k {
-        inter[a * k + a] = sizes[a];
-        dis[a * k + a] = 0;
-        if words == 0 {
-            for b in a + 1..k {
-                inter[a * k + b] = common;
-                inter[b * k + a] = common;
-                dis[a * k + b] = 0;
-                dis[b * k + a] = 0;
+    let row = |a: usize| packed.get(a * w..(a + 1) * w).unwrap_or(&[]);
+    for (g, dst) in scratch.groups.chunks_exact_mut(m.max(1)).enumerate() {
+        let rows: [&[u64]; GROUP] = std::array::from_fn(|r| row(g * GROUP + r));
+        if m == w {
+            // Nothing agrees: a plain interleave, no index lookups.
+            let [r0, r1, r2, r3] = rows;
+            let zipped = r0.iter().zip(r1).zip(r2.iter().zip(r3));
+            for (slot, ((&x0, &x1), (&x2, &x3))) in dst.iter_mut().zip(zipped) {
+                *slot = [x0, x1, x2, x3];
             }
-            continue;
+            // Padding masks past K (empty rows) stop the zip early; zero them explicitly.
+            if r1.is_empty() || r2.is_empty() || r3.is_empty() {
+                for (slot, t) in dst.iter_mut().zip(0..) {
+                    *slot = rows.map(|mask| mask.get(t).copied().unwrap_or(0));
+                }
+            }
+        } else {
+            for (slot, &t) in dst.iter_mut().zip(mixed) {
+                *slot = rows.map(|mask| mask.get(t).copied().unwrap_or(0));
+            }
         }
-        let ma = &masks[a * words..(a + 1) * words];
-        for (b, mb) in masks.chunks_exact(words).enumerate().skip(a + 1) {
-            let both = common + and_count(ma, mb) as i64;
+    }
+    let group = |g: usize| scratch.groups.get(g * m..(g + 1) * m).unwrap_or(&[]);
+    for (a, size) in sizes.iter_mut().enumerate() {
+        let ones: u64 = group(a / GROUP)
+            .iter()
+            .map(|x| u64::from(x[a % GROUP].count_ones()))
+            .sum();
+        *size = common + ones as i64;
+    }
+    for (a, &size) in sizes.iter().enumerate() {
+        inter[a * k + a] = size;
+        dis[a * k + a] = 0;
+    }
+    let mut set = |a: usize, b: usize, both: u64| {
+        if a < k && b < k {
+            let both = common + both as i64;
             let either = sizes[a] + sizes[b] - 2 * both;
             inter[a * k + b] = both;
             inter[b * k + a] = both;
             dis[a * k + b] = either;
             dis[b * k + a] = either;
+        }
+    };
+    for ga in 0..n_groups {
+        let pairs = within_counts(group(ga));
+        let (base, mut next) = (ga * GROUP, 0);
+        for r in 0..GROUP {
+            for c in r + 1..GROUP {
+                set(base + r, base + c, pairs[next]);
+                next += 1;
+            }
+        }
+        for gb in ga + 1..n_groups {
+            let block = cross_counts(group(ga), group(gb));
+            for (r, row) in block.iter().enumerate() {
+                for (c, &both) in row.iter().enumerate() {
+                    set(base + r, gb * GROUP + c, both);
+                }
+            }
         }
     }
     Ok(())
@@ -199,10 +279,48 @@ mod tests {
         (inter, dis)
     }
 
+    fn naive_and(x: &[u64], y: &[u64]) -> u64 {
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| u64::from((a & b).count_ones()))
+            .sum()
+    }
+
+    #[test]
+    fn group_kernels_match_naive_counts() {
+        let mut g = crate::rng::SplitMix64::new(7);
+        for words in [0usize, 1, 2, 3, 17] {
+            let a: Vec<[u64; GROUP]> = (0..words)
+                .map(|_| std::array::from_fn(|_| g.next_u64()))
+                .collect();
+            let b: Vec<[u64; GROUP]> = (0..words)
+                .map(|_| std::array::from_fn(|_| g.next_u64()))
+                .collect();
+            let col = |m: &[[u64; GROUP]], r: usize| m.iter().map(|x| x[r]).collect::<Vec<_>>();
+            let block = cross_counts(&a, &b);
+            for (r, row) in block.iter().enumerate() {
+                for (c, &count) in row.iter().enumerate() {
+                    assert_eq!(count, naive_and(&col(&a, r), &col(&b, c)));
+                }
+            }
+            let pairs = within_counts(&a);
+            let expected: Vec<u64> = (0..GROUP)
+                .flat_map(|r| (r + 1..GROUP).map(move |c| (r, c)))
+                .map(|(r, c)| naive_and(&col(&a, r), &col(&a, c)))
+                .collect();
+            assert_eq!(pairs.to_vec(), expected);
+        }
+    }
+
     /// Banks whose masks agree on most words (the compacted path), on all words, or on none.
     #[test]
     fn agreement_compaction_matches_naive_counts() {
-        let (k, p) = (5usize, 1000usize);
+        for (k, p) in [(5usize, 1000usize), (9, 3000), (2, 2048)] {
+            check_compaction(k, p);
+        }
+    }
+
+    fn check_compaction(k: usize, p: usize) {
         let base: Vec<u8> = (0..p).map(|q| u8::from((300..700).contains(&q))).collect();
         let mut cases = Vec::new();
         // Mostly agreeing: each mask moves the blob boundary a little.
