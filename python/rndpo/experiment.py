@@ -101,7 +101,8 @@ class _Stages:
         self.splits = splits
         self.progress = progress
         self.device = config.device
-        self.data_key = stage_key(config_to_dict(config.data))
+        # the package version is part of every key: a new release never reuses an old cache
+        self.data_key = stage_key(__version__, config_to_dict(config.data))
 
     def _model(self) -> UNet:
         channels = self.splits.labeled.images.shape[1]
