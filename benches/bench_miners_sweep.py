@@ -35,8 +35,10 @@ Memory-mapped bank larger than memory would allow to copy: a child process caps 
 with ``RLIMIT_DATA`` (``--mmap-cap-mib``, default 1536 MiB), maps a ``--mmap-mib`` (default 4096
 MiB) bank file from /tmp with ``np.memmap(mode="r")``, runs ``rndpo.pairwise_stats`` on it and then
 tries ``np.array(bank)``. File-backed pages of the mapping do not count against the cap (they are
-page cache, which the kernel can drop), private copies do; ``ru_maxrss`` counts both, so the child
-also reports ``RssAnon`` (private resident memory) after the Rust call.
+page cache, which the kernel can drop), private copies do. The child reports its peak resident
+set ``VmHWM`` (what ``ru_maxrss`` measures, but per process image: ``ru_maxrss`` survives fork and
+exec, so a child of a large parent would report the parent's peak), which counts both, and
+``RssAnon`` (private resident memory) before and after the Rust call.
 
 Objectives: ``benches/bench_losses.py`` (fused preference loss against the naive composition, CPU
 and CUDA when available) is run as a child process and its table is included (``--skip-objectives``
@@ -317,7 +319,9 @@ def sweep_cases(quick: bool) -> list[Case]:
     shapes += [("3D", max(1, target // (16 * math.prod(volume))), 16, volume)]
     if not quick:
         shapes += [("large", 1024, 16, (128, 128))]
-    return [Case(sweep, n, k, spatial, dtype) for sweep, n, k, spatial in shapes for dtype in ("uint8", "bool")]
+    return [
+        Case(sweep, n, k, spatial, dtype) for sweep, n, k, spatial in shapes for dtype in ("uint8", "bool")
+    ]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -346,31 +350,46 @@ def markdown_table(rows: Sequence[Row]) -> str:
 
 
 def plot(rows: Sequence[Row], path: Path, title: str) -> None:
-    """Log-log plot of time against bank bytes (uint8 cases), one line per implementation."""
+    """Log-log plot of time against bank bytes (uint8 cases), one line per implementation.
+
+    Lines join the N sweep (K = 16, 128 x 128, growing N, and the large case); the K, size and 3D
+    cases, which all have about the same bank size, are drawn as unjoined markers.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    names = list(dict.fromkeys(r.implementation for r in rows))
-    series = {"read pass (torch.amax)": sorted({(r.case.nbytes, r.read_seconds) for r in rows if r.case.dtype == "uint8" and r.implementation == "rust"})}
-    for name in names:
-        series[name] = sorted(
-            (r.case.nbytes, r.seconds)
-            for r in rows
-            if r.implementation == name and r.case.dtype == "uint8" and r.seconds is not None
-        )
+    uint8 = [r for r in rows if r.case.dtype == "uint8"]
+    series: dict[str, list[tuple[int, float, bool]]] = {
+        "read pass (torch.amax)": [
+            (r.case.nbytes, r.read_seconds, r.case.sweep in ("N", "large"))
+            for r in uint8
+            if r.implementation == "rust"
+        ]
+    }
+    for r in uint8:
+        if r.seconds is not None:
+            series.setdefault(r.implementation, []).append(
+                (r.case.nbytes, r.seconds, r.case.sweep in ("N", "large"))
+            )
     for name, points in series.items():
-        if points:
-            xs, ys = zip(*points, strict=True)
-            style = "--" if name.startswith("read") else "-"
-            ax.plot(xs, ys, style, marker="o", markersize=3, label=name)
+        joined = sorted((x, y) for x, y, line in points if line)
+        loose = [(x, y) for x, y, line in points if not line]
+        style = "--" if name.startswith("read") else "-"
+        color = None
+        if joined:
+            (handle,) = ax.plot(*zip(*joined, strict=True), style, marker="o", markersize=3, label=name)
+            color = handle.get_color()
+        if loose:
+            label = None if joined else name
+            ax.plot(*zip(*loose, strict=True), "x", color=color, markersize=4, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("bank size (bytes)")
     ax.set_ylabel("time (s), best of repeats")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title + "\nlines: N sweep (K = 16, 128 x 128); x: K, size and 3D cases", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -417,11 +436,10 @@ def _mmap_child(argv: Sequence[str]) -> int:
     import rndpo
 
     bank = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _status_kib("VmHWM", "RssAnon")
     start = time.perf_counter()
     stats = rndpo.pairwise_stats(bank)
     rust = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     status = _status_kib("RssAnon", "RssFile", "VmHWM")
     # Spot check against the mask sizes of the first images.
     first = np.asarray(bank[:2]).reshape(min(2, shape[0]), shape[1], -1)
@@ -444,14 +462,20 @@ def _mmap_child(argv: Sequence[str]) -> int:
         "numpy_max_seconds": read_seconds,
         "max_value": read,
         "sizes_match": ok,
-        "ru_maxrss_before_kib": before,
-        "ru_maxrss_after_kib": after,
+        "peak_rss_before_kib": before.get("VmHWM"),
+        "peak_rss_after_kib": status.get("VmHWM"),
+        "rss_anon_before_kib": before.get("RssAnon"),
         "rss_anon_after_kib": status.get("RssAnon"),
         "rss_file_after_kib": status.get("RssFile"),
         "copy": copy_outcome,
     }
     print(json.dumps(report))
     return 0
+
+
+def _kib(report: dict[str, object], key: str) -> str:
+    value = report.get(key)
+    return "-" if not isinstance(value, int) else f"{value / 1024:.0f} MiB"
 
 
 def mmap_markdown(report: dict[str, object], threads: int) -> str:
@@ -472,9 +496,10 @@ def mmap_markdown(report: dict[str, object], threads: int) -> str:
         f"| rndpo.pairwise_stats (cpu, {threads} threads, rayon) | {rust:.2f} s, {bank / rust / 1e9:.2f} GB/s; "
         f"sizes of the first images match: {report['sizes_match']} |",
         f"| read pass (np.max over the memmap, 1 thread) | {read:.2f} s, {bank / read / 1e9:.2f} GB/s |",
-        f"| ru_maxrss before / after the Rust call | {int(report['ru_maxrss_before_kib']) / 1024:.0f} MiB / "  # type: ignore[call-overload]
-        f"{int(report['ru_maxrss_after_kib']) / 1024:.0f} MiB (includes the mapped file pages it read) |",  # type: ignore[call-overload]
-        f"| private (anonymous) RSS after the Rust call | {int(report['rss_anon_after_kib'] or 0) / 1024:.0f} MiB |",  # type: ignore[call-overload]
+        f"| peak RSS (VmHWM) before / after the Rust call | {_kib(report, 'peak_rss_before_kib')} / "
+        f"{_kib(report, 'peak_rss_after_kib')} (includes the mapped file pages it read) |",
+        f"| private (anonymous) RSS before / after the Rust call | {_kib(report, 'rss_anon_before_kib')} / "
+        f"{_kib(report, 'rss_anon_after_kib')} |",
         f"| `np.array(bank)` (a copy) under the same cap | {report['copy']} |",
     ]
     return "\n".join(lines)
@@ -487,7 +512,9 @@ def objectives(repeats: int, threads: int) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
     if proc.returncode != 0:
         return f"`{' '.join(cmd[1:])}` failed:\n\n```\n{proc.stderr.strip()[-2000:]}\n```"
-    return f"`python benches/bench_losses.py --repeats {repeats} --threads {threads}`:\n\n" + proc.stdout.strip()
+    return (
+        f"`python benches/bench_losses.py --repeats {repeats} --threads {threads}`:\n\n" + proc.stdout.strip()
+    )
 
 
 def _cpu_model() -> str:
@@ -507,14 +534,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke sweep (about 30 s)")
     parser.add_argument("--threads", type=int, default=None, help="rayon and torch threads")
-    parser.add_argument("--repeats", type=int, default=None, help="best of this many calls (default 3, quick 2)")
-    parser.add_argument("--reference-cap-mib", type=int, default=None, help="largest bank for numpy reference")
-    parser.add_argument("--naive-cap-mib", type=int, default=None, help="largest (N, K, K, P) temporary for numpy naive")
-    parser.add_argument("--mmap-mib", type=int, default=None, help="memory-mapped bank size (default 4096, quick 256)")
-    parser.add_argument("--mmap-cap-mib", type=int, default=None, help="RLIMIT_DATA of the mmap child (default 1536, quick 192)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="best of this many calls (default 3, quick 2)"
+    )
+    parser.add_argument(
+        "--reference-cap-mib", type=int, default=None, help="largest bank for numpy reference"
+    )
+    parser.add_argument(
+        "--naive-cap-mib", type=int, default=None, help="largest (N, K, K, P) temporary for numpy naive"
+    )
+    parser.add_argument(
+        "--mmap-mib", type=int, default=None, help="memory-mapped bank size (default 4096, quick 256)"
+    )
+    parser.add_argument(
+        "--mmap-cap-mib",
+        type=int,
+        default=None,
+        help="RLIMIT_DATA of the mmap child (default 1536, quick 192)",
+    )
     parser.add_argument("--skip-mmap", action="store_true")
     parser.add_argument("--skip-objectives", action="store_true")
-    parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=None, help="write the docs (default: yes, no with --quick)")
+    parser.add_argument(
+        "--write",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write the docs (default: yes, no with --quick)",
+    )
     parser.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "bench_miners.png")
     args = parser.parse_args(argv)
@@ -560,7 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     mmap_md = ""
     if not args.skip_mmap:
-        report = mmap_case(args.mmap_mib or (256 if quick else 4096), args.mmap_cap_mib or (192 if quick else 1536), threads)
+        report = mmap_case(
+            args.mmap_mib or (256 if quick else 4096), args.mmap_cap_mib or (192 if quick else 1536), threads
+        )
         mmap_md = mmap_markdown(report, threads)
         print()
         print(mmap_md)
