@@ -405,6 +405,17 @@ def test_learned_qc_fit_score_save_load(qc_bank: ProposalBank, tmp_path) -> None
     np.testing.assert_array_equal(again.score(qc_bank), scores)
 
 
+def test_learned_qc_scores_a_memory_mapped_bank(qc_bank: ProposalBank, tmp_path) -> None:
+    # A cached bank loads as read-only memmaps; torch warns (an error under this suite's filterwarnings)
+    # when it wraps a non-writable array, which the CUDA full-grid run hit.
+    qc_bank.save(tmp_path / "bank")
+    mapped = ProposalBank.load(tmp_path / "bank", mmap=True)
+    assert not mapped.images.flags.writeable
+    judge = LearnedQCJudge(width=4, batch_size=16)
+    judge.fit(qc_bank, steps=2, seed=0, progress=False)
+    np.testing.assert_array_equal(judge.score(mapped), judge.score(qc_bank))
+
+
 def test_learned_qc_missing_inputs(qc_bank: ProposalBank, tmp_path) -> None:
     no_gt = ProposalBank(qc_bank.images, qc_bank.masks, qc_bank.probs, None)
     with pytest.raises(ValueError, match=r"needs bank\.ground_truth"):

@@ -19,6 +19,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+from rndpo.inference import as_image_tensor
 from rndpo.storage import atomic_dir
 
 __all__ = ["QCFitResult", "QCNet", "fit_qc_model", "load_qc_model", "predict_qc", "save_qc_model"]
@@ -243,7 +244,7 @@ def predict_qc(
     was_training = model.training
     model.eval()
     out = np.empty(n * k, dtype=np.float64)
-    img_t = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32), device=device)
+    img_t = as_image_tensor(images).to(device)  # copies a read-only (memory-mapped) bank's images
     flat_masks = masks.reshape(n * k, 1, *masks.shape[2:])
     for start in range(0, n * k, batch_size):
         stop = min(n * k, start + batch_size)

@@ -7,20 +7,19 @@
 //!
 //! Packed layout: only counts of AND/XOR are ever taken, so the bit order inside the words is
 //! chosen for speed, not readability; it only has to be the same for all masks of equal length.
-//! Eight little-endian `u64` loads `x_0..x_7` of 0/1 bytes pack into one word as
-//! `x_0 | x_1 << 1 | ... | x_7 << 7` (byte `b` of `x_j` lands on bit `8 b + j`): eight loads,
-//! seven shifts and seven ORs per 64 bytes with no cross-lane work, so the loop vectorizes on
-//! any SSE2/NEON target. The value check is fused into the same pass: the OR of all loads is
-//! tested once per mask against `0xFEFE...FE`.
+//! Word `t` packs the 64 bytes `64 t .. 64 t + 64` (one cache line; the last line of a mask is
+//! zero-padded): its eight little-endian `u64` loads `x_0..x_7` combine as
+//! `x_0 | x_1 << 1 | ... | x_7 << 7`, so byte `b` of `x_j` lands on bit `8 b + j`. That is eight
+//! loads, seven shifts and seven ORs per 64 bytes with no cross-lane work, and the bank is read
+//! strictly in order. The value check is fused into the same pass: the OR of all loads is tested
+//! once per mask against `0xFEFE...FE`.
 //!
-//! - Body: the first `1024 * floor(P / 1024)` bytes, in blocks of 1024 read as eight segments of
-//!   128 bytes. Word `16 s + i` packs the loads at byte offsets `1024 s + 128 j + 8 i`, `j < 8`:
-//!   8 runs of 8 pixels, 128 pixels apart. For masks 128 pixels wide that is an 8 x 8 tile, and
-//!   for other widths still a small neighbourhood, so the proposals of one image agree on most
-//!   words, which [`crate::regions`] exploits (whole-mask segments would make about three times
-//!   as many words mixed on realistic banks).
-//! - Tail: the remaining `T < 1024` bytes, zero-padded to `T' = 64 * ceil(T / 64)`, read as
-//!   eight segments of `T' / 8` bytes; word `i` of the tail packs the `i`-th load of each.
+//! Why whole lines: on the reference machine a pass that packs in address order runs at about
+//! 0.9 of the bare read speed, while packing small 2D tiles (8 x 8 pixels, eight rows read side
+//! by side) runs at about 0.7, because the interleaved rows defeat the hardware prefetcher. Tiles
+//! would make fewer words "mixed" (proposals disagreeing somewhere inside the word, see
+//! [`crate::regions`]): about 0.16 of the words of a realistic 128 x 128 bank instead of 0.40, but
+//! the counting saved is less than the reading lost (`benches/bench_mining.py`).
 //!
 //! A mask uses `ceil(P / 64)` words; padding bits are zero.
 
@@ -29,64 +28,41 @@ use crate::error::{Error, Result};
 /// Every bit but the lowest of each byte: a word of 0/1 bytes has none of them set.
 const HIGH_BITS: u64 = 0xFEFE_FEFE_FEFE_FEFE;
 
-/// Bytes per body block: eight segments of 128 bytes.
-const BLOCK: usize = 1024;
+/// Bytes per packed word: one cache line.
+const LINE: usize = 64;
 
-/// Words per body block.
-const BLOCK_WORDS: usize = BLOCK / 64;
-
-/// Packs eight little-endian words, one per segment, into one word; also returns their OR.
+/// Packs one line of 64 bytes into one word (layout in the module docs); also returns the OR
+/// of its eight loads.
 #[inline]
-fn pack_word(w: [u64; 8]) -> (u64, u64) {
+fn pack_line(line: &[u8; LINE]) -> (u64, u64) {
+    let (loads, _) = line.as_chunks::<8>();
+    let mut w = [0u64; 8];
+    for (x, load) in w.iter_mut().zip(loads) {
+        *x = u64::from_le_bytes(*load);
+    }
     let bits =
         w[0] | w[1] << 1 | w[2] << 2 | w[3] << 3 | w[4] << 4 | w[5] << 5 | w[6] << 6 | w[7] << 7;
     let seen = w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
     (bits, seen)
 }
 
-/// Packs one body block into `out`, ORs the words into `any` and ANDs them into `all`.
-///
-/// Returns the OR of all input words. Fixed sizes: the loop compiles to straight SIMD code.
-#[inline]
-fn pack_block(
-    block: &[u8; BLOCK],
-    out: &mut [u64; BLOCK_WORDS],
-    any: &mut [u64; BLOCK_WORDS],
-    all: &mut [u64; BLOCK_WORDS],
-) -> u64 {
-    let (segments, _) = block.as_chunks::<{ BLOCK / 8 }>();
-    let segment = |j: usize| segments.get(j).map_or(&[][..], |s| s.as_chunks::<8>().0);
-    let (s0, s1, s2, s3) = (segment(0), segment(1), segment(2), segment(3));
-    let (s4, s5, s6, s7) = (segment(4), segment(5), segment(6), segment(7));
+/// Packs `src` line by line into `out`, folding the words into `any` (by OR) and `all` (by AND);
+/// each of the three holds exactly `ceil(src.len() / 64)` words. Returns the OR of all loads.
+fn pack_lines(src: &[u8], out: &mut [u64], any: &mut [u64], all: &mut [u64]) -> u64 {
+    let (lines, tail) = src.as_chunks::<LINE>();
     let mut seen = 0u64;
-    for i in 0..BLOCK_WORDS {
-        let w = [s0[i], s1[i], s2[i], s3[i], s4[i], s5[i], s6[i], s7[i]];
-        let (bits, s) = pack_word(w.map(u64::from_le_bytes));
-        out[i] = bits;
-        any[i] |= bits;
-        all[i] &= bits;
+    let mut slots = out.iter_mut().zip(any.iter_mut().zip(all.iter_mut()));
+    for (line, (o, (an, al))) in lines.iter().zip(&mut slots) {
+        let (bits, s) = pack_line(line);
+        *o = bits;
+        *an |= bits;
+        *al &= bits;
         seen |= s;
     }
-    seen
-}
-
-/// Packs the tail of a mask (at most `BLOCK` bytes, zero-padded to a multiple of 64) as eight
-/// segments into `out`, folding the words into `any` and `all`; returns the OR of the input.
-fn pack_tail(tail: &[u8], out: &mut [u64], any: &mut [u64], all: &mut [u64]) -> u64 {
-    let mut padded = [0u8; BLOCK];
-    let len = tail.len().min(BLOCK);
-    padded[..len].copy_from_slice(&tail[..len]);
-    let segment = len.div_ceil(64) * 8;
-    let (words, _) = padded.as_chunks::<8>();
-    let load = |j: usize, i: usize| {
-        words
-            .get(j * segment / 8 + i)
-            .map_or(0, |w| u64::from_le_bytes(*w))
-    };
-    let mut seen = 0u64;
-    let slots = out.iter_mut().zip(any.iter_mut().zip(all.iter_mut()));
-    for (i, (o, (an, al))) in slots.enumerate().take(segment / 8) {
-        let (bits, s) = pack_word(std::array::from_fn(|j| load(j, i)));
+    if let (false, Some((o, (an, al)))) = (tail.is_empty(), slots.next()) {
+        let mut padded = [0u8; LINE];
+        padded[..tail.len()].copy_from_slice(tail);
+        let (bits, s) = pack_line(&padded);
         *o = bits;
         *an |= bits;
         *al &= bits;
@@ -123,35 +99,16 @@ fn pack_mask_into(
     if out.len() < words {
         return false;
     }
-    let (blocks, tail) = src.as_chunks::<BLOCK>();
-    let (outs, out_tail) = out.split_at_mut(blocks.len() * BLOCK_WORDS);
-    let (outs, _) = outs.as_chunks_mut::<BLOCK_WORDS>();
-    let mut seen = 0u64;
-    if let Some((any, all)) = agreement {
+    let seen = if let Some((any, all)) = agreement {
         if any.len() < words || all.len() < words {
             return false;
         }
-        let (anys, any_tail) = any.split_at_mut(outs.len() * BLOCK_WORDS);
-        let (alls, all_tail) = all.split_at_mut(outs.len() * BLOCK_WORDS);
-        let (anys, _) = anys.as_chunks_mut::<BLOCK_WORDS>();
-        let (alls, _) = alls.as_chunks_mut::<BLOCK_WORDS>();
-        let slots = outs.iter_mut().zip(anys.iter_mut().zip(alls.iter_mut()));
-        for (block, (o, (an, al))) in blocks.iter().zip(slots) {
-            seen |= pack_block(block, o, an, al);
-        }
-        if !tail.is_empty() {
-            seen |= pack_tail(tail, out_tail, any_tail, all_tail);
-        }
+        pack_lines(src, &mut out[..words], &mut any[..words], &mut all[..words])
     } else {
-        // Scratch agreement words, never read: the same code path, and LLVM drops the stores.
-        let (mut any, mut all) = ([0u64; BLOCK_WORDS], [0u64; BLOCK_WORDS]);
-        for (block, o) in blocks.iter().zip(outs.iter_mut()) {
-            seen |= pack_block(block, o, &mut any, &mut all);
-        }
-        if !tail.is_empty() {
-            seen |= pack_tail(tail, out_tail, &mut any, &mut all);
-        }
-    }
+        // Scratch agreement words, never read: one code path (LLVM drops the dead stores).
+        let (mut any, mut all) = (vec![0u64; words], vec![0u64; words]);
+        pack_lines(src, &mut out[..words], &mut any, &mut all)
+    };
     seen & HIGH_BITS == 0
 }
 
@@ -361,19 +318,11 @@ mod tests {
     /// Packs by the documented layout, one pixel at a time.
     fn naive_pack(src: &[u8]) -> Vec<u64> {
         let mut out = vec![0u64; words_for(src.len())];
-        let body = src.len() / 1024 * 1024;
-        let tail_segment = (src.len() - body).div_ceil(64) * 64 / 8;
         for (q, &v) in src.iter().enumerate() {
-            let (block, r) = (q / 1024, q % 1024);
-            let (word, bit) = if q < body {
-                let (segment, word, byte) = (r / 128, (r % 128) / 8, r % 8);
-                (16 * block + word, 8 * byte + segment)
-            } else {
-                let (segment, offset) = (r / tail_segment, r % tail_segment);
-                (body / 64 + offset / 8, 8 * (offset % 8) + segment)
-            };
+            let (word, offset) = (q / 64, q % 64);
+            let (load, byte) = (offset / 8, offset % 8);
             if v == 1 {
-                out[word] |= 1 << bit;
+                out[word] |= 1 << (8 * byte + load);
             }
         }
         out

@@ -8,7 +8,7 @@ use rndpo_core::{
 
 /// A random bank: (data, n, k, p), with duplicated masks now and then.
 fn bank_strategy() -> impl Strategy<Value = (Vec<u8>, usize, usize, usize)> {
-    // Short masks (tail-only packing) and masks with one or two full 1024-byte body blocks.
+    // Short masks (a partial last line only) and masks of 16 to 34 full 64-byte lines.
     let pixels = prop_oneof![3 => 0usize..200, 1 => 1000usize..2200];
     (0usize..5, 0usize..6, pixels, 0.0f64..1.0).prop_flat_map(|(n, k, p, density)| {
         let len = n * k * p;
