@@ -105,9 +105,13 @@ fn pack_mask_into(
         }
         pack_lines(src, &mut out[..words], &mut any[..words], &mut all[..words])
     } else {
-        // Scratch agreement words, never read: one code path (LLVM drops the dead stores).
-        let (mut any, mut all) = (vec![0u64; words], vec![0u64; words]);
-        pack_lines(src, &mut out[..words], &mut any, &mut all)
+        // The same kernel with scratch agreement words on the stack, 64 lines at a time.
+        let (mut any, mut all) = ([0u64; 64], [0u64; 64]);
+        let chunks = src.chunks(64 * LINE).zip(out[..words].chunks_mut(64));
+        chunks.fold(0, |seen, (s, o)| {
+            let n = o.len();
+            seen | pack_lines(s, o, &mut any[..n], &mut all[..n])
+        })
     };
     seen & HIGH_BITS == 0
 }
