@@ -24,3 +24,21 @@ def test_python_entry_points_answer_help(script: str) -> None:
         [sys.executable, str(BENCHES / script), "--help"], check=True, capture_output=True, text=True
     )
     assert out.stdout.startswith("usage:")
+
+
+def test_every_study_grid_is_a_valid_config() -> None:
+    import copy
+    import importlib.util
+
+    from rndpo.config import config_from_dict
+
+    spec = importlib.util.spec_from_file_location("study", BENCHES / "study.py")
+    assert spec is not None and spec.loader is not None
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    for grid, raw_grid in study.GRIDS.items():
+        for name, data in study.DATASETS.items():
+            raw = copy.deepcopy(raw_grid)
+            raw["data"] = {**data, **raw.get("data", {})}
+            config = config_from_dict(raw)
+            assert config.seeds and config.methods, (grid, name)
