@@ -46,6 +46,17 @@ fn pack_line(line: &[u8; LINE]) -> (u64, u64) {
     (bits, seen)
 }
 
+/// Packs one line into `out`, ORs the word into `any` and ANDs it into `all`; returns the OR of
+/// the line's loads.
+#[inline]
+fn fold_line(line: &[u8; LINE], out: &mut u64, any: &mut u64, all: &mut u64) -> u64 {
+    let (bits, seen) = pack_line(line);
+    *out = bits;
+    *any |= bits;
+    *all &= bits;
+    seen
+}
+
 /// Packs `src` line by line into `out`, folding the words into `any` (by OR) and `all` (by AND);
 /// each of the three holds exactly `ceil(src.len() / 64)` words. Returns the OR of all loads.
 fn pack_lines(src: &[u8], out: &mut [u64], any: &mut [u64], all: &mut [u64]) -> u64 {
@@ -53,20 +64,12 @@ fn pack_lines(src: &[u8], out: &mut [u64], any: &mut [u64], all: &mut [u64]) -> 
     let mut seen = 0u64;
     let mut slots = out.iter_mut().zip(any.iter_mut().zip(all.iter_mut()));
     for (line, (o, (an, al))) in lines.iter().zip(&mut slots) {
-        let (bits, s) = pack_line(line);
-        *o = bits;
-        *an |= bits;
-        *al &= bits;
-        seen |= s;
+        seen |= fold_line(line, o, an, al);
     }
     if let (false, Some((o, (an, al)))) = (tail.is_empty(), slots.next()) {
         let mut padded = [0u8; LINE];
         padded[..tail.len()].copy_from_slice(tail);
-        let (bits, s) = pack_line(&padded);
-        *o = bits;
-        *an |= bits;
-        *al &= bits;
-        seen |= s;
+        seen |= fold_line(&padded, o, an, al);
     }
     seen
 }
