@@ -14,39 +14,36 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from rndpo.config import DataConfig, ModelConfig
-from rndpo.data import split_dataset, synthetic_dataset
-from rndpo.inference import predict_probs
-from rndpo.metrics import dice
-from rndpo.model import UNet
+from rndpo.evaluation import evaluate
+from rndpo.experiment import build_unet, load_data, split_data
 from rndpo.supervised import BaseTrainConfig, train_base
 
 __all__ = ["main", "train_and_score"]
 
 
-def train_and_score(budget: float, seed: int, steps: int = 300) -> tuple[int, float, float]:
-    """(labeled images, mean test Dice, base-training seconds) of one base model at ``budget``."""
-    data, model_cfg = DataConfig(), ModelConfig()
-    ds = synthetic_dataset(data.n_images, data.image_size, data.seed)
-    splits = split_dataset(
-        ds,
-        label_budget=budget,
-        val_fraction=data.val_fraction,
-        test_fraction=data.test_fraction,
-        seed=data.seed,
-    )
-    torch.manual_seed(seed)
-    model = UNet(in_channels=1, channels=model_cfg.channels, dropout=model_cfg.dropout)
-    result = train_base(
-        model, splits.labeled, splits.val, BaseTrainConfig(steps=steps, seed=seed), progress=False
-    )
-    probs = predict_probs(model, splits.test.images)
-    score = float(dice(probs >= 0.5, splits.test.masks.astype(bool)).mean())
-    return len(splits.labeled.images), score, result.seconds
+def train_and_score(
+    budget: float, seeds: list[int], steps: int = BaseTrainConfig().steps
+) -> tuple[int, list[float], list[float]]:
+    """(labeled images, test Dice per seed, base-training seconds per seed) of base models at ``budget``.
+
+    Data, splits, model and evaluation are the ones ``rndpo run`` builds from the default config.
+    """
+    data_cfg = DataConfig(label_budget=budget)
+    splits = split_data(data_cfg, load_data(data_cfg))
+    scores, seconds = [], []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_unet(ModelConfig(), splits.labeled.images.shape[1])
+        config = BaseTrainConfig(steps=steps, seed=seed)
+        result = train_base(model, splits.labeled, splits.val, config, progress=False)
+        scores.append(evaluate(model, splits.test, distances=False).means()["dice"])
+        seconds.append(result.seconds)
+        print(f"  budget {budget} seed {seed}: Dice {scores[-1]:.3f} ({result.seconds:.0f} s of training)")
+    return len(splits.labeled), scores, seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,26 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=300, help="base-training steps (default: the package's)")
+    parser.add_argument("--steps", type=int, default=BaseTrainConfig().steps, help="base-training steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"device cpu, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.steps} steps")
     print("| label budget | labeled images | test Dice (mean +- std) | base training s (mean) |")
     print("|---|---|---|---|")
     for budget in args.budgets:
-        rows = []
-        for seed in args.seeds:
-            start = time.perf_counter()
-            rows.append(train_and_score(budget, seed, args.steps))
-            print(
-                f"  budget {budget} seed {seed}: Dice {rows[-1][1]:.3f} ({time.perf_counter() - start:.0f} s)"
-            )
-        scores = [r[1] for r in rows]
+        n_labeled, scores, seconds = train_and_score(budget, args.seeds, args.steps)
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        seconds = statistics.mean(r[2] for r in rows)
-        print(
-            f"| {budget:g} | {rows[0][0]} | {statistics.mean(scores):.3f} +- {spread:.3f} | {seconds:.0f} |"
-        )
+        mean, time_s = statistics.mean(scores), statistics.mean(seconds)
+        print(f"| {budget:g} | {n_labeled} | {mean:.3f} +- {spread:.3f} | {time_s:.0f} |")
 
 
 if __name__ == "__main__":

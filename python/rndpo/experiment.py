@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from rndpo import __version__
-from rndpo.config import ConfigError, DataConfig, RunConfig, config_to_dict
+from rndpo.config import ConfigError, DataConfig, ModelConfig, RunConfig, config_to_dict
 from rndpo.data import (
     DatasetSplits,
     SegmentationDataset,
@@ -49,7 +49,7 @@ from rndpo.report import plot_pair_examples, write_reports
 from rndpo.storage import atomic_dir, stage_key, write_json, write_npz
 from rndpo.supervised import train_base
 
-__all__ = ["ExperimentResult", "load_data", "run_experiment"]
+__all__ = ["ExperimentResult", "build_unet", "load_data", "run_experiment", "split_data"]
 
 log = logging.getLogger("rndpo")
 
@@ -82,6 +82,23 @@ def load_data(cfg: DataConfig) -> SegmentationDataset:
     return load_folder(image_dir, mask_dir, image_size=size, mask_suffix=cfg.mask_suffix)
 
 
+def split_data(cfg: DataConfig, data: SegmentationDataset) -> DatasetSplits:
+    """The seeded splits a config names; ``label_budget`` > 1 is a count of labeled images."""
+    budget = int(cfg.label_budget) if cfg.label_budget > 1 else cfg.label_budget
+    return split_dataset(
+        data,
+        label_budget=budget,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+
+
+def build_unet(cfg: ModelConfig, in_channels: int) -> UNet:
+    """The U-Net a config names, for images with ``in_channels`` channels."""
+    return UNet(in_channels=in_channels, channels=cfg.channels, dropout=cfg.dropout)
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
@@ -105,10 +122,7 @@ class _Stages:
         self.data_key = stage_key(__version__, config_to_dict(config.data))
 
     def _model(self) -> UNet:
-        channels = self.splits.labeled.images.shape[1]
-        return UNet(
-            in_channels=channels, channels=self.config.model.channels, dropout=self.config.model.dropout
-        )
+        return build_unet(self.config.model, self.splits.labeled.images.shape[1])
 
     def base(self, seed: int) -> tuple[str, UNet, list[dict[str, torch.Tensor]]]:
         cfg = self.config
@@ -245,15 +259,7 @@ def run_experiment(
             raise FileExistsError(f"--resume: {out} holds no rndpo experiment (no config.json)")
     _barrier()
     data = load_data(config.data)
-    splits = split_dataset(
-        data,
-        label_budget=int(config.data.label_budget)
-        if config.data.label_budget > 1
-        else config.data.label_budget,
-        val_fraction=config.data.val_fraction,
-        test_fraction=config.data.test_fraction,
-        seed=config.data.seed,
-    )
+    splits = split_data(config.data, data)
     log.info(
         "data %s: %d labeled, %d unlabeled, %d val, %d test images of %s",
         data.name,
