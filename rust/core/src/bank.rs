@@ -5,71 +5,51 @@
 //! time into a small caller-owned buffer of `K * ceil(P / 64)` words, so memory stays bounded
 //! even for memory-mapped banks larger than RAM.
 //!
-//! Packed layout: only counts of AND/XOR are ever taken, so the bit order inside the words is
-//! chosen for speed, not readability; it only has to be the same for all masks of equal length.
-//! Word `t` packs the 64 bytes `64 t .. 64 t + 64` (one cache line; the last line of a mask is
-//! zero-padded): its eight little-endian `u64` loads `x_0..x_7` combine as
-//! `x_0 | x_1 << 1 | ... | x_7 << 7`, so byte `b` of `x_j` lands on bit `8 b + j`. That is eight
-//! loads, seven shifts and seven ORs per 64 bytes with no cross-lane work, and the bank is read
-//! strictly in order. The value check is fused into the same pass: the OR of all loads is tested
-//! once per mask against `0xFEFE...FE`.
+//! Packed layout: word `t` of a mask holds pixels `64 t .. 64 t + 64`, pixel `64 t + i` on bit
+//! `i`, the last word zero-padded. One word is one 64-byte line of the bank, so the bank is read
+//! strictly in address order, a few lines behind a software prefetch (kernel in `line.rs`);
+//! the value check is fused into the same pass.
 //!
-//! Why whole lines: on the reference machine a pass that packs in address order runs at about
-//! 0.9 of the bare read speed, while packing small 2D tiles (8 x 8 pixels, eight rows read side
-//! by side) runs at about 0.7, because the interleaved rows defeat the hardware prefetcher. Tiles
+//! Why whole lines rather than small 2D tiles (8 x 8 pixels, eight rows read side by side): tiles
 //! would make fewer words "mixed" (proposals disagreeing somewhere inside the word, see
-//! [`crate::regions`]): about 0.16 of the words of a realistic 128 x 128 bank instead of 0.40, but
-//! the counting saved is less than the reading lost (`benches/bench_mining.py`).
-//!
-//! A mask uses `ceil(P / 64)` words; padding bits are zero.
+//! [`crate::regions`]), about 0.16 of the words of a realistic 128 x 128 bank instead of 0.40,
+//! but on the reference machine packing tiles runs at about 0.8 of the bare read speed and
+//! packing lines at about 1.0, and the counting saved is less than the reading lost
+//! (`benches/bench_mining.py`).
 
 use crate::error::{Error, Result};
+use crate::line::{pack_line, prefetch, Seen, LINE};
 
-/// Every bit but the lowest of each byte: a word of 0/1 bytes has none of them set.
-const HIGH_BITS: u64 = 0xFEFE_FEFE_FEFE_FEFE;
+/// Masks per group of the interleaved layout filled by [`MaskBank::pack_image_grouped`].
+pub const GROUP: usize = 4;
 
-/// Bytes per packed word: one cache line.
-const LINE: usize = 64;
+/// How many lines ahead of the one being packed the stream is prefetched.
+const PREFETCH_LINES: usize = 16;
 
-/// Packs one line of 64 bytes into one word (layout in the module docs); also returns the OR
-/// of its eight loads.
+/// Packs the lines of `src` in order, handing word `t` to `put(t, word)`; returns the OR of the
+/// bytes read.
+///
+/// `stream` is the bank from `src` onwards: the line `PREFETCH_LINES` ahead of the current one
+/// is prefetched from it, across mask and image boundaries. The last partial line is packed
+/// zero-padded.
 #[inline]
-fn pack_line(line: &[u8; LINE]) -> (u64, u64) {
-    let (loads, _) = line.as_chunks::<8>();
-    let mut w = [0u64; 8];
-    for (x, load) in w.iter_mut().zip(loads) {
-        *x = u64::from_le_bytes(*load);
-    }
-    let bits =
-        w[0] | w[1] << 1 | w[2] << 2 | w[3] << 3 | w[4] << 4 | w[5] << 5 | w[6] << 6 | w[7] << 7;
-    let seen = w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
-    (bits, seen)
-}
-
-/// Packs one line into `out`, ORs the word into `any` and ANDs it into `all`; returns the OR of
-/// the line's loads.
-#[inline]
-fn fold_line(line: &[u8; LINE], out: &mut u64, any: &mut u64, all: &mut u64) -> u64 {
-    let (bits, seen) = pack_line(line);
-    *out = bits;
-    *any |= bits;
-    *all &= bits;
-    seen
-}
-
-/// Packs `src` line by line into `out`, folding the words into `any` (by OR) and `all` (by AND);
-/// each of the three holds exactly `ceil(src.len() / 64)` words. Returns the OR of all loads.
-fn pack_lines(src: &[u8], out: &mut [u64], any: &mut [u64], all: &mut [u64]) -> u64 {
+fn pack_lines(src: &[u8], stream: &[[u8; LINE]], mut put: impl FnMut(usize, u64)) -> Seen {
     let (lines, tail) = src.as_chunks::<LINE>();
-    let mut seen = 0u64;
-    let mut slots = out.iter_mut().zip(any.iter_mut().zip(all.iter_mut()));
-    for (line, (o, (an, al))) in lines.iter().zip(&mut slots) {
-        seen |= fold_line(line, o, an, al);
+    let mut seen = Seen::default();
+    for (t, line) in lines.iter().enumerate() {
+        if let Some(ahead) = stream.get(t + PREFETCH_LINES) {
+            prefetch(ahead);
+        }
+        let (bits, s) = pack_line(line);
+        put(t, bits);
+        seen = seen.or(s);
     }
-    if let (false, Some((o, (an, al)))) = (tail.is_empty(), slots.next()) {
+    if !tail.is_empty() {
         let mut padded = [0u8; LINE];
         padded[..tail.len()].copy_from_slice(tail);
-        seen |= fold_line(&padded, o, an, al);
+        let (bits, s) = pack_line(&padded);
+        put(lines.len(), bits);
+        seen = seen.or(s);
     }
     seen
 }
@@ -87,36 +67,15 @@ pub fn words_for(pixels: usize) -> usize {
 /// meaningless) or when `out` is too short (nothing is checked or packed then).
 #[must_use]
 pub fn pack_mask(src: &[u8], out: &mut [u64]) -> bool {
-    pack_mask_into(src, out, None)
-}
-
-/// [`pack_mask`], also folding the packed words into `any` (OR) and `all` (AND) when given.
-///
-/// `any` and `all` must then hold at least [`words_for`]`(src.len())` words each.
-fn pack_mask_into(
-    src: &[u8],
-    out: &mut [u64],
-    agreement: Option<(&mut [u64], &mut [u64])>,
-) -> bool {
-    let words = words_for(src.len());
-    if out.len() < words {
+    if out.len() < words_for(src.len()) {
         return false;
     }
-    let seen = if let Some((any, all)) = agreement {
-        if any.len() < words || all.len() < words {
-            return false;
+    let put = |t: usize, bits: u64| {
+        if let Some(slot) = out.get_mut(t) {
+            *slot = bits;
         }
-        pack_lines(src, &mut out[..words], &mut any[..words], &mut all[..words])
-    } else {
-        // The same kernel with scratch agreement words on the stack, 64 lines at a time.
-        let (mut any, mut all) = ([0u64; 64], [0u64; 64]);
-        let chunks = src.chunks(64 * LINE).zip(out[..words].chunks_mut(64));
-        chunks.fold(0, |seen, (s, o)| {
-            let n = o.len();
-            seen | pack_lines(s, o, &mut any[..n], &mut all[..n])
-        })
     };
-    seen & HIGH_BITS == 0
+    pack_lines(src, src.as_chunks().0, put).is_binary()
 }
 
 /// A borrowed, shape-checked `(N, K, P)` bank of `u8` masks.
@@ -180,86 +139,90 @@ impl<'a> MaskBank<'a> {
 
     /// Validates and packs the K masks of image `image` into `out`, `K * words_per_mask()` words.
     pub fn pack_image(&self, image: usize, out: &mut [u64]) -> Result<()> {
-        self.pack_image_into(image, out, None)
-    }
-
-    /// [`pack_image`](Self::pack_image), also computing the per-word agreement of the K masks.
-    ///
-    /// `any` and `all` (`words_per_mask()` words each) receive the OR and the AND over the K
-    /// packed masks, computed in the same pass as the packing: words where `any == all` are
-    /// words on which all K masks agree.
-    pub fn pack_image_agreement(
-        &self,
-        image: usize,
-        out: &mut [u64],
-        any: &mut [u64],
-        all: &mut [u64],
-    ) -> Result<()> {
         let w = self.words_per_mask();
-        for (argument, buf) in [("any", &any), ("all", &all)] {
-            if buf.len() != w {
-                return Err(Error::InvalidParameter {
-                    argument,
-                    expected: format!("a buffer of ceil(P / 64) = {w} words"),
-                    got: format!("{} words", buf.len()),
-                });
-            }
-        }
-        any.fill(0);
-        all.fill(u64::MAX);
-        self.pack_image_into(image, out, Some((any, all)))
-    }
-
-    fn pack_image_into(
-        &self,
-        image: usize,
-        out: &mut [u64],
-        mut agreement: Option<(&mut [u64], &mut [u64])>,
-    ) -> Result<()> {
-        let w = self.words_per_mask();
-        if out.len() != self.k * w {
-            return Err(Error::InvalidParameter {
-                argument: "out",
-                expected: format!("a buffer of K * ceil(P / 64) = {} words", self.k * w),
-                got: format!("{} words", out.len()),
-            });
-        }
+        check_len("out", out.len(), self.k * w, "K * ceil(P / 64)")?;
         if w == 0 {
             return self.check_index(image, 0);
         }
         for (proposal, dst) in out.chunks_exact_mut(w).enumerate() {
-            let fold = agreement
-                .as_mut()
-                .map(|(any, all)| (&mut **any, &mut **all));
-            self.pack_proposal_into(image, proposal, dst, fold)?;
+            self.pack_proposal(image, proposal, dst)?;
+        }
+        Ok(())
+    }
+
+    /// Validates and packs the K masks of image `image` in groups of [`GROUP`] masks, interleaved
+    /// word by word, and computes per-word agreement and mask sizes in the same pass.
+    ///
+    /// - `out`: `ceil(K / GROUP) * words_per_mask()` entries; entry `g * w + t` holds word `t` of
+    ///   masks `GROUP * g .. GROUP * g + GROUP`. Lanes of masks past K are left alone (callers
+    ///   keep them zero).
+    /// - `any`, `all`: `words_per_mask()` words each, the OR and the AND over the K masks: words
+    ///   where `any == all` are words on which all K masks agree.
+    /// - `sizes`: K entries, the number of set pixels of each mask.
+    pub fn pack_image_grouped(
+        &self,
+        image: usize,
+        out: &mut [[u64; GROUP]],
+        any: &mut [u64],
+        all: &mut [u64],
+        sizes: &mut [u64],
+    ) -> Result<()> {
+        let w = self.words_per_mask();
+        check_len(
+            "out",
+            out.len(),
+            self.k.div_ceil(GROUP) * w,
+            "ceil(K / 4) * ceil(P / 64)",
+        )?;
+        check_len("any", any.len(), w, "ceil(P / 64)")?;
+        check_len("all", all.len(), w, "ceil(P / 64)")?;
+        check_len("sizes", sizes.len(), self.k, "K")?;
+        self.check_index(image, 0)?;
+        any.fill(0);
+        all.fill(u64::MAX);
+        for (proposal, size) in sizes.iter_mut().enumerate() {
+            let (group, lane) = (proposal / GROUP, proposal % GROUP);
+            let dst = out.get_mut(group * w..(group + 1) * w).unwrap_or_default();
+            let mut ones = 0u64;
+            let put = |t: usize, bits: u64| {
+                if let (Some(slot), Some(a), Some(b)) =
+                    (dst.get_mut(t), any.get_mut(t), all.get_mut(t))
+                {
+                    slot[lane] = bits;
+                    *a |= bits;
+                    *b &= bits;
+                }
+                ones += u64::from(bits.count_ones());
+            };
+            self.pack_proposal_with(image, proposal, put)?;
+            *size = ones;
         }
         Ok(())
     }
 
     /// Validates and packs mask `(image, proposal)` into `out`, exactly `words_per_mask()` words.
     pub fn pack_proposal(&self, image: usize, proposal: usize, out: &mut [u64]) -> Result<()> {
-        self.pack_proposal_into(image, proposal, out, None)
+        check_len("out", out.len(), self.words_per_mask(), "ceil(P / 64)")?;
+        let put = |t: usize, bits: u64| {
+            if let Some(slot) = out.get_mut(t) {
+                *slot = bits;
+            }
+        };
+        self.pack_proposal_with(image, proposal, put)
     }
 
-    fn pack_proposal_into(
+    /// Validates and packs mask `(image, proposal)`, handing word `t` to `put(t, word)`.
+    fn pack_proposal_with(
         &self,
         image: usize,
         proposal: usize,
-        out: &mut [u64],
-        agreement: Option<(&mut [u64], &mut [u64])>,
+        put: impl FnMut(usize, u64),
     ) -> Result<()> {
         self.check_index(image, proposal)?;
-        let w = self.words_per_mask();
-        if out.len() != w {
-            return Err(Error::InvalidParameter {
-                argument: "out",
-                expected: format!("a buffer of ceil(P / 64) = {w} words"),
-                got: format!("{} words", out.len()),
-            });
-        }
         let start = (image * self.k + proposal) * self.p;
         let src = self.data.get(start..start + self.p).unwrap_or(&[]);
-        if pack_mask_into(src, out, agreement) {
+        let stream = self.data.get(start..).unwrap_or(&[]).as_chunks().0;
+        if pack_lines(src, stream, put).is_binary() {
             Ok(())
         } else {
             Err(self
@@ -314,6 +277,19 @@ impl<'a> MaskBank<'a> {
     }
 }
 
+/// An `InvalidParameter` error unless a buffer has exactly the expected length.
+fn check_len(argument: &'static str, len: usize, expected: usize, formula: &str) -> Result<()> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            argument,
+            expected: format!("a buffer of {formula} = {expected} words"),
+            got: format!("{len} words"),
+        })
+    }
+}
+
 fn fmt_opt(v: Option<usize>) -> String {
     v.map_or_else(|| "more than usize::MAX".to_owned(), |v| v.to_string())
 }
@@ -326,11 +302,7 @@ mod tests {
     fn naive_pack(src: &[u8]) -> Vec<u64> {
         let mut out = vec![0u64; words_for(src.len())];
         for (q, &v) in src.iter().enumerate() {
-            let (word, offset) = (q / 64, q % 64);
-            let (load, byte) = (offset / 8, offset % 8);
-            if v == 1 {
-                out[word] |= 1 << (8 * byte + load);
-            }
+            out[q / 64] |= u64::from(v) << (q % 64);
         }
         out
     }
@@ -406,5 +378,44 @@ mod tests {
         let mut buf = vec![0u64; 3 * words_for(5)];
         assert_eq!(bank.pack_image(1, &mut buf).unwrap_err(), err);
         assert!(bank.pack_image(0, &mut buf).is_ok());
+    }
+
+    #[test]
+    fn grouped_packing_interleaves_masks_and_counts_agreement_and_sizes() {
+        let (k, p) = (6usize, 200usize);
+        let mut rng = crate::rng::SplitMix64::new(11);
+        let data: Vec<u8> = (0..2 * k * p)
+            .map(|_| u8::from(rng.below(3) == 0))
+            .collect();
+        let bank = MaskBank::new(&data, 2, k, p).unwrap();
+        let w = words_for(p);
+        let mut out = vec![[0u64; GROUP]; 2 * w];
+        let (mut any, mut all, mut sizes) = (vec![0; w], vec![0; w], vec![0; k]);
+        bank.pack_image_grouped(1, &mut out, &mut any, &mut all, &mut sizes)
+            .unwrap();
+        let masks: Vec<Vec<u64>> = (0..k)
+            .map(|j| naive_pack(&data[(k + j) * p..(k + j + 1) * p]))
+            .collect();
+        for t in 0..w {
+            for (j, mask) in masks.iter().enumerate() {
+                assert_eq!(out[(j / GROUP) * w + t][j % GROUP], mask[t]);
+            }
+            assert_eq!(out[w + t][2..], [0, 0], "lanes past K stay zero");
+            assert_eq!(any[t], masks.iter().fold(0, |acc, m| acc | m[t]));
+            assert_eq!(all[t], masks.iter().fold(u64::MAX, |acc, m| acc & m[t]));
+        }
+        for (j, &size) in sizes.iter().enumerate() {
+            let ones = data[(k + j) * p..(k + j + 1) * p]
+                .iter()
+                .map(|&v| u64::from(v));
+            assert_eq!(size, ones.sum::<u64>());
+        }
+        let err = bank
+            .pack_image_grouped(0, &mut out[1..], &mut any, &mut all, &mut sizes)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "out must be a buffer of ceil(K / 4) * ceil(P / 64) = 8 words, got 7 words"
+        );
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod bank;
 pub mod error;
+mod line;
 pub mod mining;
 pub mod regions;
 pub mod rng;

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::bank::MaskBank;
+use crate::bank::{MaskBank, GROUP};
 use crate::error::Result;
 
 /// Pairwise statistics of a bank, as flat row-major arrays.
@@ -32,9 +32,6 @@ pub fn and_count(a: &[u64], b: &[u64]) -> u64 {
         .map(|(x, y)| u64::from((x & y).count_ones()))
         .sum()
 }
-
-/// Masks per group of the interleaved layout used by the pairwise kernels.
-pub const GROUP: usize = 4;
 
 /// Pairwise AND counts between the masks of two groups: `out[r][c] = |A_r ∩ B_c|`.
 ///
@@ -95,17 +92,19 @@ pub fn count(a: &[u64]) -> u64 {
     a.iter().map(|x| u64::from(x.count_ones())).sum()
 }
 
-/// Per-thread scratch buffers, reused across images.
+/// Per-thread scratch buffers, reused across images of one bank.
 #[derive(Default)]
 struct Scratch {
-    /// The K packed masks of the current image, `K * w` words.
-    packed: Vec<u64>,
-    /// The mixed words of the K masks, in groups of [`GROUP`] masks interleaved word by word
-    /// (`ceil(K / 4) * m` entries; masks past K are zero).
-    groups: Vec<[u64; GROUP]>,
+    /// The K packed masks of the current image in groups of [`GROUP`], interleaved word by word
+    /// (`ceil(K / 4) * w` entries; lanes of masks past K stay zero).
+    packed: Vec<[u64; GROUP]>,
+    /// The same groups restricted to the mixed words (`ceil(K / 4) * m` entries).
+    mixed_groups: Vec<[u64; GROUP]>,
     /// OR and AND over the K masks, per word.
     any: Vec<u64>,
     all: Vec<u64>,
+    /// Mask sizes of the current image.
+    sizes: Vec<u64>,
     /// Indices of the words where the K masks do not all agree (`w` slots, `m` used).
     mixed: Vec<usize>,
 }
@@ -113,8 +112,8 @@ struct Scratch {
 /// Packs the masks of one image and fills its statistics.
 ///
 /// Words where all K masks agree add the same count to every intersection and nothing to any
-/// disagreement, so they are counted once; sizes and pairwise AND counts then run only over the
-/// remaining "mixed" words, gathered into groups of four masks interleaved word by word for the
+/// disagreement, so they are counted once; pairwise AND counts then run only over the remaining
+/// "mixed" words, gathered into groups of four masks interleaved word by word for the
 /// register-tiled kernels [`cross_counts`] and [`within_counts`]. Proposals of one image mostly
 /// agree, so this is typically several times less work than counting every word.
 /// `sizes` holds K entries, `inter` and `dis` K * K entries each.
@@ -128,20 +127,21 @@ fn image_stats(
 ) -> Result<()> {
     let k = bank.k();
     let w = bank.words_per_mask();
-    scratch.packed.resize(k * w, 0);
+    let n_groups = k.div_ceil(GROUP);
+    // Sized once per bank: lanes past K are zero from here on, since packing never writes them.
+    scratch.packed.resize(n_groups * w, [0; GROUP]);
     scratch.any.resize(w, 0);
     scratch.all.resize(w, 0);
-    bank.pack_image_agreement(
+    scratch.sizes.resize(k, 0);
+    bank.pack_image_grouped(
         image,
         &mut scratch.packed,
         &mut scratch.any,
         &mut scratch.all,
+        &mut scratch.sizes,
     )?;
-    if w == 0 {
-        sizes.fill(0);
-        inter.fill(0);
-        dis.fill(0);
-        return Ok(());
+    for (size, &ones) in sizes.iter_mut().zip(&scratch.sizes) {
+        *size = ones as i64;
     }
     // Branch-free: every index is written, and the count advances only on mixed words.
     scratch.mixed.resize(w, 0);
@@ -155,42 +155,20 @@ fn image_stats(
         common += u64::from(all.count_ones()) * u64::from(agree);
     }
     let common = common as i64;
-    let mixed = &scratch.mixed[..m];
-    let n_groups = k.div_ceil(GROUP);
-    // Every entry is overwritten below (padding masks of the last group with zeros), so the
-    // buffer is only resized, never cleared.
-    scratch.groups.resize(n_groups * m, [0; GROUP]);
-    let packed = &scratch.packed;
-    let row = |a: usize| packed.get(a * w..(a + 1) * w).unwrap_or(&[]);
-    for (g, dst) in scratch.groups.chunks_exact_mut(m.max(1)).enumerate() {
-        let rows: [&[u64]; GROUP] = std::array::from_fn(|r| row(g * GROUP + r));
-        if m == w {
-            // Nothing agrees: a plain interleave, no index lookups.
-            let [r0, r1, r2, r3] = rows;
-            let zipped = r0.iter().zip(r1).zip(r2.iter().zip(r3));
-            for (slot, ((&x0, &x1), (&x2, &x3))) in dst.iter_mut().zip(zipped) {
-                *slot = [x0, x1, x2, x3];
-            }
-            // Padding masks past K (empty rows) stop the zip early; zero them explicitly.
-            if r1.is_empty() || r2.is_empty() || r3.is_empty() {
-                for (slot, t) in dst.iter_mut().zip(0..) {
-                    *slot = rows.map(|mask| mask.get(t).copied().unwrap_or(0));
-                }
-            }
-        } else {
-            for (slot, &t) in dst.iter_mut().zip(mixed) {
-                *slot = rows.map(|mask| mask.get(t).copied().unwrap_or(0));
+    let groups: &[[u64; GROUP]] = if m == w {
+        &scratch.packed
+    } else {
+        // Every entry is overwritten, so the buffer is only resized, never cleared.
+        scratch.mixed_groups.resize(n_groups * m, [0; GROUP]);
+        let rows = scratch.packed.chunks_exact(w.max(1));
+        for (dst, src) in scratch.mixed_groups.chunks_exact_mut(m.max(1)).zip(rows) {
+            for (slot, &t) in dst.iter_mut().zip(&scratch.mixed[..m]) {
+                *slot = src.get(t).copied().unwrap_or_default();
             }
         }
-    }
-    let group = |g: usize| scratch.groups.get(g * m..(g + 1) * m).unwrap_or(&[]);
-    for (a, size) in sizes.iter_mut().enumerate() {
-        let ones: u64 = group(a / GROUP)
-            .iter()
-            .map(|x| u64::from(x[a % GROUP].count_ones()))
-            .sum();
-        *size = common + ones as i64;
-    }
+        &scratch.mixed_groups
+    };
+    let group = |g: usize| groups.get(g * m..(g + 1) * m).unwrap_or(&[]);
     for (a, &size) in sizes.iter().enumerate() {
         inter[a * k + a] = size;
         dis[a * k + a] = 0;

@@ -1,0 +1,182 @@
+//! The innermost packing kernel: one 64-byte line of 0/1 bytes to one `u64` word.
+//!
+//! Bit `i` of the word is byte `i` of the line. On x86-64 this is four 16-byte loads, a shift
+//! and a `pmovmskb` each (SSE2, which every x86-64 CPU has), reached through the safe wrappers of
+//! [`safe_arch`] so that this crate stays free of `unsafe`; the same crate gives the software
+//! prefetch that keeps the bank streaming from memory while a thread packs or counts. Elsewhere a
+//! portable multiply gathers eight bytes at a time and prefetching is left to the hardware.
+//!
+//! Each call also returns the OR of the line's bytes ([`Seen`]), folded by the caller over a
+//! whole mask and tested once with [`Seen::is_binary`]: the value check costs one OR per load.
+
+/// Bytes per packed word: one cache line.
+pub const LINE: usize = 64;
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use safe_arch::{
+        bitor_m128i, load_unaligned_m128i, m128i, move_mask_i8_m128i, prefetch_t0,
+        shl_imm_u16_m128i,
+    };
+
+    use super::LINE;
+
+    /// The OR of every byte seen so far, sixteen byte lanes wide (zero: nothing seen yet).
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Seen(m128i);
+
+    impl Seen {
+        /// Folds in another OR of bytes.
+        #[must_use]
+        pub fn or(self, other: Self) -> Self {
+            Self(bitor_m128i(self.0, other.0))
+        }
+
+        /// The folded lanes as one word (the two halves combined by OR).
+        pub fn word(self) -> u64 {
+            let [lo, hi]: [u64; 2] = self.0.into();
+            lo | hi
+        }
+
+        /// Whether every byte folded in was 0 or 1.
+        pub fn is_binary(self) -> bool {
+            super::all_binary(self.word())
+        }
+    }
+
+    /// Packs one line (byte `i` to bit `i`); also returns the OR of its bytes.
+    ///
+    /// A left shift by 7 within 16-bit lanes moves bit 0 of every byte to that byte's top bit
+    /// (the bits shifted across bytes are zero for 0/1 bytes); `pmovmskb` gathers the top bits.
+    #[inline]
+    pub fn pack_line(line: &[u8; LINE]) -> (u64, Seen) {
+        let (chunks, _) = line.as_chunks::<16>();
+        let v: [m128i; 4] = std::array::from_fn(|i| load_unaligned_m128i(&chunks[i]));
+        let mask = |x: m128i| u64::from(move_mask_i8_m128i(shl_imm_u16_m128i::<7>(x)) as u16);
+        let bits = mask(v[0]) | mask(v[1]) << 16 | mask(v[2]) << 32 | mask(v[3]) << 48;
+        let seen = bitor_m128i(bitor_m128i(v[0], v[1]), bitor_m128i(v[2], v[3]));
+        (bits, Seen(seen))
+    }
+
+    /// Asks for `line` to be brought into the caches; never faults, never blocks.
+    #[inline]
+    pub fn prefetch(line: &[u8; LINE]) {
+        prefetch_t0(line);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod imp {
+    pub use super::portable::{pack_line, Seen};
+    use super::LINE;
+
+    /// No software prefetch on this target: the hardware prefetcher follows the stream.
+    #[inline]
+    pub fn prefetch(_line: &[u8; LINE]) {}
+}
+
+/// The portable kernel: the x86-64 build uses it only in tests, as a second implementation.
+#[cfg_attr(target_arch = "x86_64", cfg(test))]
+mod portable {
+    use super::LINE;
+
+    /// The OR of every byte seen so far, eight byte lanes wide (zero: nothing seen yet).
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Seen(u64);
+
+    impl Seen {
+        /// Folds in another OR of bytes.
+        #[must_use]
+        pub fn or(self, other: Self) -> Self {
+            Self(self.0 | other.0)
+        }
+
+        /// The folded lanes as one word.
+        pub fn word(self) -> u64 {
+            self.0
+        }
+
+        /// Whether every byte folded in was 0 or 1.
+        pub fn is_binary(self) -> bool {
+            super::all_binary(self.word())
+        }
+    }
+
+    /// Byte `i` of a word of 0/1 bytes lands on bit `56 + i` of the product (no two partial
+    /// products meet, so there are no carries), and the shift brings it down to bit `i`.
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+
+    /// Packs one line (byte `i` to bit `i`); also returns the OR of its bytes.
+    #[inline]
+    pub fn pack_line(line: &[u8; LINE]) -> (u64, Seen) {
+        let (loads, _) = line.as_chunks::<8>();
+        let (mut bits, mut seen) = (0u64, 0u64);
+        for (j, load) in loads.iter().enumerate() {
+            let x = u64::from_le_bytes(*load);
+            bits |= (x.wrapping_mul(GATHER) >> 56) << (8 * j);
+            seen |= x;
+        }
+        (bits, Seen(seen))
+    }
+}
+
+pub use imp::{pack_line, prefetch, Seen};
+
+/// Whether a folded OR of bytes ([`Seen::word`]) comes from bytes that were all 0 or 1.
+fn all_binary(word: u64) -> bool {
+    /// Every bit but the lowest of each byte.
+    const HIGH_BITS: u64 = 0xFEFE_FEFE_FEFE_FEFE;
+    word & HIGH_BITS == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(line: &[u8; LINE]) -> u64 {
+        line.iter()
+            .enumerate()
+            .map(|(i, &v)| u64::from(v) << i)
+            .sum()
+    }
+
+    fn lines() -> Vec<[u8; LINE]> {
+        let mut g = crate::rng::SplitMix64::new(3);
+        let mut out = vec![[0u8; LINE], [1u8; LINE]];
+        for density in [1, 8, 32, 56, 63] {
+            for _ in 0..50 {
+                out.push(std::array::from_fn(|_| u8::from(g.below(64) < density)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn both_kernels_pack_byte_i_to_bit_i() {
+        for line in lines() {
+            let (bits, seen) = pack_line(&line);
+            assert_eq!(bits, naive(&line));
+            assert!(seen.is_binary());
+            let (bits, seen) = portable::pack_line(&line);
+            assert_eq!(bits, naive(&line));
+            assert!(seen.is_binary());
+        }
+    }
+
+    #[test]
+    fn both_kernels_flag_every_non_binary_byte() {
+        for pos in 0..LINE {
+            for value in [2u8, 3, 0x7F, 0x80, 0xFE, 0xFF] {
+                let mut line = [1u8; LINE];
+                line[pos] = value;
+                assert!(!pack_line(&line).1.is_binary(), "pos {pos} value {value}");
+                let folded = Seen::default()
+                    .or(pack_line(&[0; LINE]).1)
+                    .or(pack_line(&line).1);
+                assert!(!folded.is_binary());
+                let seen = portable::pack_line(&line).1;
+                assert!(!portable::Seen::default().or(seen).is_binary());
+            }
+        }
+    }
+}
