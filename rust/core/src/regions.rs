@@ -145,15 +145,16 @@ fn image_stats(
     }
     // Branch-free: every index is written, and the count advances only on mixed words.
     scratch.mixed.resize(w, 0);
-    let (mut m, mut common) = (0usize, 0u64);
+    let mut m = 0usize;
     for (t, (&any, &all)) in scratch.any.iter().zip(&scratch.all).enumerate() {
         if let Some(slot) = scratch.mixed.get_mut(m) {
             *slot = t;
         }
-        let agree = any == all;
-        m += usize::from(!agree);
-        common += u64::from(all.count_ones()) * u64::from(agree);
+        m += usize::from(any != all);
     }
+    let common: u64 = (scratch.any.iter().zip(&scratch.all))
+        .map(|(&any, &all)| u64::from(all.count_ones()) * u64::from(any == all))
+        .sum();
     let common = common as i64;
     let groups: &[[u64; GROUP]] = if m == w {
         &scratch.packed
@@ -163,7 +164,9 @@ fn image_stats(
         let rows = scratch.packed.chunks_exact(w.max(1));
         for (dst, src) in scratch.mixed_groups.chunks_exact_mut(m.max(1)).zip(rows) {
             for (slot, &t) in dst.iter_mut().zip(&scratch.mixed[..m]) {
-                *slot = src.get(t).copied().unwrap_or_default();
+                if let Some(word) = src.get(t) {
+                    *slot = *word;
+                }
             }
         }
         &scratch.mixed_groups
