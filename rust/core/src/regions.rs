@@ -24,15 +24,6 @@ pub struct PairwiseStats {
     pub disagreement: Vec<i64>,
 }
 
-/// Number of set bits of `a & b`.
-#[must_use]
-pub fn and_count(a: &[u64], b: &[u64]) -> u64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| u64::from((x & y).count_ones()))
-        .sum()
-}
-
 /// Pairwise AND counts between the masks of two groups: `out[r][c] = |A_r ∩ B_c|`.
 ///
 /// Groups are interleaved, one `[u64; 4]` per word: `a[t][r]` is word `t` of mask `r` of the
@@ -84,12 +75,6 @@ pub fn xor_count(a: &[u64], b: &[u64]) -> u64 {
         .zip(b)
         .map(|(x, y)| u64::from((x ^ y).count_ones()))
         .sum()
-}
-
-/// Number of set bits of `a`.
-#[must_use]
-pub fn count(a: &[u64]) -> u64 {
-    a.iter().map(|x| u64::from(x.count_ones())).sum()
 }
 
 /// Per-thread scratch buffers, reused across images of one bank.
