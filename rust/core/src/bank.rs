@@ -54,6 +54,15 @@ fn pack_lines(src: &[u8], stream: &[[u8; LINE]], mut put: impl FnMut(usize, u64)
     seen
 }
 
+/// A `put` for [`pack_lines`] that writes word `t` to `out[t]`.
+fn store(out: &mut [u64]) -> impl FnMut(usize, u64) + '_ {
+    |t, bits| {
+        if let Some(slot) = out.get_mut(t) {
+            *slot = bits;
+        }
+    }
+}
+
 /// Number of `u64` words that hold one packed mask of `pixels` pixels, `ceil(pixels / 64)`.
 #[must_use]
 pub fn words_for(pixels: usize) -> usize {
@@ -70,12 +79,7 @@ pub fn pack_mask(src: &[u8], out: &mut [u64]) -> bool {
     if out.len() < words_for(src.len()) {
         return false;
     }
-    let put = |t: usize, bits: u64| {
-        if let Some(slot) = out.get_mut(t) {
-            *slot = bits;
-        }
-    };
-    pack_lines(src, src.as_chunks().0, put).is_binary()
+    pack_lines(src, src.as_chunks().0, store(out)).is_binary()
 }
 
 /// A borrowed, shape-checked `(N, K, P)` bank of `u8` masks.
@@ -203,12 +207,7 @@ impl<'a> MaskBank<'a> {
     /// Validates and packs mask `(image, proposal)` into `out`, exactly `words_per_mask()` words.
     pub fn pack_proposal(&self, image: usize, proposal: usize, out: &mut [u64]) -> Result<()> {
         check_len("out", out.len(), self.words_per_mask(), "ceil(P / 64)")?;
-        let put = |t: usize, bits: u64| {
-            if let Some(slot) = out.get_mut(t) {
-                *slot = bits;
-            }
-        };
-        self.pack_proposal_with(image, proposal, put)
+        self.pack_proposal_with(image, proposal, store(out))
     }
 
     /// Validates and packs mask `(image, proposal)`, handing word `t` to `put(t, word)`.
