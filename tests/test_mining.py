@@ -116,6 +116,18 @@ def test_stats_of_3d_masks(stats_fn) -> None:
     assert stats.sizes.shape == (2, 3) and stats.disagreement.shape == (2, 3, 3)
 
 
+@pytest.mark.parametrize("stats_fn", BOTH_STATS)
+def test_stats_arrays_are_independent_contiguous_int64(stats_fn) -> None:
+    # The Rust core hands both count arrays back as halves of one buffer: they must still
+    # behave as two separate arrays.
+    stats = stats_fn(np.ones((3, 2, 5), dtype=np.uint8))
+    for arr in (stats.sizes, stats.intersection, stats.disagreement):
+        assert arr.dtype == np.int64 and arr.flags.c_contiguous and arr.flags.writeable
+    assert not np.shares_memory(stats.intersection, stats.disagreement)
+    stats.intersection[...] = -1
+    np.testing.assert_array_equal(stats.disagreement, np.zeros((3, 2, 2)))
+
+
 @pytest.mark.parametrize("miner", BOTH_MINERS)
 def test_ties_break_to_lower_index_and_equal_scores_never_pair(miner) -> None:
     masks = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1]]], dtype=bool)

@@ -54,10 +54,15 @@ mod _core {
                 MaskBank::new(data, n, k, p).and_then(|bank| rndpo_core::pairwise_stats(&bank))
             })
             .map_err(CoreError)?;
+        // Both count arrays are views of the one (2, N, K, K) buffer of the core.
+        let counts = PyArray1::from_vec(py, stats.counts).reshape([2, n, k, k])?;
+        let half = |i: usize| -> PyResult<Bound<'py, PyArray3<i64>>> {
+            Ok(counts.get_item(i)?.cast_into::<PyArray3<i64>>()?)
+        };
         Ok((
             PyArray1::from_vec(py, stats.sizes).reshape([n, k])?,
-            PyArray1::from_vec(py, stats.intersection).reshape([n, k, k])?,
-            PyArray1::from_vec(py, stats.disagreement).reshape([n, k, k])?,
+            half(0)?,
+            half(1)?,
         ))
     }
 

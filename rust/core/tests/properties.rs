@@ -34,13 +34,7 @@ fn bank_strategy() -> impl Strategy<Value = (Vec<u8>, usize, usize, usize)> {
 }
 
 fn naive_stats(data: &[u8], n: usize, k: usize, p: usize) -> PairwiseStats {
-    let mut stats = PairwiseStats {
-        n,
-        k,
-        sizes: vec![0; n * k],
-        intersection: vec![0; n * k * k],
-        disagreement: vec![0; n * k * k],
-    };
+    let mut stats = PairwiseStats::zeros(n, k);
     for i in 0..n {
         for a in 0..k {
             let ma = &data[(i * k + a) * p..(i * k + a + 1) * p];
@@ -53,8 +47,9 @@ fn naive_stats(data: &[u8], n: usize, k: usize, p: usize) -> PairwiseStats {
                     .filter(|(x, y)| **x == 1 && **y == 1)
                     .count();
                 let differ = ma.iter().zip(mb).filter(|(x, y)| x != y).count();
-                stats.intersection[(i * k + a) * k + b] = both as i64;
-                stats.disagreement[(i * k + a) * k + b] = differ as i64;
+                let (intersection, disagreement) = stats.counts_mut();
+                intersection[(i * k + a) * k + b] = both as i64;
+                disagreement[(i * k + a) * k + b] = differ as i64;
             }
         }
     }
@@ -86,18 +81,18 @@ proptest! {
         for i in 0..n {
             for a in 0..k {
                 let size_a = s.sizes[i * k + a];
-                prop_assert_eq!(s.intersection[(i * k + a) * k + a], size_a);
-                prop_assert_eq!(s.disagreement[(i * k + a) * k + a], 0);
+                prop_assert_eq!(s.intersection()[(i * k + a) * k + a], size_a);
+                prop_assert_eq!(s.disagreement()[(i * k + a) * k + a], 0);
                 for b in 0..k {
                     let ab = (i * k + a) * k + b;
                     let ba = (i * k + b) * k + a;
-                    prop_assert_eq!(s.intersection[ab], s.intersection[ba]);
-                    prop_assert_eq!(s.disagreement[ab], s.disagreement[ba]);
+                    prop_assert_eq!(s.intersection()[ab], s.intersection()[ba]);
+                    prop_assert_eq!(s.disagreement()[ab], s.disagreement()[ba]);
                     prop_assert_eq!(
-                        s.disagreement[ab],
-                        size_a + s.sizes[i * k + b] - 2 * s.intersection[ab]
+                        s.disagreement()[ab],
+                        size_a + s.sizes[i * k + b] - 2 * s.intersection()[ab]
                     );
-                    prop_assert!(s.intersection[ab] <= size_a.min(s.sizes[i * k + b]));
+                    prop_assert!(s.intersection()[ab] <= size_a.min(s.sizes[i * k + b]));
                 }
             }
         }
@@ -154,7 +149,7 @@ proptest! {
             let margin = scores[i * k + c] - scores[i * k + r];
             prop_assert_eq!(pairs.margin[t], margin);
             prop_assert!(margin > min_margin);
-            let region = stats.disagreement[(i * k + c) * k + r];
+            let region = stats.disagreement()[(i * k + c) * k + r];
             prop_assert_eq!(pairs.region_size[t], region);
             prop_assert!(region >= min_region.max(1) as i64);
             if let Some(hi) = params.max_region {
