@@ -225,16 +225,16 @@ fn plan_spans(any: &[u64], all: &[u64], spans: &mut Vec<Span>) -> Plan {
 fn compact_spans(packed: &[[u64; GROUP]], w: usize, spans: &[Span], out: &mut Vec<[u64; GROUP]>) {
     out.resize(packed.len(), [0; GROUP]);
     let w = w.max(1);
-    for span in spans {
-        // Span by span, all group rows at once: the span's shifts and masks are set up once,
-        // and the rows' updates are independent.
-        let rows = packed.iter().skip(span.word).step_by(w);
-        for (word, slot) in rows.zip(out.iter_mut().skip(span.slot).step_by(w)) {
-            let mut next = *slot;
-            for (lane, &bits) in next.iter_mut().zip(word) {
-                *lane = (*lane & span.carry) | ((bits >> span.lo) & span.keep) << span.at;
+    for (src, dst) in packed.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
+        // One group row at a time, the output word being filled kept in registers.
+        let mut acc = [0u64; GROUP];
+        for span in spans {
+            if let (Some(word), Some(slot)) = (src.get(span.word), dst.get_mut(span.slot)) {
+                for (lane, &bits) in acc.iter_mut().zip(word) {
+                    *lane = (*lane & span.carry) | ((bits >> span.lo) & span.keep) << span.at;
+                }
+                *slot = acc;
             }
-            *slot = next;
         }
     }
 }
