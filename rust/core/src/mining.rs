@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::bank::MaskBank;
 use crate::error::{Error, Result};
-use crate::regions::xor_count;
+use crate::regions::{image_stats, xor_count, Scratch};
 use crate::rng::SplitMix64;
 
 /// How pairs of ranks are formed within an image.
@@ -249,13 +249,12 @@ fn ranking(scores: &[f64]) -> Vec<usize> {
     order
 }
 
-/// Mines the pairs of one image from its packed masks (`K * w` words) and scores (K values).
+/// Mines the pairs of one image from its scores (K values); `region(a, b)` is `|A xor B|`.
 fn mine_image(
     image: usize,
-    packed: &[u64],
-    w: usize,
     scores: &[f64],
     params: &MiningParams,
+    region: impl Fn(usize, usize) -> u64,
 ) -> Vec<PairRow> {
     let k = scores.len();
     let order = ranking(scores);
@@ -273,10 +272,7 @@ fn mine_image(
         if margin.is_nan() || margin <= params.min_margin {
             continue;
         }
-        let region = xor_count(
-            &packed[chosen * w..(chosen + 1) * w],
-            &packed[rejected * w..(rejected + 1) * w],
-        );
+        let region = region(chosen, rejected);
         if region < lo || region > hi {
             continue;
         }
@@ -302,14 +298,33 @@ pub fn mine_pairs(bank: &MaskBank<'_>, scores: &[f64], params: &MiningParams) ->
     if n == 0 || k == 0 {
         return Ok(PairSet::default());
     }
+    // `all_pairs` needs every pair's region: the pairwise statistics of `regions`, which count
+    // only where the proposals disagree, are then cheaper than one XOR count per pair.
+    let dense = params.strategy == Strategy::AllPairs;
     let per_image: Result<Vec<Vec<PairRow>>> = scores
         .par_chunks(k)
         .enumerate()
         .map_init(
-            || vec![0u64; k * w],
-            |buf, (image, image_scores)| {
-                bank.pack_image(image, buf)?;
-                Ok(mine_image(image, buf, w, image_scores, params))
+            || {
+                (
+                    vec![0u64; k * w],
+                    Scratch::default(),
+                    vec![0i64; k],
+                    vec![0i64; 2 * k * k],
+                )
+            },
+            |(packed, scratch, sizes, counts), (image, image_scores)| {
+                if dense {
+                    let (inter, dis) = counts.split_at_mut(k * k);
+                    image_stats(bank, image, scratch, sizes, inter, dis)?;
+                    let region = |a: usize, b: usize| dis[a * k + b].unsigned_abs();
+                    Ok(mine_image(image, image_scores, params, region))
+                } else {
+                    bank.pack_image(image, packed)?;
+                    let mask = |j: usize| &packed[j * w..(j + 1) * w];
+                    let region = |a: usize, b: usize| xor_count(mask(a), mask(b));
+                    Ok(mine_image(image, image_scores, params, region))
+                }
             },
         )
         .collect();

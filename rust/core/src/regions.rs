@@ -118,7 +118,7 @@ pub fn xor_count(a: &[u64], b: &[u64]) -> u64 {
 
 /// Per-thread scratch buffers, reused across images of one bank.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     /// The K packed masks of the current image in groups of [`GROUP`], interleaved word by word
     /// (`ceil(K / 4) * w` entries; lanes of masks past K stay zero).
     packed: Vec<[u64; GROUP]>,
@@ -248,7 +248,7 @@ fn compact_spans(packed: &[[u64; GROUP]], w: usize, spans: &[Span], out: &mut Ve
 /// [`within_counts`]. Proposals of one image mostly agree, so this is typically several times
 /// less work than counting every word.
 /// `sizes` holds K entries, `inter` and `dis` K * K entries each.
-fn image_stats(
+pub(crate) fn image_stats(
     bank: &MaskBank<'_>,
     image: usize,
     scratch: &mut Scratch,
