@@ -10,7 +10,10 @@ CORE_VERSION: str
 def pairwise_stats(
     masks: npt.NDArray[np.uint8],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(N, K, P) uint8 masks -> sizes (N, K), intersection (N, K, K), disagreement (N, K, K) int64."""
+    """(N, K, P) uint8 masks -> sizes (N, K), intersection (N, K, K), disagreement (N, K, K) int64.
+
+    intersection and disagreement are the two halves of one (2, N, K, K) buffer.
+    """
 
 def mine_pairs(
     masks: npt.NDArray[np.uint8],

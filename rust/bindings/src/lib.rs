@@ -41,6 +41,8 @@ mod _core {
     }
 
     /// (N, K, P) uint8 masks -> sizes (N, K), intersection (N, K, K), disagreement (N, K, K) int64.
+    ///
+    /// intersection and disagreement are the two halves of one (2, N, K, K) buffer.
     #[pyfunction]
     #[allow(clippy::needless_pass_by_value)] // PyO3 extracts readonly borrows by value
     fn pairwise_stats<'py>(

@@ -14,8 +14,10 @@
 //! would make fewer words "mixed" (proposals disagreeing somewhere inside the word, see
 //! [`crate::regions`]), about 0.16 of the words of a realistic 128 x 128 bank instead of 0.40,
 //! but on the reference machine packing tiles runs at about 0.8 of the bare read speed and
-//! packing lines at about 1.0, and the counting saved is less than the reading lost (timed
-//! on the realistic bank of `benches/bench_mining.py`; README, "Mining speed").
+//! packing lines at about 1.0. Since then the pairwise counts read only the disagreement spans
+//! inside mixed words (28 words per mask on that bank instead of 101), which leaves tiles even
+//! less to save (timed on the realistic bank of `benches/bench_mining.py`; README, "Mining
+//! speed").
 
 use crate::error::{Error, Result};
 use crate::line::{pack_line, prefetch, Seen, LINE};
