@@ -1,14 +1,21 @@
 # rndpo developer targets. `make help` lists them; `make all` is what CI runs.
 PYTHON ?= python3
 PYTEST_ARGS ?=
+DIST ?= dist
+# What `make wheel` builds with: zig (from the ziglang package) links against glibc 2.17 with no container,
+# and twine checks the metadata. The one place these are pinned; `make install-test` installs them too.
+WHEEL_TOOLS = 'maturin>=1.10,<2' 'ziglang>=0.15.2,<0.16' 'twine>=6.1'
 
-.PHONY: help install build demo test test-rust test-python lint format bench study wheel all
+.PHONY: help install install-test build demo test test-rust test-python lint format bench study wheel all
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install: ## install rndpo (editable, with test extras); torch is installed once and then reused
-	$(PYTHON) -m pip install -q -e '.[test]'
+install: ## install rndpo (editable) with what the demo needs: torch (installed once, then reused), matplotlib
+	$(PYTHON) -m pip install -q -e '.[plots]'
+
+install-test: ## install rndpo (editable) with the test extras and the wheel tools
+	$(PYTHON) -m pip install -q -e '.[test]' $(WHEEL_TOOLS)
 
 build: ## rebuild the Rust extension in place (release)
 	$(PYTHON) -m pip install -q -e . --no-deps
@@ -16,7 +23,7 @@ build: ## rebuild the Rust extension in place (release)
 demo: install ## the main job: base model, proposals, judges, mining, sft_top/DPO/RN-DPO, summary table
 	$(PYTHON) -m rndpo demo --out rndpo-demo --overwrite
 
-test: install test-rust test-python ## everything: Rust tests, type stubs, pytest
+test: install-test test-rust test-python ## everything: Rust tests, type stubs, pytest
 
 test-rust: ## cargo tests of the pure Rust core
 	cargo test -p rndpo-core --release --quiet
@@ -43,7 +50,10 @@ bench: install ## speed benchmarks: miners and losses, ratios against baselines 
 	$(PYTHON) benches/bench_mining.py
 	$(PYTHON) benches/bench_losses.py
 
-wheel: ## build the abi3 wheel and the sdist into dist/
-	$(PYTHON) -m maturin build --release --sdist --out dist
+wheel: ## build the manylinux2014 (glibc 2.17) abi3 wheel and the sdist into $(DIST)/, then twine check them
+	$(PYTHON) -m pip install -q $(WHEEL_TOOLS)
+	rm -f $(DIST)/rndpo-*.whl $(DIST)/rndpo-*.tar.gz
+	$(PYTHON) -m maturin build --release --sdist --zig --compatibility manylinux2014 --out $(DIST)
+	$(PYTHON) -m twine check --strict $(DIST)/rndpo-*.whl $(DIST)/rndpo-*.tar.gz
 
 all: test ## what CI runs
