@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks, as one script for a GPU machine that has python3 with torch, pytest, hypothesis,
-# scikit-image and matplotlib (rndpo itself comes as a wheel: `make wheel`, then WHEELS=target/wheels).
+# scikit-image and matplotlib (rndpo itself comes as a wheel: `make wheel`, then WHEELS=dist).
 #
-#   OUT=gpu-out WHEELS=target/wheels bash benches/gpu_checks.sh
+#   OUT=gpu-out WHEELS=dist bash benches/gpu_checks.sh
 #
 # Steps, each under its own time limit so that one slow step cannot eat the others' time:
 #   1. the CUDA tests (tests marked `cuda`: CPU vs CUDA preference loss);
@@ -11,7 +11,7 @@
 #      log gives the base-training, proposal, judge and per-run times behind the full grid's expected run time.
 set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the logs}
-WHEELS=${WHEELS:-target/wheels}
+WHEELS=${WHEELS:-dist}
 STUDY_SECONDS=${STUDY_SECONDS:-200}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1

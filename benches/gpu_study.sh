@@ -2,7 +2,7 @@
 # A study grid of benches/study.py on the synthetic set, Kvasir-SEG and HC18, one process per dataset
 # side by side on one GPU (the U-Net is small, so one process leaves the GPU mostly idle).
 #
-#   OUT=gpu-out WHEELS=target/wheels DATA_ROOT=../shared/data bash benches/gpu_study.sh
+#   OUT=gpu-out WHEELS=dist DATA_ROOT=../shared/data bash benches/gpu_study.sh
 #   GRID=full SECONDS_PER_DATASET=10800 REPORT_SECONDS=600 OUT=... bash benches/gpu_study.sh
 #
 # GRID=gpu (default; 300-step fine-tuning, 3 judges x 2 miners x sft_top / DPO / RN-DPO x 3 seeds)
@@ -11,7 +11,7 @@
 # beside it) and $OUT/study_$GRID.tgz (every run's record, without the cached arrays and weights).
 set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the report}
-WHEELS=${WHEELS-target/wheels}
+WHEELS=${WHEELS-dist}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 GRID=${GRID:-gpu}
 SECONDS_PER_DATASET=${SECONDS_PER_DATASET:-360}
