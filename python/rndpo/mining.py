@@ -32,6 +32,9 @@ output is ordered by image, then strategy order.
 
 Threads: the core uses rayon's global pool, sized by the ``RAYON_NUM_THREADS`` environment
 variable (read once, at the first call) or else the number of CPUs. Results never depend on it.
+A process forked from one that has already mined (``os.fork``, a ``multiprocessing`` pool with the
+fork start method, ``DataLoader`` workers) cannot use that pool, whose threads were not copied: there
+each call runs serially on a fresh one-thread pool, as tokenizers does after a fork.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod pool;
 
 /// The compiled extension module.
 #[pymodule(gil_used = false)]
@@ -17,6 +18,7 @@ mod _core {
     use rndpo_core::{MaskBank, MiningParams};
 
     use crate::errors::{not_contiguous, CoreError};
+    use crate::pool;
 
     #[pymodule_export]
     const CORE_VERSION: &str = rndpo_core::VERSION;
@@ -53,8 +55,10 @@ mod _core {
         let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
         let stats = py
             .detach(|| {
-                MaskBank::new(data, n, k, p).and_then(|bank| rndpo_core::pairwise_stats(&bank))
-            })
+                pool::run(|| {
+                    MaskBank::new(data, n, k, p).and_then(|bank| rndpo_core::pairwise_stats(&bank))
+                })
+            })?
             .map_err(CoreError)?;
         // Both count arrays are views of the one (2, N, K, K) buffer of the core.
         let counts = PyArray1::from_vec(py, stats.counts).reshape([2, n, k, k])?;
@@ -105,9 +109,11 @@ mod _core {
         };
         let pairs = py
             .detach(|| {
-                MaskBank::new(data, n, k, p)
-                    .and_then(|bank| rndpo_core::mine_pairs(&bank, score_values, &params))
-            })
+                pool::run(|| {
+                    MaskBank::new(data, n, k, p)
+                        .and_then(|bank| rndpo_core::mine_pairs(&bank, score_values, &params))
+                })
+            })?
             .map_err(CoreError)?;
         Ok((
             PyArray1::from_vec(py, pairs.image),
