@@ -173,7 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rndpo.config import read_toml
 
         return _run(args, read_toml(args.config))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as err:
         print(f"rndpo: error: {err}", file=sys.stderr)
         return 2
 

@@ -9,6 +9,7 @@ choices raise :class:`ConfigError` naming the key, the valid choices and the val
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -23,6 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from rndpo.proposals import ProposalConfig
+from rndpo.storage import check_path_name
 from rndpo.supervised import BaseTrainConfig
 
 __all__ = [
@@ -108,8 +110,14 @@ class DataConfig:
             )
         if self.image_size < 8:
             raise ConfigError(f"data.image_size must be >= 8, got {self.image_size}")
-        if self.label_budget <= 0:
-            raise ConfigError(f"data.label_budget must be > 0, got {self.label_budget}")
+        budget = self.label_budget
+        if not (0 < budget < 1 or (budget > 1 and math.isfinite(budget) and budget == int(budget))):
+            raise ConfigError(
+                "data.label_budget must be a share in (0, 1) or a whole count of labeled images > 1, "
+                f"got {budget}"
+            )
+        if self.max_unlabeled < 0:
+            raise ConfigError(f"data.max_unlabeled must be >= 0 (0: all), got {self.max_unlabeled}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +164,8 @@ class JudgeConfig:
         for rho in self.reliabilities:
             if not 0.0 <= rho <= 1.0:
                 raise ConfigError(f"judges.reliabilities must lie in [0, 1], got {rho}")
+        if self.qc_steps < 1:
+            raise ConfigError(f"judges.qc_steps must be >= 1, got {self.qc_steps}")
 
     def judge_labels(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(label, judge name, kwargs) for each judge to run; one noisy oracle per reliability."""
@@ -191,6 +201,8 @@ class MiningConfig:
             self.parse_strategy(spec)
         if not self.strategies:
             raise ConfigError("mining.strategies must name at least one strategy")
+        if not self.min_margin >= 0:
+            raise ConfigError(f"mining.min_margin must be a number >= 0, got {self.min_margin}")
         if self.min_region < 0 or self.max_region < 0 or self.max_pairs_per_image < 0:
             raise ConfigError("mining.min_region, max_region and max_pairs_per_image must be >= 0")
         if self.max_region and self.max_region < self.min_region:
@@ -242,9 +254,9 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         _check_literals(self, "methods.<name>")
-        if self.beta <= 0:
-            raise ConfigError(f"methods.<name>.beta must be > 0, got {self.beta}")
-        if self.region_power < 0:
+        if not 0 < self.beta < math.inf:
+            raise ConfigError(f"methods.<name>.beta must be > 0 and finite, got {self.beta}")
+        if not 0 <= self.region_power < math.inf:
             raise ConfigError(f"methods.<name>.region_power must be >= 0, got {self.region_power}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(
@@ -254,7 +266,7 @@ class MethodConfig:
             raise ConfigError(
                 f"methods.<name>.label_smoothing applies to loss_type robust or cdpo, got {self.loss_type!r}"
             )
-        if self.anchor_weight < 0:
+        if not 0 <= self.anchor_weight < math.inf:
             raise ConfigError(f"methods.<name>.anchor_weight must be >= 0, got {self.anchor_weight}")
 
 
@@ -291,8 +303,10 @@ class FinetuneConfig:
         for key in ("steps", "batch_size", "eval_every", "final_window"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"finetune.{key} must be >= 1, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ConfigError(f"finetune.lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"finetune.lr must be > 0 and finite, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"finetune.weight_decay must be >= 0 and finite, got {self.weight_decay}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +331,16 @@ class RunConfig:
             raise ConfigError("seeds must list at least one seed")
         if not self.methods:
             raise ConfigError("methods must name at least one method")
+        negative = [s for s in self.seeds if s < 0]
+        if negative:
+            raise ConfigError(f"seeds must be integers >= 0, got {negative[0]}")
+        comparing = [j for j in self.judges.names if j in ("agreement", "consensus")]
+        preference = [n for n, m in self.methods.items() if m.objective == "preference"]
+        if self.proposals.k < 2 and (comparing or preference):
+            needs = f"judge {comparing[0]!r}" if comparing else f"preference method {preference[0]!r}"
+            raise ConfigError(
+                f"proposals.k must be >= 2 for {needs} (it compares proposals), got {self.proposals.k}"
+            )
 
 
 _SECTIONS: dict[str, type] = {
@@ -358,6 +382,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -405,6 +431,10 @@ def _methods_from_dict(raw: Any) -> dict[str, MethodConfig]:
         raise ConfigError(f"methods must be a list of presets or a table, got {type(raw).__name__}")
     methods = {}
     for name, table in raw.items():
+        try:
+            check_path_name(name, "methods: a method name")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if not isinstance(table, Mapping):
             raise ConfigError(f"methods.{name} must be a table, got {type(table).__name__}")
         table = dict(table)

@@ -10,6 +10,11 @@ on, and every file is written atomically, so an interrupted experiment (even ``k
     OUT/stages/scores-<key>.npz         judge scores (N, K) and the judge's reliability
     OUT/stages/pairs-<key>.npz          mined pairs
     OUT/runs/<run>-<key>.json           one fine-tuning run (curve, train log); .ckpt while running
+    OUT/.rndpo.lock                     held while a run uses the folder (names the owner's pid)
+
+Stage folders hold a SHA256SUMS file and single-file stages a ``<file>.sha256``; ``resume`` verifies
+them and recomputes a stage that fails (see :mod:`rndpo.storage`). Weights are loaded with
+``torch.load(weights_only=True)``: nothing in an output folder can run code.
     OUT/results.json|csv|md, curves.png, examples.png
 """
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -46,7 +51,8 @@ from rndpo.model import UNet
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.reliability import judge_reliability, pair_quality
 from rndpo.report import plot_pair_examples, write_reports
-from rndpo.storage import atomic_dir, stage_key, write_json, write_npz
+from rndpo.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
+from rndpo.storage import atomic_dir, load_weights, stage_key, stage_ready, write_json, write_npz
 from rndpo.supervised import train_base
 
 __all__ = ["ExperimentResult", "build_unet", "load_data", "run_experiment", "split_data"]
@@ -128,7 +134,7 @@ class _Stages:
         cfg = self.config
         key = stage_key(self.data_key, config_to_dict(cfg.model), config_to_dict(cfg.base), seed)
         folder = self.stages / f"base-{key}"
-        if not (folder / "model.pt").exists():
+        if not stage_ready(folder):
             log.info("seed %d: training the base model on %d labeled images", seed, len(self.splits.labeled))
             torch.manual_seed(seed)
             model = self._model()
@@ -137,7 +143,7 @@ class _Stages:
             with atomic_dir(folder) as tmp:
                 torch.save({"best": result.state_dict, "snapshots": result.snapshots}, tmp / "model.pt")
                 write_json(tmp / "history.json", {"history": [list(h) for h in result.history]})
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
+        state = load_weights(folder / "model.pt")
         model = self._model()
         model.load_state_dict(state["best"])
         return key, model, state["snapshots"]
@@ -148,7 +154,7 @@ class _Stages:
         cfg = self.config
         key = stage_key(base_key, config_to_dict(cfg.proposals), cfg.data.max_unlabeled, seed)
         folder = self.stages / f"bank-{key}"
-        if not folder.exists():
+        if not stage_ready(folder):
             unlabeled = self.splits.unlabeled
             if cfg.data.max_unlabeled and len(unlabeled) > cfg.data.max_unlabeled:
                 unlabeled = unlabeled.subset(np.arange(cfg.data.max_unlabeled))
@@ -191,7 +197,7 @@ class _Stages:
         extra = cfg.judges.qc_steps if name == "learned_qc" else None
         key = stage_key(bank_key, label, kwargs, extra, seed)
         path = self.stages / f"scores-{key}.npz"
-        if not path.exists():
+        if not stage_ready(path):
             log.info("seed %d: scoring proposals with judge %s", seed, label)
             judge: Judge
             if name == "noisy_oracle":
@@ -204,7 +210,7 @@ class _Stages:
             else:
                 judge = make_judge(name, **kwargs)
             scores = np.asarray(judge.score(bank), dtype=np.float64)
-            write_npz(path, scores=scores)
+            write_npz(path, checksum=True, scores=scores)
         scores = np.load(path)["scores"]
         true_dice = OracleJudge().score(bank)
         rel = judge_reliability(scores, true_dice)
@@ -216,7 +222,7 @@ class _Stages:
         m = self.config.mining
         key = stage_key(scores_key, miner, config_to_dict(m))
         path = self.stages / f"pairs-{key}.npz"
-        if not path.exists():
+        if not stage_ready(path):
             strategy, min_margin = m.parse_strategy(miner)
             pairs = mine_pairs(
                 bank.masks,
@@ -229,7 +235,7 @@ class _Stages:
                 seed=0,
             )
             arrays = {f.name: getattr(pairs, f.name) for f in dataclasses.fields(pairs)}
-            write_npz(path, **arrays)
+            write_npz(path, checksum=True, **arrays)
         with np.load(path) as z:
             return key, PairSet(**{k: z[k] for k in z.files})
 
@@ -244,33 +250,43 @@ def run_experiment(
 ) -> ExperimentResult:
     """Run every (method, judge, miner, seed) of ``config``; write results into ``out``.
 
-    An existing non-empty ``out`` needs ``resume=True`` (reuse finished stages) or ``overwrite=True``.
+    An existing non-empty ``out`` needs ``resume=True`` (reuse finished stages) or ``overwrite=True``
+    (empty it first); either needs ``out`` to hold an rndpo run. Everything that can be checked (the
+    folder, the device, the data) is checked before anything is created or removed. The folder is
+    locked for the whole run; leftovers of interrupted writes are removed on start.
     """
     out = Path(out)
-    marker = out / "config.json"
-    if out.exists() and any(out.iterdir()) and _rank() == 0:
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise FileExistsError(
-                f"output folder {out} is not empty: pass --resume to continue it or --overwrite to replace it"
-            )
-        elif not marker.exists():
-            raise FileExistsError(f"--resume: {out} holds no rndpo experiment (no config.json)")
-    _barrier()
+    if _rank() == 0:
+        check_out(out, resume=resume, overwrite=overwrite)
+    check_device(config.device)
     data = load_data(config.data)
     splits = split_data(config.data, data)
+    _barrier()
+    lock: AbstractContextManager[Any] = lock_out(out) if _rank() == 0 else nullcontext()
+    with lock:
+        return _run_locked(config, out, splits, data.name, overwrite=overwrite, progress=progress)
+
+
+def _run_locked(
+    config: RunConfig, out: Path, splits: DatasetSplits, name: str, *, overwrite: bool, progress: bool
+) -> ExperimentResult:
+    marker = out / RUN_MARKER
+    if _rank() == 0:
+        if overwrite and marker.exists():
+            clear_out(out)
+        remove_leftovers(out)
     log.info(
         "data %s: %d labeled, %d unlabeled, %d val, %d test images of %s",
-        data.name,
+        name,
         len(splits.labeled),
         len(splits.unlabeled),
         len(splits.val),
         len(splits.test),
-        "x".join(map(str, data.images.shape[1:])),
+        "x".join(map(str, splits.labeled.images.shape[1:])),
     )
     if _rank() == 0:
         write_json(marker, {"version": __version__, "config": config_to_dict(config)})
+    _barrier()
     stages = _Stages(config, out, splits, progress)
     rows: list[dict[str, Any]] = []
     for seed in config.seeds:
@@ -341,7 +357,7 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
                 key = stage_key(pairs_key, config_to_dict(method), config_to_dict(config.finetune))
                 run_id = f"{method_name}-{label}-{miner}-s{seed}-{key}".replace("@", "")
                 path = stages.out / "runs" / f"{run_id}.json"
-                if not path.exists():
+                if not stage_ready(path):
                     log.info("fine-tuning %s on %d pairs", run_id, len(data))
                     model.load_state_dict(base_state)
                     record = _finetune_run(stages, model, data, method_name, seed, ref, path, base_hd95)
@@ -349,8 +365,9 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
                         method=method_name, judge=label, miner=miner, seed=seed, **quality, **judge_stats
                     )
                     if _rank() == 0:
-                        write_json(path, record)
+                        write_json(path, record, checksum=True)
                         path.with_suffix(".ckpt").unlink(missing_ok=True)
+                        path.with_suffix(".ckpt.sha256").unlink(missing_ok=True)
                     _barrier()
                 rows.append(json.loads(path.read_text()))
                 examples = stages.out / "examples.png"

@@ -30,7 +30,7 @@ from rndpo.evaluation import evaluate
 from rndpo.inference import predict_logits
 from rndpo.losses import preference_loss, sft_top_loss, supervised_anchor_loss
 from rndpo.mining import PairSet
-from rndpo.storage import atomic_write
+from rndpo.storage import atomic_write, load_weights, stage_ready
 
 __all__ = [
     "FinetuneResult",
@@ -189,12 +189,12 @@ def finetune(
     log: list[dict[str, float]] = []
     start = 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt_path is not None and stage_ready(ckpt_path):  # a corrupted checkpoint is removed
+        state = load_weights(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        curve, log, start = state["curve"], state["log"], state["step"]
+        curve, log, start = [tuple(c) for c in state["curve"]], state["log"], state["step"]
     if start == 0:
         curve.append((0, float(_evaluate(model, test, device).mean())))
 
@@ -209,7 +209,7 @@ def finetune(
             "log": log,
             "step": step,
         }
-        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp), checksum=True)
 
     bar = tqdm(
         range(start, config.steps),

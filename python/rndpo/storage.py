@@ -1,17 +1,27 @@
-"""Crash-safe files and stage cache keys.
+"""Crash-safe, checksummed files, safe loading of weights, and stage cache keys.
 
 Every result file is written to a temporary file in the same folder and renamed into place, so a kill
 (even ``kill -9``) leaves either the old file or the new one, never half of one. Stage folders use the
-same idea: they are built under a temporary name and renamed when complete.
+same idea: they are built under a temporary name and renamed when complete. Temporary names are
+``.<name>.<8 hex>.tmp`` (see :data:`TEMP_PATTERN`), so leftovers of a killed write can be found and
+removed; they are created with mode 0666/0777 less the umask, like an ordinary write.
+
+Checksums: a stage folder written by :func:`atomic_dir` holds ``SHA256SUMS`` (the format of
+``sha256sum``) for every file in it, and a file written with ``checksum=True`` gets a ``<file>.sha256``
+beside it, written after the file itself. Each file is hashed once, when written; :func:`stage_ready`
+verifies a stage with one read pass and removes a stage that fails, naming the file and the reason, so
+that a corrupted stage is recomputed and never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +29,45 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_dir", "atomic_write", "stage_key", "write_json", "write_npz", "write_text"]
+__all__ = [
+    "CHECKSUMS",
+    "TEMP_PATTERN",
+    "atomic_dir",
+    "atomic_write",
+    "check_path_name",
+    "load_weights",
+    "sha256_file",
+    "stage_key",
+    "stage_ready",
+    "verify_stage",
+    "write_json",
+    "write_npz",
+    "write_text",
+]
+
+log = logging.getLogger("rndpo")
+
+CHECKSUMS = "SHA256SUMS"
+"""Name of the checksum file inside a stage folder."""
+
+TEMP_PATTERN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+"""Names of the temporary files and folders of unfinished atomic writes."""
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_CHUNK = 1 << 20
+
+
+def check_path_name(name: object, key: str) -> str:
+    """``name`` if it is safe as one path component (``[A-Za-z0-9_.-]+``, not ``.`` or ``..``).
+
+    Raises ValueError naming ``key`` otherwise.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"{key} must be a plain name of letters, digits, '_', '.' and '-' (no path separators, "
+            f"not '.' or '..'), got {name!r}"
+        )
+    return name
 
 
 def stage_key(*parts: Any) -> str:
@@ -28,59 +76,217 @@ def stage_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and rename the temporary file to ``path`` once it succeeded."""
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _temp_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty temporary file beside ``path`` (mode 0666 less the umask)."""
+    while True:
+        tmp = _temp_name(path)
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:  # pragma: no cover - 2**32 names
+            continue
+
+
+def _new_temp_dir(path: Path) -> Path:
+    """Create an empty temporary folder beside ``path`` (mode 0777 less the umask)."""
+    while True:
+        tmp = _temp_name(path)
+        try:
+            tmp.mkdir(mode=0o777)
+            return tmp
+        except FileExistsError:  # pragma: no cover - 2**32 names
+            continue
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], *, checksum: bool = False) -> Path:
+    """Call ``write(tmp_path)`` and rename the temporary file to ``path`` once it succeeded.
+
+    With ``checksum`` the file's SHA-256 is then written to ``<path>.sha256`` (removed first, so a kill
+    between the two renames leaves a file without a checksum, which :func:`stage_ready` rejects).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(path)
     try:
         write(tmp_path)
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
+        _fsync(tmp_path)
+        digest = sha256_file(tmp_path) if checksum else ""
+        if checksum:
+            _sidecar(path).unlink(missing_ok=True)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    if checksum:
+        write_text(_sidecar(path), f"{digest}  {path.name}\n")
     return path
 
 
-def write_text(path: str | Path, text: str) -> Path:
+def write_text(path: str | Path, text: str, *, checksum: bool = False) -> Path:
     """Atomically write a text file."""
 
     def write(tmp: Path) -> None:
         tmp.write_text(text)
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, checksum=checksum)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
+def write_json(path: str | Path, obj: Any, *, checksum: bool = False) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN is refused: results must stay valid JSON)."""
-    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n", checksum=checksum)
 
 
-def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+def write_npz(path: str | Path, *, checksum: bool = False, **arrays: np.ndarray) -> Path:
     """Atomically write arrays into an uncompressed ``.npz`` file at exactly ``path``."""
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as fh:  # a file object: np.savez would append ".npz" to a path
             np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds oddly
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, checksum=checksum)
+
+
+def _write_checksums(folder: Path) -> None:
+    lines = [
+        f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n"
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != CHECKSUMS
+    ]
+    (folder / CHECKSUMS).write_text("".join(lines))
+    _fsync(folder / CHECKSUMS)
 
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path``, on error it is removed."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    On success every file in it is hashed into ``SHA256SUMS`` before the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _new_temp_dir(path)
     try:
         yield tmp
+        _write_checksums(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _parse_sums(text: str) -> dict[str, str]:
+    sums = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest) or not name:
+            raise ValueError(f"malformed checksum line {line!r}")
+        sums[name] = digest
+    return sums
+
+
+def _check_files(base: Path, sums: dict[str, str]) -> str | None:
+    for name, digest in sums.items():
+        file = base / name
+        if not file.resolve().is_relative_to(base.resolve()):
+            return f"{name}: a checksum names a file outside the stage"
+        if not file.is_file():
+            return f"{file}: missing"
+        if sha256_file(file) != digest:
+            return f"{file}: SHA-256 does not match the one recorded when it was written"
+    return None
+
+
+def verify_stage(path: str | Path) -> str | None:
+    """None if the stage at ``path`` (a folder or a file) matches its checksums, else the reason."""
+    path = Path(path)
+    if path.is_dir():
+        sums_file = path / CHECKSUMS
+        if not sums_file.is_file():
+            return f"{sums_file}: missing (no checksums were recorded)"
+        try:
+            sums = _parse_sums(sums_file.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            return f"{sums_file}: {err}"
+        listed = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+        extra = sorted(listed - set(sums) - {CHECKSUMS})
+        if extra:
+            return f"{path / extra[0]}: not listed in {CHECKSUMS}"
+        return _check_files(path, sums)
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        return f"{sidecar}: missing (no checksum was recorded)"
+    try:
+        sums = _parse_sums(sidecar.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"{sidecar}: {err}"
+    if list(sums) != [path.name]:
+        return f"{sidecar}: must name {path.name}, got {list(sums)}"
+    return _check_files(path.parent, sums)
+
+
+def stage_ready(path: str | Path) -> bool:
+    """True if the stage at ``path`` exists and matches its checksums.
+
+    A stage that exists but fails is logged (file and reason) and removed, so it is recomputed.
+    """
+    path = Path(path)
+    if not path.exists():
+        _sidecar(path).unlink(missing_ok=True)
+        return False
+    reason = verify_stage(path)
+    if reason is None:
+        return True
+    log.warning("stage %s failed verification (%s); recomputing it", path.name, reason)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+        _sidecar(path).unlink(missing_ok=True)
+    return False
+
+
+def load_weights(path: str | Path, *, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, dicts, lists, tuples, numbers and strings only.
+
+    A file that needs anything else unpickled (code, arbitrary classes) is refused before any of it
+    runs: ValueError naming the file. Unreadable files raise ValueError too.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [ln for ln in str(err).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        what = lines[0].strip() if lines else type(err).__name__
+        raise ValueError(
+            f"{path}: refusing to load: it holds objects other than tensors, dicts, lists and numbers, "
+            f"which could run code ({what}); it was not written by rndpo"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable weights file: {err}") from None

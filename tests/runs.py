@@ -1,0 +1,60 @@
+"""The smallest experiment the CLI can run (a few seconds on one core), shared by the reliability tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rndpo.cli import main
+
+TINIEST = """
+seeds = [0]
+methods = ["dpo"]
+[data]
+n_images = 24
+image_size = 16
+label_budget = 0.3
+[model]
+channels = [4, 8]
+[base]
+steps = 4
+eval_every = 2
+batch_size = 4
+[proposals]
+k = 3
+[judges]
+names = ["noisy_oracle"]
+qc_steps = 2
+[mining]
+strategies = ["all_pairs"]
+[finetune]
+steps = 2
+eval_every = 1
+batch_size = 2
+"""
+
+
+def write_config(folder: Path, text: str = TINIEST) -> Path:
+    """The tiniest config (or ``text``) as ``folder/tiny.toml``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def run(config: Path, out: Path, *flags: str) -> int:
+    """``rndpo run config --out out --quiet --device cpu *flags``; the exit code."""
+    return main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu", *flags])
+
+
+def rows(out: Path) -> list[dict]:
+    """The run rows of results.json, without per-step logs."""
+    return [
+        {k: v for k, v in r.items() if k != "train_log"}
+        for r in json.loads((out / "results.json").read_text())["runs"]
+    ]
+
+
+def stage_files(out: Path) -> set[str]:
+    """Names of the stage folders and files under out/stages and out/runs."""
+    return {p.name for d in ("stages", "runs") if (out / d).is_dir() for p in (out / d).iterdir()}
