@@ -48,11 +48,8 @@ def run(config: Path, out: Path, *flags: str) -> int:
 
 
 def rows(out: Path) -> list[dict]:
-    """The run rows of results.json, without per-step logs."""
-    return [
-        {k: v for k, v in r.items() if k != "train_log"}
-        for r in json.loads((out / "results.json").read_text())["runs"]
-    ]
+    """The run rows of results.json (metrics, curves and per-step training logs)."""
+    return json.loads((out / "results.json").read_text())["runs"]
 
 
 def stage_files(out: Path) -> set[str]:
