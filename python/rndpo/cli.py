@@ -132,8 +132,18 @@ def _run(args: argparse.Namespace, raw: dict[str, Any]) -> int:
     return 0
 
 
-def _mine(args: argparse.Namespace) -> int:
+def _load_npy(path: str, name: str, *, mmap: bool) -> Any:
     import numpy as np
+
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise ValueError(
+            f"{name}: {path} is not a readable .npy file ({err or type(err).__name__})"
+        ) from None
+
+
+def _mine(args: argparse.Namespace) -> int:
 
     from rndpo.mining import mine_pairs
     from rndpo.storage import write_npz
@@ -141,8 +151,8 @@ def _mine(args: argparse.Namespace) -> int:
     for name in ("masks", "scores"):
         if not Path(getattr(args, name)).is_file():
             raise FileNotFoundError(f"{name}: file not found: {getattr(args, name)}")
-    masks = np.load(args.masks, mmap_mode="r")
-    scores = np.load(args.scores)
+    masks = _load_npy(args.masks, "masks", mmap=True)
+    scores = _load_npy(args.scores, "scores", mmap=False)
     pairs = mine_pairs(
         masks,
         scores,
@@ -182,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         IsADirectoryError,
         PermissionError,
     ) as err:
-        print(f"rndpo: error: {err}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"rndpo: error: {message}", file=sys.stderr)
         return 2
 
 

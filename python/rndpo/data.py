@@ -15,6 +15,8 @@ Sources, all returning a :class:`SegmentationDataset`:
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -487,6 +489,12 @@ def _stack(
 # loaders
 
 
+def _npz_archive(loaded: object, path: Path) -> np.lib.npyio.NpzFile:
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"path: {path} holds one array, not an .npz archive of named arrays")
+    return loaded
+
+
 def load_npz(
     path: str | Path,
     *,
@@ -508,13 +516,20 @@ def load_npz(
         raise ValueError(f"group_by must be one of ['none', 'id_prefix'], got {group_by!r}")
     if not path.is_file():
         raise FileNotFoundError(f"path: npz file not found: {path}")
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [k for k in ("images", "masks") if k not in archive.files]
-        if missing:
-            raise ValueError(f"path: {path} lacks the arrays {missing}; it has {sorted(archive.files)}")
-        raw_images = archive["images"]
-        raw_masks = archive["masks"]
-        raw_ids = archive["ids"] if "ids" in archive.files else None
+    try:  # our own file object: np.load leaks its handle when the zip is broken
+        with open(path, "rb") as fh, _npz_archive(np.load(fh, allow_pickle=False), path) as archive:
+            missing = [k for k in ("images", "masks") if k not in archive.files]
+            if missing:
+                raise ValueError(f"path: {path} lacks the arrays {missing}; it has {sorted(archive.files)}")
+            raw_images = archive["images"]
+            raw_masks = archive["masks"]
+            raw_ids = archive["ids"] if "ids" in archive.files else None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
+    except ValueError as err:
+        if str(err).startswith("path: "):
+            raise
+        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
     if raw_images.ndim == 4 and raw_images.shape[-1] in (1, 3):
         images = np.moveaxis(raw_images, -1, 1)
     elif raw_images.ndim == 3:
@@ -557,11 +572,33 @@ def _list_images(folder: Path, arg: str) -> dict[str, Path]:
     return files
 
 
-def _read_mask_file(path: Path) -> np.ndarray:
-    """A mask file -> uint8 (H, W) in {0, 1}. JPEG (lossy) is thresholded; lossless files must be binary."""
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _read_image_file(path: Path, what: str) -> np.ndarray:
+    """The pixels of an image file; a corrupt, truncated or empty file is a ValueError naming it.
+
+    Pillow identifies and checks the file first (imageio's plugin search leaks file handles on files
+    that are no image at all), then scikit-image reads it.
+    """
+    from PIL import Image
     from skimage.io import imread
 
-    raw = np.asarray(imread(path))
+    try:
+        if path.stat().st_size == 0:
+            raise ValueError("the file is empty")
+        with Image.open(path) as probe:
+            probe.verify()
+        return np.asarray(imread(path))
+    except Exception as err:
+        raise ValueError(f"{what} {path}: cannot read it as an image ({_first_line(err)})") from None
+
+
+def _read_mask_file(path: Path) -> np.ndarray:
+    """A mask file -> uint8 (H, W) in {0, 1}. JPEG (lossy) is thresholded; lossless files must be binary."""
+    raw = _read_image_file(path, "mask")
     if raw.ndim == 3 and raw.shape[-1] in (1, 3, 4):
         channels = raw[..., :3] if raw.shape[-1] == 4 else raw
         if path.suffix.lower() not in _LOSSY_EXTENSIONS and not (channels == channels[..., :1]).all():
@@ -594,10 +631,9 @@ def load_folder(
     compression noise. ``grayscale``: None keeps RGB if any image is RGB (gray images are then repeated to 3
     channels) and gray otherwise; True converts RGB to luminance; False always gives 3 channels.
     Images (N, C, H, W) float32 in [0, 1]; all must have one size unless ``image_size`` resizes them.
-    Errors name the file: an empty folder, an image without a mask, a non-binary mask, mismatched sizes.
+    Errors name the file: an empty folder, an image without a mask, a non-binary mask, mismatched sizes,
+    a corrupt, truncated or empty image file.
     """
-    from skimage.io import imread
-
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     _check_image_size(image_size)
     image_files = _list_images(image_dir, "image_dir")
@@ -616,7 +652,7 @@ def load_folder(
                 f"image_dir: no mask for image {ipath}: expected {mask_dir / (stem + mask_suffix)}.<ext>"
                 f" with ext in {IMAGE_EXTENSIONS}"
             )
-        image = _as_channels_first(np.asarray(imread(ipath)), f"image {ipath}")
+        image = _as_channels_first(_read_image_file(ipath, "image"), f"image {ipath}")
         image = _to_unit_float(image, f"image {ipath}")
         mask = _read_mask_file(mpath)
         if mask.shape != image.shape[1:]:
@@ -702,8 +738,14 @@ def load_nifti(
         for p in (ipath, mpath):
             if not p.is_file():
                 raise FileNotFoundError(f"NIfTI file not found: {p}")
-        vol = np.asarray(nib.load(ipath).get_fdata(dtype=np.float32))  # type: ignore[attr-defined]
-        seg = np.asarray(nib.load(mpath).dataobj)  # type: ignore[attr-defined]
+        try:
+            vol = np.asarray(nib.load(ipath).get_fdata(dtype=np.float32))  # type: ignore[attr-defined]
+        except Exception as err:
+            raise ValueError(f"image {ipath}: cannot read it as NIfTI ({_first_line(err)})") from None
+        try:
+            seg = np.asarray(nib.load(mpath).dataobj)  # type: ignore[attr-defined]
+        except Exception as err:
+            raise ValueError(f"mask {mpath}: cannot read it as NIfTI ({_first_line(err)})") from None
         vol = vol.reshape(vol.shape[:3]) if vol.ndim > 3 and all(d == 1 for d in vol.shape[3:]) else vol
         seg = seg.reshape(seg.shape[:3]) if seg.ndim > 3 and all(d == 1 for d in seg.shape[3:]) else seg
         if vol.ndim != 3:

@@ -27,6 +27,7 @@ from a float32 policy by the float16 rounding, so step 0 is ln 2 only up to that
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -189,7 +190,7 @@ def _check_options(
     beta: float, loss_type: str, region_power: float, label_smoothing: float, normalization: str
 ) -> None:
     for name, value in (("beta", beta), ("region_power", region_power), ("label_smoothing", label_smoothing)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a float, got {type(value).__name__}")
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value}")
@@ -328,8 +329,11 @@ def preference_loss(
     zero gradient; a batch of only such pairs gives ``loss`` exactly 0.0 (backward still works).
     Per-pair sums accumulate in float32 (float64 if either logits tensor is float64); the gradient w.r.t.
     policy_logits has its dtype. Validation reads the whole inputs (a device sync on CUDA).
+    ``beta`` may be any real number (a NumPy float too). A beta so large that beta * margin overflows
+    float32/float64 raises FloatingPointError naming beta instead of returning an infinite loss.
     """
     _check_options(beta, loss_type, region_power, label_smoothing, normalization)
+    beta, region_power, label_smoothing = float(beta), float(region_power), float(label_smoothing)
     policy_logits = _check_tensor("policy_logits", policy_logits)
     ref_logits = _check_tensor("ref_logits", ref_logits)
     chosen = _check_tensor("chosen", chosen)
@@ -363,6 +367,11 @@ def preference_loss(
     else:
         raw, weight, scale = margin_sum, 1.0 / denom, torch.full_like(denom, beta)
     h = beta * raw
+    if not bool(torch.isfinite(h).all()):  # logits are finite, so only beta can overflow
+        raise FloatingPointError(
+            f"preference_loss: beta * margin overflowed to inf (beta = {beta}, largest |margin| = "
+            f"{float(raw.detach().abs().max())}); use a smaller beta"
+        )
     losses = _pair_losses(h, raw, beta, loss_type, label_smoothing)
     if weight is not None:
         losses = losses * weight
@@ -438,6 +447,8 @@ def _dice_ce(logits: Tensor, target: Tensor, dice_weight: float, target_name: st
         raise ValueError(f"dice_weight must be finite and >= 0, got {dice_weight}")
     classes, _ = _check_segmentation("policy_logits", logits, target, target_name)
     x = logits if logits.dtype == torch.float64 else logits.float()
+    if x.shape[0] == 0:  # an empty batch: 0 with zero gradient, like preference_loss
+        return x.sum() * 0.0
     spatial = tuple(range(2, x.dim()))
     if classes == 1:
         onehot = target.unsqueeze(1).to(x.dtype)

@@ -151,6 +151,11 @@ def _as_scores(scores: npt.ArrayLike, n: int, k: int) -> npt.NDArray[np.float64]
         raise TypeError(f"scores must have a real (float or integer) dtype, got {arr.dtype}")
     if arr.shape != (n, k):
         raise ValueError(f"scores must have shape (N, K) = ({n}, {k}), got {arr.shape}")
+    if arr.dtype.kind in "iu" and arr.size and (int(arr.max()) > 2**53 or int(arr.min()) < -(2**53)):
+        raise ValueError(
+            "integer scores must lie in [-2**53, 2**53] (float64 holds them exactly), got values up to "
+            f"{max(abs(int(arr.max())), abs(int(arr.min())))}; rescale them"
+        )
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
@@ -240,7 +245,8 @@ def mine_pairs(
 
     Args:
         masks: (N, K, *S) bool or uint8 with values 0/1; read in place when C-contiguous.
-        scores: (N, K) real, finite; higher is better.
+        scores: (N, K) real, finite; higher is better. Compared as float64: integer scores beyond
+            +-2**53 (where float64 stops being exact) are refused rather than rounded.
         strategy: one of :data:`STRATEGIES`.
         min_margin: keep pairs with score(chosen) - score(rejected) > min_margin (>= 0).
         min_region: keep pairs with |chosen xor rejected| >= max(1, min_region).

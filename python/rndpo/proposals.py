@@ -212,6 +212,12 @@ class ProposalBank:
         found = meta.get("format") if isinstance(meta, dict) else meta
         if found != _FORMAT:
             raise ValueError(f"{meta_path}: format must be {_FORMAT!r}, got {found!r}")
+        missing = [k for k in ("arrays", "n_images", "k") if k not in meta]
+        if missing or not isinstance(meta["arrays"], list):
+            raise ValueError(
+                f"{meta_path}: a bank manifest needs the keys arrays (a list), n_images and k; "
+                f"missing {missing or ['arrays (not a list)']}"
+            )
         arrays: dict[str, np.ndarray | None] = {}
         for name in _ARRAYS:
             path = directory / f"{name}.npy"
@@ -220,8 +226,8 @@ class ProposalBank:
                     raise FileNotFoundError(f"{path}: listed in bank.json but missing")
                 try:
                     arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-                except ValueError as err:
-                    raise ValueError(f"{path}: cannot read: {err}") from None
+                except (ValueError, EOFError, OSError) as err:
+                    raise ValueError(f"{path}: cannot read: {err or type(err).__name__}") from None
             else:
                 arrays[name] = None
         for name in ("images", "masks"):
