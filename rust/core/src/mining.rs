@@ -407,6 +407,99 @@ mod tests {
         assert!((pairs.margin[0] - 0.4).abs() < 1e-12);
     }
 
+    /// One image, proposal 0 empty and proposal j (1..=3) with its first j pixels set, so the
+    /// (0, j) pair has |xor| = j; scores rank 0 first, then 1, 2, 3.
+    fn nested_bank() -> (Vec<u8>, Vec<f64>) {
+        let mut masks = vec![0u8; 4 * 4];
+        for j in 1..4 {
+            masks[j * 4..j * 4 + j].fill(1);
+        }
+        (masks, vec![1.0, 0.75, 0.5, 0.25])
+    }
+
+    #[test]
+    fn margin_filter_is_strict() {
+        let (masks, scores) = nested_bank();
+        let bank = MaskBank::new(&masks, 1, 4, 4).unwrap();
+        let with_margin = |min_margin: f64| {
+            let params = MiningParams {
+                strategy: Strategy::TopVsRest,
+                min_margin,
+                ..MiningParams::default()
+            };
+            mine_pairs(&bank, &scores, &params).unwrap().rejected
+        };
+        // margins 0.25, 0.5, 0.75 (exact in binary): a margin equal to min_margin is dropped
+        assert_eq!(with_margin(0.0), vec![1, 2, 3]);
+        assert_eq!(with_margin(0.25), vec![2, 3]);
+        assert_eq!(with_margin(0.249_999), vec![1, 2, 3]);
+        assert_eq!(with_margin(0.75), Vec::<i64>::new());
+        // equal scores never pair, even with min_margin = 0
+        let flat = [0.5; 4];
+        assert!(mine_pairs(&bank, &flat, &MiningParams::default())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn region_bounds_are_inclusive() {
+        let (masks, scores) = nested_bank();
+        let bank = MaskBank::new(&masks, 1, 4, 4).unwrap();
+        let sizes = |min_region: u64, max_region: Option<u64>| {
+            let params = MiningParams {
+                strategy: Strategy::TopVsRest,
+                min_region,
+                max_region,
+                ..MiningParams::default()
+            };
+            mine_pairs(&bank, &scores, &params).unwrap().region_size
+        };
+        assert_eq!(sizes(2, Some(2)), vec![2]);
+        assert_eq!(sizes(3, Some(3)), vec![3]);
+        assert_eq!(sizes(1, Some(2)), vec![1, 2]);
+        assert_eq!(sizes(2, None), vec![2, 3]);
+        assert_eq!(sizes(4, None), Vec::<i64>::new());
+        // min_region 0 still never pairs identical masks (|xor| >= max(1, min_region))
+        let same = [1u8, 0, 1, 0];
+        let bank = MaskBank::new(&same, 1, 2, 2).unwrap();
+        let params = MiningParams {
+            min_region: 0,
+            ..MiningParams::default()
+        };
+        assert!(mine_pairs(&bank, &[1.0, 0.0], &params).unwrap().is_empty());
+    }
+
+    #[test]
+    fn per_image_cap_keeps_the_first_kept_pairs_of_each_image() {
+        let (one, scores) = nested_bank();
+        let masks = [one.clone(), one].concat();
+        let scores = [scores.clone(), scores].concat();
+        let bank = MaskBank::new(&masks, 2, 4, 4).unwrap();
+        let params = MiningParams {
+            strategy: Strategy::AllPairs,
+            max_pairs_per_image: Some(2),
+            ..MiningParams::default()
+        };
+        let pairs = mine_pairs(&bank, &scores, &params).unwrap();
+        assert_eq!(pairs.image, vec![0, 0, 1, 1]);
+        assert_eq!(pairs.chosen, vec![0, 0, 0, 0]);
+        assert_eq!(pairs.rejected, vec![1, 2, 1, 2]);
+        // the cap counts pairs that pass the filters, not candidates
+        let params = MiningParams {
+            strategy: Strategy::TopVsRest,
+            min_region: 2,
+            max_pairs_per_image: Some(1),
+            ..MiningParams::default()
+        };
+        let pairs = mine_pairs(&bank, &scores, &params).unwrap();
+        assert_eq!((pairs.image, pairs.rejected), (vec![0, 1], vec![2, 2]));
+        let params = MiningParams {
+            max_pairs_per_image: Some(0),
+            ..MiningParams::default()
+        };
+        assert!(mine_pairs(&bank, &scores, &params).unwrap().is_empty());
+    }
+
     #[test]
     fn rejects_bad_parameters() {
         let masks = [0u8; 4];
