@@ -55,3 +55,13 @@ def rows(out: Path) -> list[dict]:
 def stage_files(out: Path) -> set[str]:
     """Names of the stage folders and files under out/stages and out/runs."""
     return {p.name for d in ("stages", "runs") if (out / d).is_dir() for p in (out / d).iterdir()}
+
+
+def run_records(out: Path, names: set[str] | None = None) -> dict[str, dict]:
+    """The fine-tuning records in out/runs (curve, train log, ...) by miner; only ``names`` if given."""
+    found = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        if names is None or path.name in names:
+            record = json.loads(path.read_text())
+            found[record["miner"]] = record
+    return found

@@ -1,0 +1,105 @@
+"""Stage keys: changing a field a stage depends on recomputes that stage (and only it and what follows),
+and the new results differ; each miner's pairs are what ``mine_pairs`` gives for that miner."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rndpo.mining import mine_pairs
+from rndpo.proposals import ProposalBank
+from runs import TINIEST, rows, run, run_records, stage_files, write_config
+
+TWO_MINERS = TINIEST.replace('strategies = ["all_pairs"]', 'strategies = ["all_pairs", "top_vs_bottom"]')
+ORDER = ("base-", "bank-", "scores-", "pairs-", "dpo-")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("keys")
+    config = write_config(root, TWO_MINERS)
+    assert run(config, root / "out") == 0
+    return config, root / "out"
+
+
+# (override, first stage it must recompute)
+CHANGES = [
+    ("data.seed=1", "base-"),
+    ("base.steps=6", "base-"),
+    ("model.dropout=0.2", "base-"),
+    ("proposals.k=4", "bank-"),
+    ("data.max_unlabeled=5", "base-"),  # the base key holds the whole data config
+    ("judges.reliabilities=[0.4]", "scores-"),
+    ("mining.min_margin=0.05", "pairs-"),  # top_vs_bottom keeps its one pair per image: only
+    ("mining.max_pairs_per_image=1", "pairs-"),  # all_pairs must change (see CHANGED below)
+    ("finetune.lr=0.01", "dpo-"),
+    ("methods={dpo={beta=0.5}}", "dpo-"),
+]
+
+
+CHANGED = {"mining.min_margin=0.05": ("all_pairs",), "mining.max_pairs_per_image=1": ("all_pairs",)}
+
+
+@pytest.mark.parametrize(("override", "first"), CHANGES, ids=[c for c, _ in CHANGES])
+def test_changing_a_field_recomputes_its_stage_and_changes_the_results(
+    override: str, first: str, tiny: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, out = tiny
+    target = tmp_path / "out"
+    shutil.copytree(out, target)
+    before = stage_files(target)
+    with caplog.at_level(logging.INFO, logger="rndpo"):
+        assert run(config, target, "--resume", "--set", override) == 0
+    new = {n for n in stage_files(target) - before if not n.endswith(".sha256")}
+    kinds = {p for p in ORDER if any(n.startswith(p) for n in new)}
+    assert first in kinds, f"{override}: no new {first} stage (new: {sorted(new)})"
+    upstream = set(ORDER[: ORDER.index(first)])
+    assert not kinds & upstream, f"{override} recomputed upstream stages {sorted(kinds & upstream)}"
+    old_runs = run_records(out)
+    new_runs = run_records(target, {n for n in new if n.startswith("dpo-")})
+    assert set(new_runs) == set(old_runs) == {"all_pairs", "top_vs_bottom"}
+    for miner in CHANGED.get(override, ("all_pairs", "top_vs_bottom")):  # other data or settings
+        assert new_runs[miner]["train_log"] != old_runs[miner]["train_log"], miner
+    if first != "base-":
+        assert "training the base model" not in caplog.text
+
+
+def test_an_unchanged_config_reuses_every_stage(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    config, out = tiny
+    target = tmp_path / "out"
+    shutil.copytree(out, target)
+    before = stage_files(target)
+    assert run(config, target, "--resume") == 0
+    assert stage_files(target) == before
+    assert rows(target) == rows(out)
+
+
+def test_each_miners_pairs_equal_mine_pairs_called_directly(tiny: tuple[Path, Path]) -> None:
+    _, out = tiny
+    (bank_dir,) = (out / "stages").glob("bank-*")
+    (scores_file,) = (out / "stages").glob("scores-*.npz")
+    bank = ProposalBank.load(bank_dir)
+    with np.load(scores_file) as z:
+        scores = z["scores"]
+    stored = []
+    for path in sorted((out / "stages").glob("pairs-*.npz")):
+        with np.load(path) as z:
+            stored.append({k: z[k] for k in z.files})
+    assert len(stored) == 2
+    by_miner = {r["miner"]: r for r in rows(out)}
+    for miner in ("all_pairs", "top_vs_bottom"):
+        direct = mine_pairs(bank.masks, scores, miner, min_region=1, seed=0)
+        matches = [
+            s
+            for s in stored
+            if all(
+                np.array_equal(s[f], getattr(direct, f)) for f in ("image", "chosen", "rejected", "margin")
+            )
+        ]
+        assert len(matches) == 1, miner
+        assert by_miner[miner]["n_pairs"] == len(direct) > 0
+    assert by_miner["all_pairs"]["n_pairs"] > by_miner["top_vs_bottom"]["n_pairs"]
