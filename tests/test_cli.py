@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -107,34 +106,41 @@ def test_same_seed_gives_the_same_results(tiny_run: tuple[Path, Path], tmp_path:
     assert _runs(tmp_path / "again") == _runs(out)
 
 
+_KILL_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+import rndpo.finetune as finetune
+from rndpo.cli import main
+
+write = finetune.atomic_write
+
+def write_then_die(path, *args, **kwargs):
+    written = write(path, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return written
+
+finetune.atomic_write = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_kill_9_reproduces_the_uninterrupted_results(
     tiny_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
     config, out = tiny_run
     target = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "rndpo",
-        "run",
-        str(config),
-        "--out",
-        str(target),
-        "--quiet",
-        "--device",
-        "cpu",
-    ]
+    args = ["run", str(config), "--out", str(target), "--quiet", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    # kill -9 as soon as a fine-tuning run has checkpointed but before the experiment finished
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list((target / "runs").glob("*.ckpt")) if (target / "runs").exists() else []:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
+    # kill -9 right after the first fine-tuning checkpoint is written, before the experiment finished:
+    # the child wraps the checkpoint writer, so the kill point does not depend on timing
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_FIRST_CHECKPOINT, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    assert list((target / "runs").glob("*.ckpt"))
     assert not (target / "results.json").exists()
     assert (
         main(["run", str(config), "--out", str(target), "--quiet", "--device", "cpu"]) == 2

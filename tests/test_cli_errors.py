@@ -268,3 +268,20 @@ def test_integer_scores_beyond_2_to_53_are_refused_not_rounded() -> None:
     beyond = np.array([[2**53 + 1, 2**53]], dtype=np.int64)  # equal once rounded to float64
     with pytest.raises(ValueError, match=r"integer scores must lie in \[-2\*\*53, 2\*\*53\]"):
         mine_pairs(masks, beyond, "top_vs_bottom")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"mining": {"min_region": 3, "max_region": 3}},  # equal bounds are a valid window of one size
+        {"data": {"label_budget": 5}},  # a whole count
+        {"data": {"label_budget": 0.999}},
+        {"proposals": {"k": 1}, "judges": {"names": ["oracle"]}, "methods": ["sft_top"]},
+        {"seeds": [0, 3]},
+    ],
+)
+def test_edge_values_that_are_valid_are_accepted(raw: dict) -> None:
+    from rndpo.config import config_from_dict
+
+    config = config_from_dict(raw)
+    assert config.mining.max_region == raw.get("mining", {}).get("max_region", 0)

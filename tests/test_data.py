@@ -215,14 +215,11 @@ def test_synthetic_is_not_solved_by_a_global_threshold() -> None:
     assert np.mean(best) < 0.7
 
 
-def test_synthetic_default_size_is_fast_enough() -> None:
-    import time
-
-    start = time.perf_counter()
+def test_synthetic_default_size_has_the_documented_shape() -> None:
+    # its speed (about 1 s on 2 cores) is a benchmark's business, not a timed assert
     ds = synthetic_dataset()
-    elapsed = time.perf_counter() - start
-    assert ds.images.shape == (400, 1, 64, 64)
-    assert elapsed < 10.0  # about 1 s on 2 idle cores; generous for a shared machine
+    assert ds.images.shape == (400, 1, 64, 64) and ds.images.dtype == np.float32
+    assert ds.masks.shape == (400, 64, 64) and 0 < ds.masks.mean() < 0.5
 
 
 @pytest.mark.parametrize(

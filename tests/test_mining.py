@@ -74,6 +74,9 @@ HAND_CASES = [
     ("all_pairs", {"min_region": 2}, [(1, 2), (1, 3), (1, 0), (2, 0)]),
     ("all_pairs", {"max_region": 2}, [(1, 2), (2, 3), (2, 0), (3, 0)]),
     ("all_pairs", {"min_region": 2, "max_region": 3}, [(1, 2), (1, 3), (2, 0)]),
+    ("all_pairs", {"min_region": 2, "max_region": 2}, [(1, 2), (2, 0)]),  # equal bounds: |D| == 2 only
+    ("all_pairs", {"min_region": 1, "max_region": 1}, [(2, 3), (3, 0)]),
+    ("all_pairs", {"min_region": 0, "max_region": 0}, []),  # |D| >= max(1, min_region) still holds
     ("all_pairs", {"min_margin": 0.5}, [(1, 3), (1, 0)]),
     ("all_pairs", {"max_pairs_per_image": 2}, [(1, 2), (1, 3)]),
     ("all_pairs", {"max_pairs_per_image": 0}, []),

@@ -44,6 +44,7 @@ __all__ = [
     "OracleJudge",
     "UncertaintyJudge",
     "make_judge",
+    "pearson_for_spearman",
     "proposal_dice",
 ]
 
@@ -225,6 +226,14 @@ class OracleJudge:
         return _finite_scores(proposal_dice(masks, gt), self.name, masks.shape[:2])
 
 
+def pearson_for_spearman(rho: float) -> float:
+    """The Pearson r of a bivariate normal whose Spearman correlation is ``rho``: ``2 sin(pi rho / 6)``.
+
+    Inverse of ``rho_s = (6 / pi) arcsin(r / 2)`` (Pearson, 1907); r and rho are floats in [-1, 1].
+    """
+    return 2.0 * math.sin(math.pi * rho / 6.0)
+
+
 def _rank_normal_scores(values: np.ndarray) -> np.ndarray:
     """Normal scores Phi^-1((rank - 1/2) / M) of a flat array, average ranks for ties."""
     u = (stats.rankdata(values, method="average") - 0.5) / values.size
@@ -295,7 +304,7 @@ class NoisyOracleJudge:
         z = _rank_normal_scores(flat)
         eps = np.random.default_rng(self.seed).standard_normal(flat.size)
         sorted_truth = np.sort(flat)
-        r0 = 2.0 * math.sin(math.pi * rho / 6.0)
+        r0 = pearson_for_spearman(rho)
         scores = self._scores_for(r0, z, eps, sorted_truth)
         if self.calibrate:
             scores = self._calibrated(rho, r0, scores, flat, z, eps, sorted_truth)
