@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from rndpo.cli import main
 
@@ -65,3 +68,16 @@ def run_records(out: Path, names: set[str] | None = None) -> dict[str, dict]:
             record = json.loads(path.read_text())
             found[record["miner"]] = record
     return found
+
+
+def tiny_run(factory: pytest.TempPathFactory, name: str, text: str = TINIEST) -> tuple[Path, Path]:
+    """(config, out) of a finished run of ``text`` in a fresh folder: for module-scoped fixtures."""
+    root = factory.mktemp(name)
+    config = write_config(root, text)
+    assert run(config, root / "out") == 0
+    return config, root / "out"
+
+
+def copy_run(out: Path, folder: Path) -> Path:
+    """A copy of run folder ``out`` as ``folder/out`` (tests corrupt or resume the copy)."""
+    return Path(shutil.copytree(out, folder / "out"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,15 +15,12 @@ import numpy as np
 import pytest
 
 from rndpo.storage import CHECKSUMS, atomic_dir, verify_stage, write_json, write_npz
-from runs import rows, run, stage_files, write_config
+from runs import copy_run, rows, run, stage_files, tiny_run, write_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("integrity")
-    config = write_config(root)
-    assert run(config, root / "out") == 0
-    return config, root / "out"
+    return tiny_run(tmp_path_factory, "integrity")
 
 
 def _flip_last_byte(path: Path) -> None:
@@ -70,8 +66,7 @@ def test_a_corrupted_stage_is_recomputed_with_a_log_line_and_never_used(
     case: str, tiny: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, out = tiny
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     pattern, corrupt = CORRUPTIONS[case]
     (victim,) = target.glob(pattern)
     corrupt(victim)
@@ -88,8 +83,7 @@ def test_an_intact_folder_resumes_without_recomputing(
     tiny: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, out = tiny
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     mtimes = {p: p.stat().st_mtime_ns for p in (target / "stages").rglob("*")}
     with caplog.at_level(logging.INFO, logger="rndpo"):
         assert run(config, target, "--resume") == 0
@@ -101,8 +95,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(
     tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, out = tiny
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     before = stage_files(target)
     with open(target / ".rndpo.lock", "w") as held:  # what a running rndpo holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,8 +124,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(
     tiny: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, out = tiny
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     pid = dead.stdout.decode().strip()
     (target / ".rndpo.lock").write_text(f"{pid}\n")
@@ -145,8 +137,7 @@ def test_leftovers_of_killed_writes_are_removed_on_start(
     tiny: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, out = tiny
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     leftovers = [
         target / "stages" / ".base-0123456789ab.0a1b2c3d.tmp",
         target / "stages" / ".bank-0123456789ab.deadbeef.tmp",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 from rndpo.config import ConfigError, config_from_dict
 from rndpo.storage import CHECKSUMS, load_weights
-from runs import rows, run, stage_files, write_config
+from runs import copy_run, rows, run, stage_files, tiny_run, write_config
 
 
 class _Poison:
@@ -46,10 +45,7 @@ def _resign(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("security")
-    config = write_config(root)
-    assert run(config, root / "out") == 0
-    return config, root / "out"
+    return tiny_run(tmp_path_factory, "security")
 
 
 def test_load_weights_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
@@ -79,38 +75,31 @@ def test_load_weights_accepts_what_rndpo_writes(tmp_path: Path) -> None:
     opt.load_state_dict(back["optimizer"])
 
 
-def test_poisoned_base_model_in_a_resumed_folder_runs_nothing(
-    tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _base_model(target: Path) -> Path:
+    (weights,) = (target / "stages").glob("base-*/model.pt")
+    return weights
+
+
+def _checkpoint(target: Path) -> Path:
+    (result,) = (target / "runs").glob("*.json")
+    result.unlink()  # the run is unfinished: its checkpoint is read on resume
+    return result.with_suffix(".ckpt")
+
+
+@pytest.mark.parametrize("victim", [_base_model, _checkpoint], ids=["base model.pt", "fine-tuning .ckpt"])
+def test_a_poisoned_weights_file_in_a_resumed_folder_runs_nothing(
+    victim, tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, out = tiny
-    target = tmp_path / "received"
-    shutil.copytree(out, target)
-    (weights,) = (target / "stages").glob("base-*/model.pt")
+    target = copy_run(out, tmp_path)
+    path = victim(target)
     marker = tmp_path / "pwned"
-    _poison(weights, marker)
-    _resign(weights)
+    _poison(path, marker)
+    _resign(path)  # an attacker who edits the folder can rewrite its checksums too
     capsys.readouterr()
     assert run(config, target, "--resume") == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "refusing to load" in err and "model.pt" in err
-    assert not marker.exists()
-
-
-def test_poisoned_checkpoint_in_a_resumed_folder_runs_nothing(
-    tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config, out = tiny
-    target = tmp_path / "received"
-    shutil.copytree(out, target)
-    (result,) = (target / "runs").glob("*.json")
-    result.unlink()  # the run is unfinished: its checkpoint is read on resume
-    ckpt = result.with_suffix(".ckpt")
-    marker = tmp_path / "pwned"
-    _poison(ckpt, marker)
-    _resign(ckpt)
-    capsys.readouterr()
-    assert run(config, target, "--resume") == 2
-    assert "refusing to load" in capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "refusing to load" in err and path.name in err
     assert not marker.exists()
 
 
@@ -145,8 +134,7 @@ def test_overwrite_with_a_config_that_fails_removes_nothing(
     tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, out = tiny
-    target = tmp_path / "previous"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     before = sorted(p.relative_to(target) for p in target.rglob("*"))
     bad_data = write_config(tmp_path / "bad", '[data]\nkind = "npz"\npath = "no/such.npz"\n')
     assert run(bad_data, target, "--overwrite") == 2
@@ -160,8 +148,7 @@ def test_overwrite_replaces_a_previous_run_and_says_what_it_removed(
     tiny: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, out = tiny
-    target = tmp_path / "previous"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     (target / "stages" / "stale-leftover.npz").write_bytes(b"x")
     with caplog.at_level(logging.INFO, logger="rndpo"):
         assert run(config, target, "--overwrite") == 0

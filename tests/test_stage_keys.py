@@ -4,7 +4,6 @@ and the new results differ; each miner's pairs are what ``mine_pairs`` gives for
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from rndpo.mining import mine_pairs
 from rndpo.proposals import ProposalBank
-from runs import TINIEST, rows, run, run_records, stage_files, write_config
+from runs import TINIEST, copy_run, rows, run, run_records, stage_files, tiny_run
 
 TWO_MINERS = TINIEST.replace('strategies = ["all_pairs"]', 'strategies = ["all_pairs", "top_vs_bottom"]')
 ORDER = ("base-", "bank-", "scores-", "pairs-", "dpo-")
@@ -20,10 +19,7 @@ ORDER = ("base-", "bank-", "scores-", "pairs-", "dpo-")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("keys")
-    config = write_config(root, TWO_MINERS)
-    assert run(config, root / "out") == 0
-    return config, root / "out"
+    return tiny_run(tmp_path_factory, "keys", TWO_MINERS)
 
 
 # (override, first stage it must recompute)
@@ -49,8 +45,7 @@ def test_changing_a_field_recomputes_its_stage_and_changes_the_results(
     override: str, first: str, tiny: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, out = tiny
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     before = stage_files(target)
     with caplog.at_level(logging.INFO, logger="rndpo"):
         assert run(config, target, "--resume", "--set", override) == 0
@@ -70,8 +65,7 @@ def test_changing_a_field_recomputes_its_stage_and_changes_the_results(
 
 def test_an_unchanged_config_reuses_every_stage(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     config, out = tiny
-    target = tmp_path / "out"
-    shutil.copytree(out, target)
+    target = copy_run(out, tmp_path)
     before = stage_files(target)
     assert run(config, target, "--resume") == 0
     assert stage_files(target) == before

@@ -220,31 +220,33 @@ def _check_files(base: Path, sums: dict[str, str]) -> str | None:
     return None
 
 
+def _read_sums(sums_file: Path, what: str) -> dict[str, str] | str:
+    """The {name: digest} of a checksum file, or the reason it cannot be used."""
+    if not sums_file.is_file():
+        return f"{sums_file}: missing (no {what} recorded)"
+    try:
+        return _parse_sums(sums_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"{sums_file}: {err}"
+
+
 def verify_stage(path: str | Path) -> str | None:
     """None if the stage at ``path`` (a folder or a file) matches its checksums, else the reason."""
     path = Path(path)
     if path.is_dir():
-        sums_file = path / CHECKSUMS
-        if not sums_file.is_file():
-            return f"{sums_file}: missing (no checksums were recorded)"
-        try:
-            sums = _parse_sums(sums_file.read_text())
-        except (ValueError, UnicodeDecodeError) as err:
-            return f"{sums_file}: {err}"
+        sums = _read_sums(path / CHECKSUMS, "checksums were")
+        if isinstance(sums, str):
+            return sums
         listed = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
         extra = sorted(listed - set(sums) - {CHECKSUMS})
         if extra:
             return f"{path / extra[0]}: not listed in {CHECKSUMS}"
         return _check_files(path, sums)
-    sidecar = _sidecar(path)
-    if not sidecar.is_file():
-        return f"{sidecar}: missing (no checksum was recorded)"
-    try:
-        sums = _parse_sums(sidecar.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        return f"{sidecar}: {err}"
+    sums = _read_sums(_sidecar(path), "checksum was")
+    if isinstance(sums, str):
+        return sums
     if list(sums) != [path.name]:
-        return f"{sidecar}: must name {path.name}, got {list(sums)}"
+        return f"{_sidecar(path)}: must name {path.name}, got {list(sums)}"
     return _check_files(path.parent, sums)
 
 
