@@ -388,7 +388,11 @@ def test_learned_qc_fit_score_save_load(qc_bank: ProposalBank, tmp_path) -> None
     assert np.all((scores >= 0) & (scores <= 1))
 
     path = judge.save(tmp_path / "qc")
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.pt"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "SHA256SUMS",
+        "config.json",
+        "model.pt",
+    ]  # checksums: storage.atomic_dir
     loaded = LearnedQCJudge.load(path)
     np.testing.assert_array_equal(loaded.score(qc_bank), scores)
     assert loaded.fit_result == result
