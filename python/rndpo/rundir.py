@@ -117,6 +117,8 @@ def lock_out(out: Path) -> Iterator[Path]:
                 f"output folder {out} is in use by another rndpo run (pid {_read_pid(path)}); "
                 "wait for it to finish or stop it"
             ) from None
+        except OSError as err:  # a file system without flock (some network mounts)
+            log.warning("cannot lock %s (%s): a second run on it would not be refused", out, err)
         old = os.read(fd, 64).decode(errors="replace").strip()
         if old and old != str(os.getpid()):
             log.warning("taking over a stale lock on %s (pid %s is no longer running it)", out, old)
