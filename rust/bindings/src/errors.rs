@@ -1,8 +1,8 @@
 //! The one mapping from core errors to Python exceptions.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::PyErr;
-use rndpo_core::{Error, ErrorKind};
+use rndpo_core::Error;
 
 /// A core error on its way to Python (a newtype, since both `Error` and `PyErr` are foreign).
 pub struct CoreError(pub Error);
@@ -15,10 +15,8 @@ impl From<Error> for CoreError {
 
 impl From<CoreError> for PyErr {
     fn from(CoreError(err): CoreError) -> Self {
-        match err.kind() {
-            ErrorKind::Value => PyValueError::new_err(err.to_string()),
-            ErrorKind::Type => PyTypeError::new_err(err.to_string()),
-        }
+        // Every core error is about a value: Rust's types already rule out wrong types.
+        PyValueError::new_err(err.to_string())
     }
 }
 

@@ -8,16 +8,8 @@
 //! Packed layout: word `t` of a mask holds pixels `64 t .. 64 t + 64`, pixel `64 t + i` on bit
 //! `i`, the last word zero-padded. One word is one 64-byte line of the bank, so the bank is read
 //! strictly in address order, a few lines behind a software prefetch (kernel in `line.rs`);
-//! the value check is fused into the same pass.
-//!
-//! Why whole lines rather than small 2D tiles (8 x 8 pixels, eight rows read side by side): tiles
-//! would make fewer words "mixed" (proposals disagreeing somewhere inside the word, see
-//! [`crate::regions`]), about 0.16 of the words of a realistic 128 x 128 bank instead of 0.40,
-//! but on the reference machine packing tiles runs at about 0.8 of the bare read speed and
-//! packing lines at about 1.0. Since then the pairwise counts read only the disagreement spans
-//! inside mixed words (28 words per mask on that bank instead of 101), which leaves tiles even
-//! less to save (timed on the realistic bank of `benches/bench_mining.py`; README, "Mining
-//! speed").
+//! the value check is fused into the same pass (why lines rather than 2D tiles:
+//! `docs/mining_performance.md`).
 
 use crate::error::{Error, Result};
 use crate::line::{pack_line, prefetch, Seen, LINE};
@@ -134,13 +126,6 @@ impl<'a> MaskBank<'a> {
     #[must_use]
     pub fn words_per_mask(&self) -> usize {
         words_for(self.p)
-    }
-
-    /// The `(K, P)` bytes of image `image` (empty when out of range).
-    #[must_use]
-    pub fn image(&self, image: usize) -> &'a [u8] {
-        let len = self.k * self.p;
-        self.data.get(image * len..(image + 1) * len).unwrap_or(&[])
     }
 
     /// Validates and packs the K masks of image `image` into `out`, `K * words_per_mask()` words.

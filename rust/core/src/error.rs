@@ -1,21 +1,13 @@
 //! The one error type of the core and its `Result` alias.
 //!
 //! Every message names the argument, what was expected and what was received, so that the
-//! bindings can pass it through unchanged.
+//! bindings can pass it through unchanged. All of them are about values (Rust's types already
+//! rule out wrong types), so the bindings raise every one as a `ValueError`.
 
 use std::fmt;
 
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// Whether an error is about a value (Python `ValueError`) or a type (Python `TypeError`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// A value is out of range, has the wrong shape or is otherwise invalid.
-    Value,
-    /// A value has the wrong type.
-    Type,
-}
 
 /// Everything that can go wrong in the core.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +43,8 @@ pub enum Error {
     },
     /// The mining strategy name is not one of the valid choices.
     UnknownStrategy {
+        /// The valid names, quoted and comma-separated (built by `mining`, which owns them).
+        expected: String,
         /// The name that was received.
         got: String,
     },
@@ -63,26 +57,6 @@ pub enum Error {
         /// What was received.
         got: String,
     },
-}
-
-impl Error {
-    /// Whether this error maps to a value error or a type error.
-    #[must_use]
-    pub fn kind(&self) -> ErrorKind {
-        // Everything the core can see is already typed by Rust; all of its errors are about values.
-        ErrorKind::Value
-    }
-
-    /// Name of the argument the error is about.
-    #[must_use]
-    pub fn argument(&self) -> &'static str {
-        match self {
-            Error::Shape { argument, .. } | Error::InvalidParameter { argument, .. } => argument,
-            Error::NonBinaryMask { .. } => "masks",
-            Error::NonFiniteScore { .. } => "scores",
-            Error::UnknownStrategy { .. } => "strategy",
-        }
-    }
 }
 
 impl fmt::Display for Error {
@@ -111,15 +85,9 @@ impl fmt::Display for Error {
                 "scores must be finite, got {} at image {image}, proposal {proposal}",
                 python_float(*value)
             ),
-            Error::UnknownStrategy { got } => write!(
-                f,
-                "strategy must be one of {}, got '{got}'",
-                crate::mining::Strategy::NAMES
-                    .iter()
-                    .map(|s| format!("'{s}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Error::UnknownStrategy { expected, got } => {
+                write!(f, "strategy must be one of {expected}, got '{got}'")
+            }
             Error::InvalidParameter {
                 argument,
                 expected,

@@ -23,7 +23,7 @@ pub mod regions;
 pub mod rng;
 
 pub use bank::MaskBank;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Result};
 pub use mining::{mine_pairs, MiningParams, PairSet, Strategy};
 pub use regions::{pairwise_stats, PairwiseStats};
 pub use rng::SplitMix64;

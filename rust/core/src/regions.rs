@@ -22,10 +22,8 @@ pub struct PairwiseStats {
     /// sizes), then the disagreement-region sizes `|A xor B|` (symmetric; zero diagonal); see
     /// [`Self::intersection`] and [`Self::disagreement`].
     ///
-    /// One allocation rather than two: freed and allocated again call after call, two 2 MiB
-    /// buffers make glibc's allocator return and re-fault their pages every time (about 1000
-    /// page faults, some 0.6 ms of a 15 ms call on the reference bank and machine), one 4 MiB
-    /// buffer is reused from the heap.
+    /// One buffer rather than two, so that the allocator reuses it from call to call (see
+    /// `docs/mining_performance.md`).
     pub counts: Vec<i64>,
 }
 
@@ -54,12 +52,6 @@ impl PairwiseStats {
     #[must_use]
     pub fn disagreement(&self) -> &[i64] {
         self.counts.split_at(self.counts.len() / 2).1
-    }
-
-    /// Both `(N, K, K)` arrays, mutably: `(intersection, disagreement)`.
-    pub fn counts_mut(&mut self) -> (&mut [i64], &mut [i64]) {
-        let half = self.counts.len() / 2;
-        self.counts.split_at_mut(half)
     }
 }
 

@@ -47,9 +47,9 @@ fn naive_stats(data: &[u8], n: usize, k: usize, p: usize) -> PairwiseStats {
                     .filter(|(x, y)| **x == 1 && **y == 1)
                     .count();
                 let differ = ma.iter().zip(mb).filter(|(x, y)| x != y).count();
-                let (intersection, disagreement) = stats.counts_mut();
-                intersection[(i * k + a) * k + b] = both as i64;
-                disagreement[(i * k + a) * k + b] = differ as i64;
+                let at = (i * k + a) * k + b;
+                stats.counts[at] = both as i64;
+                stats.counts[n * k * k + at] = differ as i64;
             }
         }
     }
