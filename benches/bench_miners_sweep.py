@@ -9,7 +9,7 @@ Implementations (all compute the (N, K, K) disagreement sizes |A xor B|; every o
 against the Rust result on each case it runs):
 
 - ``rust``: ``rndpo.pairwise_stats`` (bit-packed, rayon over images, reads the bank in place).
-- ``numpy reference``: ``rndpo.reference.pairwise_stats_reference`` (np.packbits + AND/XOR +
+- ``numpy reference``: ``numpy_baseline.pairwise_stats_reference`` (benches/numpy_baseline.py) (np.packbits + AND/XOR +
   np.bitwise_count, chunked, one thread).
 - ``numpy naive``: ``(m[:, :, None, :] ^ m[:, None, :, :]).sum(-1)`` on the whole (N, K, P) bank
   in one expression, NumPy's default int64 accumulator; it materialises an (N, K, K, P) temporary,
@@ -249,7 +249,7 @@ def _implementations(threads: int, cuda: bool) -> list[tuple[str, str, Callable[
     import torch
 
     import rndpo
-    from rndpo.reference import pairwise_stats_reference
+    from numpy_baseline import pairwise_stats_reference
 
     impls: list[tuple[str, str, Callable[[np.ndarray], object], bool]] = [
         ("rust", f"cpu, {threads} threads (rayon)", rndpo.pairwise_stats, False),

@@ -5,7 +5,7 @@ markdown table. Baselines, all timed in this process on the same bank:
 
 - read pass: ``torch.amax`` over the whole uint8 bank with as many threads as the core uses
   (the time to stream the bank from memory once; the floor for any exact method);
-- numpy packbits: ``rndpo.reference.pairwise_stats_reference`` (np.packbits + AND/XOR +
+- numpy packbits: ``numpy_baseline.pairwise_stats_reference`` (benches/numpy_baseline.py) (np.packbits + AND/XOR +
   np.bitwise_count over chunks of images, with the 0/1 value check);
 - numpy packbits (no checks): the same kernel without the value check, the best NumPy baseline;
 - numpy broadcast (naive): ``(m[:, :, None, :] ^ m[:, None, :, :]).sum(-1)`` in one expression
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 import rndpo
-from rndpo.reference import mine_pairs_reference, pairwise_stats_reference
+from numpy_baseline import mine_pairs_reference, pairwise_stats_reference
 
 __all__ = ["main"]
 

@@ -388,10 +388,36 @@ def oracle_assd(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, floa
     return float(np.concatenate(d).mean())
 
 
-# --- mining oracles (rndpo.mining / rndpo.reference) ---
-# Per-pair Python loops over (N, K, *S) masks, written straight from the spec, no bit tricks and
-# no shared helpers with rndpo.reference except its SplitMix64 (itself checked against published
-# outputs in tests/test_mining.py).
+# --- mining oracles (rndpo.mining) ---
+# Per-pair Python loops over (N, K, *S) masks, written straight from the spec, no bit tricks, and
+# SplitMix64 (checked against published outputs in tests/test_mining.py).
+
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15
+
+
+def _mix64(z: int) -> int:
+    """SplitMix64 output function on a Python int in [0, 2**64)."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+class SplitMix64:
+    """SplitMix64, bit-identical to ``rndpo_core::SplitMix64`` (checked against published outputs)."""
+
+    def __init__(self, state: int) -> None:
+        self.state = state & _MASK64
+
+    @classmethod
+    def for_image(cls, seed: int, image: int) -> SplitMix64:
+        """The stream of image ``image``: initial state ``mix64(mix64(seed) ^ image)``."""
+        return cls(_mix64(_mix64(seed) ^ image))
+
+    def next_u64(self) -> int:
+        """Next output in [0, 2**64): ``state += GAMMA; mix64(state)``."""
+        self.state = (self.state + _GAMMA) & _MASK64
+        return _mix64(self.state)
 
 
 def oracle_pairwise_stats(masks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -422,8 +448,6 @@ def oracle_mine_pairs(
     seed: int = 0,
 ) -> list[tuple[int, int, int, int, float]]:
     """Rows (image, chosen, rejected, region_size, margin) mined straight from the spec."""
-    from rndpo.reference import SplitMix64
-
     m = np.asarray(masks).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     rows = []

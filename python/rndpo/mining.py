@@ -22,7 +22,7 @@ at rank a is *chosen*, the one at rank b *rejected*:
 
 ``g`` is a SplitMix64 generator per image with initial state ``mix64(mix64(seed) ^ image)``
 (``mix64`` is the SplitMix64 output function); ``g.below(m)`` is ``(next_u64() * m) >> 64``.
-Images with K < 2 draw nothing. ``rndpo.reference`` implements the same generator in Python,
+Images with K < 2 draw nothing. tests/oracles.py implements the same generator in Python,
 and per-image streams make results independent of the thread count.
 
 A pair is kept when ``margin = score(chosen) - score(rejected) > min_margin`` (so equal scores

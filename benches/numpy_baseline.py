@@ -1,4 +1,4 @@
-"""Pure-NumPy reference implementations of :mod:`rndpo.mining` (test oracle and benchmark baseline).
+"""The best plain-NumPy implementation of :mod:`rndpo.mining`: the baseline the benchmarks time the Rust core against.
 
 Same signatures, argument validation (shared with :mod:`rndpo.mining`), return types, error
 messages and results as the Rust-backed functions, written the straightforward NumPy way:
