@@ -1,6 +1,6 @@
 //! SplitMix64: the small, fully specified generator behind the random mining strategies.
 //!
-//! It is reimplemented bit for bit in `rndpo.reference`, so random draws can be checked against
+//! It is reimplemented bit for bit in `tests/oracles.py`, so random draws can be checked against
 //! NumPy. Each image gets its own stream, seeded from `(seed, image)`, so results do not depend
 //! on which thread handles which image.
 
