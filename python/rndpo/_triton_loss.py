@@ -64,26 +64,36 @@ def _count_bad(x, inb):
 
 @triton.jit
 def _region_sums_kernel(
-    policy, ref, chosen, rejected, sums, counts, B, P, NB, C: tl.constexpr, BLOCK: tl.constexpr
+    policy,
+    ref,
+    chosen,
+    rejected,
+    sums,
+    counts,
+    B,
+    P,
+    NB,
+    C: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1)
-    acc: tl.constexpr = sums.dtype.element_ty
     offs = j * BLOCK + tl.arange(0, BLOCK)
     inb = offs < P
     yw = tl.load(chosen + b * P + offs, mask=inb, other=0).to(tl.int32)
     yl = tl.load(rejected + b * P + offs, mask=inb, other=0).to(tl.int32)
     d = inb & (yw != yl)
     if C == 1:
-        z = tl.load(policy + b * P + offs, mask=inb, other=0.0).to(acc)
-        zr = tl.load(ref + b * P + offs, mask=inb, other=0.0).to(acc)
+        z = tl.load(policy + b * P + offs, mask=inb, other=0.0).to(ACC)
+        zr = tl.load(ref + b * P + offs, mask=inb, other=0.0).to(ACC)
         bad_p = _count_bad(z, inb)
         bad_r = _count_bad(zr, inb)
-        sign = tl.where(yw != 0, 1.0, -1.0).to(acc)
+        sign = tl.where(yw != 0, 1.0, -1.0).to(ACC)
         term = sign * (z - zr)
         logratio = _log_sigmoid(sign * z) - _log_sigmoid(sign * zr)
     else:
-        zero = tl.zeros([BLOCK], dtype=acc)
+        zero = tl.zeros([BLOCK], dtype=ACC)
         zw = zero
         zl = zero
         rw = zero
@@ -95,8 +105,8 @@ def _region_sums_kernel(
         bad_p = tl.zeros([], dtype=tl.int32)
         bad_r = tl.zeros([], dtype=tl.int32)
         for c in tl.static_range(C):
-            zc = tl.load(policy + (b * C + c) * P + offs, mask=inb, other=0.0).to(acc)
-            rc = tl.load(ref + (b * C + c) * P + offs, mask=inb, other=0.0).to(acc)
+            zc = tl.load(policy + (b * C + c) * P + offs, mask=inb, other=0.0).to(ACC)
+            rc = tl.load(ref + (b * C + c) * P + offs, mask=inb, other=0.0).to(ACC)
             bad_p += _count_bad(zc, inb)
             bad_r += _count_bad(rc, inb)
             zw = tl.where(yw == c, zc, zw)
@@ -137,6 +147,7 @@ def _pair_kernel(
     eps_lo,
     power_hi,
     power_lo,
+    ACC: tl.constexpr,
     LOSS: tl.constexpr,
     WEIGHT: tl.constexpr,
     POWER: tl.constexpr,
@@ -147,20 +158,19 @@ def _pair_kernel(
     aux (B + 1,): coef_b = dlosses_b / dmargin_sum_b, then 1 / n_valid (all acc dtype); sizes (B,) int64
     = |D|; bad (2,) int32 = number of non-finite policy and reference values.
     POWER: 0 for region_power 0 (d = 1), 1 for region_power 1 (d = n), 2 otherwise (d = exp(p log n))."""
-    acc: tl.constexpr = aux.dtype.element_ty
-    zero = tl.zeros([], dtype=acc)
+    zero = tl.zeros([], dtype=ACC)
     beta = (zero + beta_hi) + beta_lo
     eps = (zero + eps_hi) + eps_lo
     power = (zero + power_hi) + power_lo
-    loss_sum = tl.zeros([], dtype=acc)
+    loss_sum = tl.zeros([], dtype=ACC)
     n_valid = tl.zeros([], dtype=tl.int32)
     bad_p = tl.zeros([], dtype=tl.int32)
     bad_r = tl.zeros([], dtype=tl.int32)
     for start in range(0, B, BLOCK_B):
         pairs = start + tl.arange(0, BLOCK_B)
         pm = pairs < B
-        msum = tl.zeros([BLOCK_B], dtype=acc)
-        lsum = tl.zeros([BLOCK_B], dtype=acc)
+        msum = tl.zeros([BLOCK_B], dtype=ACC)
+        lsum = tl.zeros([BLOCK_B], dtype=ACC)
         n = tl.zeros([BLOCK_B], dtype=tl.int32)
         for j0 in range(0, NB, BLOCK_J):
             cols = j0 + tl.arange(0, BLOCK_J)
@@ -172,9 +182,9 @@ def _pair_kernel(
             bad_p += tl.sum(tl.sum(tl.load(counts + B * NB + at, mask=am, other=0), axis=1), axis=0)
             bad_r += tl.sum(tl.sum(tl.load(counts + 2 * B * NB + at, mask=am, other=0), axis=1), axis=0)
         valid = n > 0
-        size = tl.maximum(n, 1).to(acc)
+        size = tl.maximum(n, 1).to(ACC)
         if POWER == 0:
-            denom = tl.full([BLOCK_B], 1.0, acc)
+            denom = tl.full([BLOCK_B], 1.0, ACC)
         elif POWER == 1:
             denom = size
         else:
@@ -182,10 +192,10 @@ def _pair_kernel(
         if WEIGHT:  # normalization="weight": r = m, loss times 1 / d
             raw = msum
             weight = 1.0 / denom
-            scale = tl.zeros([BLOCK_B], dtype=acc) + beta
+            scale = tl.zeros([BLOCK_B], dtype=ACC) + beta
         else:  # normalization="margin": r = m / d
             raw = msum / denom
-            weight = tl.full([BLOCK_B], 1.0, acc)
+            weight = tl.full([BLOCK_B], 1.0, ACC)
             scale = beta / denom
         h = beta * raw
         # per-pair loss f and its derivative w.r.t. h (dfdh), or w.r.t. r for ipo
@@ -198,7 +208,7 @@ def _pair_kernel(
             dfdh = 2.0 * gap / beta
         elif LOSS == 2:  # hinge
             f = tl.maximum(1.0 - h, 0.0)
-            dfdh = tl.where(1.0 - h > 0.0, -1.0, 0.0).to(acc)
+            dfdh = tl.where(1.0 - h > 0.0, -1.0, 0.0).to(ACC)
         elif LOSS == 3:  # robust
             f = (-(1.0 - eps) * _log_sigmoid(h) + eps * _log_sigmoid(-h)) / (1.0 - 2.0 * eps)
             dfdh = (-(1.0 - eps) * _sigmoid(-h) - eps * _sigmoid(h)) / (1.0 - 2.0 * eps)
@@ -211,12 +221,12 @@ def _pair_kernel(
         tl.store(stats + pairs, scale * lsum, mask=pm)
         tl.store(stats + B + pairs, scale * (lsum - msum), mask=pm)
         tl.store(stats + 2 * B + pairs, h, mask=pm)
-        tl.store(stats + 3 * B + pairs, tl.where(h > 0.0, 1.0, 0.0).to(acc), mask=pm)
+        tl.store(stats + 3 * B + pairs, tl.where(h > 0.0, 1.0, 0.0).to(ACC), mask=pm)
         tl.store(aux + pairs, coef, mask=pm)
         tl.store(sizes + pairs, n.to(tl.int64), mask=pm)
         loss_sum += tl.sum(tl.where(pm, losses, 0.0), axis=0)
         n_valid += tl.sum((pm & valid).to(tl.int32), axis=0)
-    inv = 1.0 / tl.maximum(n_valid, 1).to(acc)
+    inv = 1.0 / tl.maximum(n_valid, 1).to(ACC)
     tl.store(loss_out, loss_sum * inv)
     tl.store(aux + B, inv)
     tl.store(bad, bad_p)
@@ -237,14 +247,13 @@ def _region_grad_kernel(
     yw = tl.load(chosen + b * P + offs, mask=inb, other=0).to(tl.int32)
     yl = tl.load(rejected + b * P + offs, mask=inb, other=0).to(tl.int32)
     d = yw != yl
-    dtype: tl.constexpr = grad.dtype.element_ty
     if C == 1:
         value = tl.where(d, tl.where(yw != 0, g, -g), 0.0)
-        tl.store(grad + b * P + offs, value.to(dtype), mask=inb)
+        tl.store(grad + b * P + offs, value.to(grad.dtype.element_ty), mask=inb)
     else:
         for c in tl.static_range(C):
             value = tl.where(d & (yw == c), g, tl.where(d & (yl == c), -g, 0.0))
-            tl.store(grad + (b * C + c) * P + offs, value.to(dtype), mask=inb)
+            tl.store(grad + (b * C + c) * P + offs, value.to(grad.dtype.element_ty), mask=inb)
 
 
 INTERPRETED: bool = not isinstance(_region_sums_kernel, triton.runtime.JITFunction)
@@ -297,8 +306,9 @@ class _TritonPreferenceFunction(torch.autograd.Function):
         aux = torch.empty(batch + 1, dtype=acc_dtype, device=device)
         sizes = torch.empty(batch, dtype=torch.int64, device=device)
         bad = torch.empty(2, dtype=torch.int32, device=device)
+        acc = tl.float64 if acc_dtype == torch.float64 else tl.float32
         _region_sums_kernel[(batch, nb)](
-            policy, ref, chosen, rejected, sums, counts, batch, pixels, nb, C=classes, BLOCK=BLOCK
+            policy, ref, chosen, rejected, sums, counts, batch, pixels, nb, C=classes, ACC=acc, BLOCK=BLOCK
         )
         power = 0 if region_power == 0 else 1 if region_power == 1 else 2
         _pair_kernel[(1,)](
@@ -315,6 +325,7 @@ class _TritonPreferenceFunction(torch.autograd.Function):
             *_split(beta),
             *_split(label_smoothing),
             *_split(region_power),
+            ACC=acc,
             LOSS=LOSS_CODES[loss_type],
             WEIGHT=normalization == "weight",
             POWER=power,

@@ -451,7 +451,7 @@ def _triton_preference_loss(
         label_smoothing=label_smoothing,
         normalization=normalization,
     )
-    if bool(bad.any()):  # the only sync of this path; the full checks word the error
+    if any(bad.tolist()):  # one small copy, the only sync of this path; the full checks word the error
         _check_logits("policy_logits", originals[0])
         _check_logits("ref_logits", originals[1])
     return PreferenceLossOutput(*outputs)
