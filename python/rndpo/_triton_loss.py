@@ -162,25 +162,30 @@ def _pair_kernel(
     beta = (zero + beta_hi) + beta_lo
     eps = (zero + eps_hi) + eps_lo
     power = (zero + power_hi) + power_lo
-    loss_sum = tl.zeros([], dtype=ACC)
-    n_valid = tl.zeros([], dtype=tl.int32)
-    bad_p = tl.zeros([], dtype=tl.int32)
-    bad_r = tl.zeros([], dtype=tl.int32)
+    # Accumulate tiles elementwise and reduce after each loop: a reduction feeding a loop-carried sum
+    # trips an assertion in Triton 3.6's TritonGPUOptimizeThreadLocality pass (seen on an H200).
+    loss_acc = tl.zeros([BLOCK_B], dtype=ACC)
+    valid_acc = tl.zeros([BLOCK_B], dtype=tl.int32)
+    bad_p = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.int32)
+    bad_r = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.int32)
     for start in range(0, B, BLOCK_B):
         pairs = start + tl.arange(0, BLOCK_B)
         pm = pairs < B
-        msum = tl.zeros([BLOCK_B], dtype=ACC)
-        lsum = tl.zeros([BLOCK_B], dtype=ACC)
-        n = tl.zeros([BLOCK_B], dtype=tl.int32)
+        m_tile = tl.zeros([BLOCK_B, BLOCK_J], dtype=ACC)
+        l_tile = tl.zeros([BLOCK_B, BLOCK_J], dtype=ACC)
+        n_tile = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.int32)
         for j0 in range(0, NB, BLOCK_J):
             cols = j0 + tl.arange(0, BLOCK_J)
             at = pairs[:, None] * NB + cols[None, :]
             am = pm[:, None] & (cols[None, :] < NB)
-            msum += tl.sum(tl.load(sums + at, mask=am, other=0.0), axis=1)
-            lsum += tl.sum(tl.load(sums + B * NB + at, mask=am, other=0.0), axis=1)
-            n += tl.sum(tl.load(counts + at, mask=am, other=0), axis=1)
-            bad_p += tl.sum(tl.sum(tl.load(counts + B * NB + at, mask=am, other=0), axis=1), axis=0)
-            bad_r += tl.sum(tl.sum(tl.load(counts + 2 * B * NB + at, mask=am, other=0), axis=1), axis=0)
+            m_tile += tl.load(sums + at, mask=am, other=0.0)
+            l_tile += tl.load(sums + B * NB + at, mask=am, other=0.0)
+            n_tile += tl.load(counts + at, mask=am, other=0)
+            bad_p += tl.load(counts + B * NB + at, mask=am, other=0)
+            bad_r += tl.load(counts + 2 * B * NB + at, mask=am, other=0)
+        msum = tl.sum(m_tile, axis=1)
+        lsum = tl.sum(l_tile, axis=1)
+        n = tl.sum(n_tile, axis=1)
         valid = n > 0
         size = tl.maximum(n, 1).to(ACC)
         if POWER == 0:
@@ -224,13 +229,13 @@ def _pair_kernel(
         tl.store(stats + 3 * B + pairs, tl.where(h > 0.0, 1.0, 0.0).to(ACC), mask=pm)
         tl.store(aux + pairs, coef, mask=pm)
         tl.store(sizes + pairs, n.to(tl.int64), mask=pm)
-        loss_sum += tl.sum(tl.where(pm, losses, 0.0), axis=0)
-        n_valid += tl.sum((pm & valid).to(tl.int32), axis=0)
-    inv = 1.0 / tl.maximum(n_valid, 1).to(ACC)
-    tl.store(loss_out, loss_sum * inv)
+        loss_acc += tl.where(pm, losses, 0.0)
+        valid_acc += (pm & valid).to(tl.int32)
+    inv = 1.0 / tl.maximum(tl.sum(valid_acc, axis=0), 1).to(ACC)
+    tl.store(loss_out, tl.sum(loss_acc, axis=0) * inv)
     tl.store(aux + B, inv)
-    tl.store(bad, bad_p)
-    tl.store(bad + 1, bad_r)
+    tl.store(bad, tl.sum(tl.sum(bad_p, axis=1), axis=0))
+    tl.store(bad + 1, tl.sum(tl.sum(bad_r, axis=1), axis=0))
 
 
 @triton.jit
