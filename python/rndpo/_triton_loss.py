@@ -24,6 +24,7 @@ through Triton's interpreter; that is how they are tested without a GPU.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -274,15 +275,19 @@ def _to_float32(value: float) -> float:
     return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
-def _as_kernel_labels(labels: Tensor) -> Tensor:
-    labels = labels.contiguous()
-    return labels.view(torch.uint8) if labels.dtype == torch.bool else labels
+def _contiguous(t: Tensor) -> Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _as_acc(grad: Tensor, dtype: torch.dtype) -> Tensor:
+    """An incoming gradient as a contiguous tensor of the accumulation dtype (no op when it is one)."""
+    return _contiguous(grad if grad.dtype == dtype else grad.to(dtype))
 
 
 class _TritonPreferenceFunction(torch.autograd.Function):
     """The Triton kernels as one autograd node; see the module docstring.
 
-    Inputs: policy, ref (B, C, P) contiguous float, chosen, rejected (B, P) contiguous uint8/integer,
+    Inputs: policy, ref (B, C, *S) contiguous float, chosen, rejected (B, *S) contiguous bool/integer,
     acc_dtype, options (beta, loss_type, region_power, label_smoothing, normalization). Outputs: loss
     () acc, losses (B,) acc (both differentiable w.r.t. policy and ref), chosen_rewards, rejected_rewards,
     margins, accuracies (B,) acc, region_size (B,) int64, bad (2,) int32 (non-finite values in policy, ref).
@@ -300,15 +305,16 @@ class _TritonPreferenceFunction(torch.autograd.Function):
         options: tuple[float, str, float, float, str],
     ) -> tuple[Tensor, ...]:
         beta, loss_type, region_power, label_smoothing, normalization = options
-        batch, classes, pixels = policy.shape
+        batch, classes = policy.shape[:2]
+        pixels = math.prod(policy.shape[2:])
         nb = triton.cdiv(pixels, BLOCK)
         device = policy.device
-        sums = torch.empty((2, batch, nb), dtype=acc_dtype, device=device)
-        counts = torch.empty((3, batch, nb), dtype=torch.int32, device=device)
+        # few allocations and one split: each tensor op costs host time, which dominates on a GPU
         losses = torch.empty(batch, dtype=acc_dtype, device=device)
         loss = torch.empty((), dtype=acc_dtype, device=device)
-        stats = torch.empty((4, batch), dtype=acc_dtype, device=device)
-        aux = torch.empty(batch + 1, dtype=acc_dtype, device=device)
+        work = torch.empty(2 * batch * nb + 5 * batch + 1, dtype=acc_dtype, device=device)
+        sums, *stats, aux = work.split([2 * batch * nb, batch, batch, batch, batch, batch + 1])
+        counts = torch.empty((3, batch, nb), dtype=torch.int32, device=device)
         sizes = torch.empty(batch, dtype=torch.int64, device=device)
         bad = torch.empty(2, dtype=torch.int32, device=device)
         acc = tl.float64 if acc_dtype == torch.float64 else tl.float32
@@ -321,7 +327,7 @@ class _TritonPreferenceFunction(torch.autograd.Function):
             counts,
             losses,
             loss,
-            stats,
+            stats[0],  # the four rows of stats lie one after another in work
             aux,
             sizes,
             bad,
@@ -339,7 +345,7 @@ class _TritonPreferenceFunction(torch.autograd.Function):
         )
         ctx.save_for_backward(chosen, rejected, aux)
         ctx.meta = (policy.shape, policy.dtype, ref.dtype)  # type: ignore[attr-defined]
-        outputs = (loss, losses, *stats.unbind(0), sizes, bad)
+        outputs = (loss, losses, *stats, sizes, bad)
         ctx.mark_non_differentiable(*outputs[2:])
         return outputs
 
@@ -350,14 +356,15 @@ class _TritonPreferenceFunction(torch.autograd.Function):
         if not (need_policy or need_ref):
             return None, None, None, None, None, None
         chosen, rejected, aux = ctx.saved_tensors
-        (batch, classes, pixels), dtype, ref_dtype = ctx.meta
-        grad = torch.empty((batch, classes, pixels), dtype=dtype, device=aux.device)
+        shape, dtype, ref_dtype = ctx.meta
+        batch, classes, pixels = shape[0], shape[1], math.prod(shape[2:])
+        grad = torch.empty(shape, dtype=dtype, device=aux.device)
         _region_grad_kernel[(batch, triton.cdiv(pixels, BLOCK))](
             chosen,
             rejected,
             aux,
-            grad_loss.to(aux.dtype).contiguous(),
-            grad_losses.to(aux.dtype).contiguous(),
+            _as_acc(grad_loss, aux.dtype),
+            _as_acc(grad_losses, aux.dtype),
             grad,
             batch,
             pixels,
@@ -383,18 +390,18 @@ def region_preference_loss(
 ) -> tuple[Tensor, ...]:
     """Every output of ``preference_loss`` from the Triton kernels, on already validated inputs.
 
-    policy, ref: (B, C, P) float16/bfloat16/float32/float64 (made contiguous here); chosen, rejected:
-    (B, P) bool/integer, on the logits' device (CUDA, or CPU under ``TRITON_INTERPRET=1``); B, P > 0.
+    policy, ref: (B, C, *S) float16/bfloat16/float32/float64 (made contiguous here); chosen, rejected:
+    (B, *S) bool/integer, on the logits' device (CUDA, or CPU under ``TRITON_INTERPRET=1``); B, P > 0.
     Returns (loss, losses, chosen_rewards, rejected_rewards, margins, accuracies, region_size, bad) as
     documented on ``_TritonPreferenceFunction``; ``bad`` holds the non-finite counts of policy and ref,
     which the caller must check (finite inputs are assumed by every other output).
     """
     options = (float(beta), loss_type, float(region_power), float(label_smoothing), normalization)
     outputs: tuple[Tensor, ...] = _TritonPreferenceFunction.apply(
-        policy.contiguous(),
-        ref.contiguous(),
-        _as_kernel_labels(chosen),
-        _as_kernel_labels(rejected),
+        _contiguous(policy),
+        _contiguous(ref),
+        _contiguous(chosen),  # bool masks load as int8 (Triton reads *i1 as bytes)
+        _contiguous(rejected),
         acc_dtype,
         options,
     )

@@ -381,13 +381,12 @@ def preference_loss(
     acc = torch.float64 if torch.float64 in (policy_logits.dtype, ref_logits.dtype) else torch.float32
     if triton_path:
         return _triton_preference_loss(
-            policy_logits.reshape(batch, classes, pixels),
-            ref_logits.reshape(batch, classes, pixels),
-            chosen.reshape(batch, pixels),
-            rejected.reshape(batch, pixels),
+            policy_logits,
+            ref_logits,
+            chosen,
+            rejected,
             acc,
             (beta, loss_type, region_power, label_smoothing, normalization),
-            (policy_logits, ref_logits),
         )
     margin_sum, chosen_logratio, region_size = _RegionPreferenceFunction.apply(
         policy_logits.reshape(batch, classes, pixels),
@@ -432,10 +431,9 @@ def _triton_preference_loss(
     rejected: Tensor,
     acc: torch.dtype,
     options: tuple[float, str, float, float, str],
-    originals: tuple[Tensor, Tensor],
 ) -> PreferenceLossOutput:
-    """The Triton path of :func:`preference_loss`: policy, ref (B, C, P), masks (B, P), validated except
-    for finiteness, which the kernel counts; ``originals`` (policy, ref as passed) name the culprit."""
+    """The Triton path of :func:`preference_loss`: policy, ref (B, C, *S), masks (B, *S), validated
+    except for finiteness, which the kernel counts (the full check then words the error)."""
     module = _triton_module()
     assert module is not None
     beta, loss_type, region_power, label_smoothing, normalization = options
@@ -452,8 +450,8 @@ def _triton_preference_loss(
         normalization=normalization,
     )
     if any(bad.tolist()):  # one small copy, the only sync of this path; the full checks word the error
-        _check_logits("policy_logits", originals[0])
-        _check_logits("ref_logits", originals[1])
+        _check_logits("policy_logits", policy)
+        _check_logits("ref_logits", ref)
     return PreferenceLossOutput(*outputs)
 
 
