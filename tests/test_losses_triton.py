@@ -197,6 +197,28 @@ def test_low_precision_inputs(classes: int, dtype: torch.dtype, ref_dtype: torch
     _assert_same(got, (values, grad.to(dtype)), atol=1e-5, rtol=1e-5, grad_rtol=ulp)
 
 
+def test_gradient_through_either_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    # backward gets dL/dloss or dL/dlosses alone (the other undefined), as in loss.backward()
+    policy, ref, chosen, rejected = _pairs(17, 3, 1, (5, 5))
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+    def grads(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        p = policy.to(device).requires_grad_()
+        args = (ref.to(device), chosen.to(device), rejected.to(device))
+        (only_loss,) = torch.autograd.grad(preference_loss(p, *args, beta=0.5).loss, p)
+        out = preference_loss(p, *args, beta=0.5)
+        (only_losses,) = torch.autograd.grad((weights.to(device) * out.losses).sum(), p)
+        return only_loss.cpu(), only_losses.cpu()
+
+    got = grads(DEVICE)
+    with monkeypatch.context() as patch:
+        patch.setattr(losses, "_use_triton", lambda logits: False)
+        want = grads("cpu")
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
+        assert float(w.abs().sum()) > 0
+
+
 def test_reference_gradient() -> None:
     policy, ref, chosen, rejected = _pairs(9, 3, 3, (4, 4))
     policy = policy.to(DEVICE).requires_grad_()

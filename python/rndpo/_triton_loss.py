@@ -241,13 +241,29 @@ def _pair_kernel(
 
 @triton.jit
 def _region_grad_kernel(
-    chosen, rejected, aux, grad_loss, grad_losses, grad, B, P, C: tl.constexpr, BLOCK: tl.constexpr
+    chosen,
+    rejected,
+    aux,
+    grad_loss,
+    grad_losses,
+    grad,
+    B,
+    P,
+    C: tl.constexpr,
+    HAS_LOSS: tl.constexpr,
+    HAS_LOSSES: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
+    """HAS_LOSS, HAS_LOSSES: whether dL/dloss and dL/dlosses were given (undefined ones count as 0)."""
     b = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1)
     coef = tl.load(aux + b)
-    inv = tl.load(aux + B)
-    g = (tl.load(grad_loss) * inv + tl.load(grad_losses + b)) * coef
+    upstream = tl.zeros([], dtype=coef.dtype)
+    if HAS_LOSS:
+        upstream += tl.load(grad_loss) * tl.load(aux + B)
+    if HAS_LOSSES:
+        upstream += tl.load(grad_losses + b)
+    g = upstream * coef
     offs = j * BLOCK + tl.arange(0, BLOCK)
     inb = offs < P
     yw = tl.load(chosen + b * P + offs, mask=inb, other=0).to(tl.int32)
@@ -343,6 +359,8 @@ class _TritonPreferenceFunction(torch.autograd.Function):
             BLOCK_B=BLOCK_B,
             BLOCK_J=BLOCK_J,
         )
+        # undefined output gradients stay None: materialising them would cost one fill kernel each
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(chosen, rejected, aux)
         ctx.meta = (policy.shape, policy.dtype, ref.dtype)  # type: ignore[attr-defined]
         outputs = (loss, losses, *stats, sizes, bad)
@@ -351,9 +369,11 @@ class _TritonPreferenceFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor, grad_losses: Tensor, *_rest: Tensor) -> tuple[Any, ...]:
+    def backward(
+        ctx: Any, grad_loss: Tensor | None, grad_losses: Tensor | None, *_rest: Tensor | None
+    ) -> tuple[Any, ...]:
         need_policy, need_ref = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_policy or need_ref):
+        if not (need_policy or need_ref) or (grad_loss is None and grad_losses is None):
             return None, None, None, None, None, None
         chosen, rejected, aux = ctx.saved_tensors
         shape, dtype, ref_dtype = ctx.meta
@@ -363,12 +383,14 @@ class _TritonPreferenceFunction(torch.autograd.Function):
             chosen,
             rejected,
             aux,
-            _as_acc(grad_loss, aux.dtype),
-            _as_acc(grad_losses, aux.dtype),
+            aux if grad_loss is None else _as_acc(grad_loss, aux.dtype),
+            aux if grad_losses is None else _as_acc(grad_losses, aux.dtype),
             grad,
             batch,
             pixels,
             C=classes,
+            HAS_LOSS=grad_loss is not None,
+            HAS_LOSSES=grad_losses is not None,
             BLOCK=BLOCK,
         )
         grad_ref = -grad.to(ref_dtype) if need_ref else None
