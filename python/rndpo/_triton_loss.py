@@ -34,7 +34,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["INTERPRETED", "LOSS_CODES", "region_preference_loss"]
+__all__ = ["INTERPRETED", "LOSS_CODES", "region_preference_loss", "triton_version"]
 
 LOSS_CODES = {"sigmoid": 0, "ipo": 1, "hinge": 2, "robust": 3, "cdpo": 4}
 BLOCK = 2048  # pixels per program in the two pixel passes
@@ -279,6 +279,11 @@ def _region_grad_kernel(
 
 
 INTERPRETED: bool = not isinstance(_region_sums_kernel, triton.runtime.JITFunction)
+
+
+def triton_version() -> tuple[int, ...]:
+    """Triton's (major, minor) version."""
+    return tuple(int(part) for part in triton.__version__.split(".")[:2])
 
 
 def _split(value: float) -> tuple[float, float]:
