@@ -54,6 +54,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from factories import boundary_masks
 from oracles import naive_preference_loss
 from rndpo import losses
 from rndpo.losses import preference_loss
@@ -66,19 +67,6 @@ CPU_BATCH, CUDA_BATCH, SIZE = 16, 64, 256
 STEP_BATCH, STEP_SIZES = 16, (128, 256)
 CUDA_INNER = 10  # steps per timed sample on CUDA
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def boundary_masks(batch: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two discs per image (B, size, size) bool that differ along their boundary (|D| ~ 3% of pixels)."""
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    centre = size / 2 + size / 16 * torch.randn(batch, 2, generator=gen)
-    radius = size / 4 * (1 + 0.2 * torch.rand(batch, generator=gen))
-    shift = size / 64 * torch.randn(batch, 2, generator=gen)
-
-    def disc(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return (yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2 < r[:, None, None] ** 2
-
-    return disc(centre, radius), disc(centre + shift, radius * 0.95)
 
 
 def make_inputs(scenario: str, device: str = "cpu", *, batch: int = CPU_BATCH, size: int = SIZE) -> Inputs:

@@ -21,6 +21,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
+from factories import boundary_masks
 from oracles import naive_preference_loss
 from rndpo import _triton_loss, losses
 from rndpo.losses import preference_loss
@@ -250,18 +251,6 @@ def test_non_finite_logits_raise(which: str, value: float) -> None:
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def _boundary_masks(batch: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    centre = size / 2 + size / 16 * torch.randn(batch, 2, generator=gen)
-    radius = size / 4 * (1 + 0.2 * torch.rand(batch, generator=gen))
-    shift = size / 64 * torch.randn(batch, 2, generator=gen)
-
-    def disc(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return (yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2 < r[:, None, None] ** 2
-
-    return disc(centre, radius), disc(centre + shift, 0.95 * radius)
-
-
 @pytest.mark.cuda
 @cuda
 @pytest.mark.parametrize("classes", [1, 3])
@@ -269,9 +258,9 @@ def _boundary_masks(batch: int, size: int, gen: torch.Generator) -> tuple[torch.
 def test_cuda_realistic_sizes_match_cpu(classes: int, loss_type: str) -> None:
     gen = torch.Generator().manual_seed(1)
     batch, size = 16, 256
-    chosen, rejected = _boundary_masks(batch, size, gen)
+    chosen, rejected = boundary_masks(batch, size, gen)
     if classes > 1:  # a second class inside the first: class ids 0, 1, 2
-        inner_w, inner_l = _boundary_masks(batch, size, gen)
+        inner_w, inner_l = boundary_masks(batch, size, gen)
         chosen = chosen.long() + (chosen & inner_w).long()
         rejected = rejected.long() + (rejected & inner_l).long()
     policy = torch.randn(batch, classes, size, size, generator=gen)
