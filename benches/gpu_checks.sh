@@ -1,35 +1,61 @@
 #!/usr/bin/env bash
-# The CUDA checks, as one script for a GPU machine that has python3 with torch, pytest, hypothesis,
-# scikit-image and matplotlib (rndpo itself comes as a wheel: `make wheel`, then WHEELS=dist).
+# The CUDA checks, as one script for a GPU machine that has python3 with torch, triton, pytest,
+# hypothesis, scikit-image and matplotlib (rndpo itself comes as a wheel: `make wheel`, then
+# WHEELS=dist; WHEELS= (empty) uses the rndpo that python3 already imports, e.g. through
+# PYTHONPATH=python with the extension copied into python/rndpo).
 #
 #   OUT=gpu-out WHEELS=dist bash benches/gpu_checks.sh
+#   OUT=gpu-out WHEELS= PYTHONPATH=python STEPS="tests losses" bash benches/gpu_checks.sh
 #
-# Steps, each under its own time limit so that one slow step cannot eat the others' time:
-#   1. the CUDA tests (tests marked `cuda`: CPU vs CUDA preference loss);
-#   2. the speed harness with its torch CUDA column and the fused-loss CUDA rows (benches/bench_miners_sweep.py);
-#   3. the first minutes of the full study grid on the synthetic set (one seed, learned-QC judge), whose
-#      log gives the base-training, proposal, judge and per-run times behind the full grid's expected run time.
+# Steps (STEPS picks a subset; default all), each under its own time limit so that one slow step cannot
+# eat the others' time:
+#   tests    the CUDA tests: tests marked `cuda` in tests/test_losses.py (CPU vs CUDA preference loss) and
+#            all of tests/test_losses_triton.py (its small cases run compiled on CUDA, plus realistic sizes
+#            and float64 finite differences);
+#   losses   the loss benchmark on CUDA (B = 64, 256 x 256: Triton and gather paths vs the naive
+#            composition and a read pass; U-Net step times, RN-DPO vs supervised) -> $OUT/bench_losses.md;
+#   harness  the speed harness with its torch CUDA column and the loss rows (benches/bench_miners_sweep.py);
+#   study    the first minutes of the full study grid on the synthetic set (one seed, learned-QC judge),
+#            whose log gives the base-training, proposal, judge and per-run times behind the full grid's
+#            expected run time.
 set -uo pipefail
 OUT=${OUT:?set OUT to a folder for the logs}
-WHEELS=${WHEELS:-dist}
+WHEELS=${WHEELS-dist}
+STEPS=${STEPS:-tests losses harness study}
 STUDY_SECONDS=${STUDY_SECONDS:-200}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
-export PYTHONPATH=/tmp/site
+if [ -n "$WHEELS" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import rndpo, torch; print('rndpo', rndpo.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+python3 -c "import rndpo, torch, triton; print('rndpo', rndpo.__version__, 'torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 
-echo "== 1. CUDA tests"
-timeout 120 python3 -m pytest tests/test_losses.py -m cuda -p no:cacheprovider -q -o addopts="" 2>&1 | tee "$OUT/cuda_tests.log"
+if has tests; then
+    echo "== tests: CUDA tests"
+    timeout 120 python3 -m pytest tests/test_losses.py -m cuda -p no:cacheprovider -q -o addopts="" 2>&1 | tee "$OUT/cuda_tests.log"
+    timeout 200 python3 -m pytest tests/test_losses_triton.py -p no:cacheprovider -q -o addopts="" -ra 2>&1 | tee -a "$OUT/cuda_tests.log"
+fi
 
-echo "== 2. speed harness"
-timeout 150 python3 benches/bench_miners_sweep.py --threads 16 --skip-mmap \
-    --markdown "$OUT/benchmarks_gpu.md" --plot "$OUT/bench_miners_gpu.png" 2>&1 | tail -n 30
+if has losses; then
+    echo "== losses: loss benchmark and U-Net step times"
+    timeout 200 python3 benches/bench_losses.py --device cuda --repeats 15 --steps 2>&1 \
+        | grep -v "^USDT\|^STAGE:" | tee "$OUT/bench_losses.md"
+fi
 
-echo "== 3. full grid timing"
-timeout "$STUDY_SECONDS" python3 benches/study.py --grid full --datasets synthetic --seeds 0 \
-    --judges learned_qc --device cuda --out /tmp/study-full --report "$OUT/study_partial.md" 2>&1 \
-    | grep -v "it/s\]" | tee "$OUT/study.log" | tail -n 20
-ls /tmp/study-full/synthetic/runs 2>/dev/null | grep -c "json$" | sed 's/^/finished runs: /' | tee -a "$OUT/study.log"
+if has harness; then
+    echo "== harness: speed harness"
+    timeout 150 python3 benches/bench_miners_sweep.py --threads 16 --skip-mmap \
+        --markdown "$OUT/benchmarks_gpu.md" --plot "$OUT/bench_miners_gpu.png" 2>&1 | tail -n 30
+fi
+
+if has study; then
+    echo "== study: full grid timing"
+    timeout "$STUDY_SECONDS" python3 benches/study.py --grid full --datasets synthetic --seeds 0 \
+        --judges learned_qc --device cuda --out /tmp/study-full --report "$OUT/study_partial.md" 2>&1 \
+        | grep -v "it/s\]" | tee "$OUT/study.log" | tail -n 20
+    ls /tmp/study-full/synthetic/runs 2>/dev/null | grep -c "json$" | sed 's/^/finished runs: /' | tee -a "$OUT/study.log"
+fi
 exit 0

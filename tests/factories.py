@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from rndpo.data import SegmentationDataset
 
@@ -19,3 +20,17 @@ def disks(n: int, size: int = 32, seed: int = 0, channels: int = 1) -> Segmentat
         masks[i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
         images[i] = np.clip(0.3 + 0.35 * masks[i] + rng.normal(0, 0.12, (channels, size, size)), 0, 1)
     return SegmentationDataset(images, masks, np.array([f"disk{i}" for i in range(n)]), name="disks")
+
+
+def boundary_masks(batch: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected masks (B, size, size) bool: two discs per image, the rejected one shifted and
+    5% smaller, so that they differ along the boundary (|D| about 3% of the pixels at 256 x 256)."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centre = size / 2 + size / 16 * torch.randn(batch, 2, generator=gen)
+    radius = size / 4 * (1 + 0.2 * torch.rand(batch, generator=gen))
+    shift = size / 64 * torch.randn(batch, 2, generator=gen)
+
+    def disc(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return (yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2 < r[:, None, None] ** 2
+
+    return disc(centre, radius), disc(centre + shift, radius * 0.95)

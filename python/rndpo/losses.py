@@ -13,9 +13,12 @@ Standard DPO uses -logsigmoid(beta m): its gradient grows with |D|, so one wrong
 large disagreement region dominates a batch. RN-DPO divides the margin by |D| ** region_power
 (1.0 is RN-DPO, 0.0 is DPO; values between interpolate).
 
-The fused path (a private ``torch.autograd.Function``) gathers only the pixels of D, reduces them to
-per-pair sums and computes the gradient in closed form from the masks; it never builds per-pixel
-log-likelihood tensors or an autograd graph over pixels, and runs unchanged on CPU and CUDA.
+Two fused paths compute the same outputs; neither builds per-pixel log-likelihood tensors or an autograd
+graph over pixels. On CPU (and on CUDA without Triton) a private ``torch.autograd.Function`` gathers only
+the pixels of D, reduces them to per-pair sums and computes the gradient in closed form from the masks.
+On CUDA with Triton installed, ``rndpo._triton_loss`` does the same in three kernel launches per step
+(one read of the inputs for margins, |D| and the finiteness check; one per-pair kernel; one backward
+pass writing the gradient), with no gathers or index lists.
 
 Scoring in eval mode: the trainer must compute policy and reference logits with the networks in eval
 mode (dropout off, batch-norm statistics frozen). Then, at step 0 with policy == reference, the margin is
@@ -26,9 +29,11 @@ from a float32 policy by the float16 rounding, so step 0 is ln 2 only up to that
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal, get_args
 
 import torch
@@ -223,9 +228,12 @@ def _check_tensor(name: str, value: object) -> Tensor:
     return value
 
 
-def _check_logits(name: str, logits: Tensor) -> None:
+def _check_logits(name: str, logits: Tensor, *, check_finite: bool = True) -> None:
+    """dtype check, then (check_finite=True) the finiteness check, which reads the whole tensor."""
     if logits.dtype not in _LOGIT_DTYPES:
         raise TypeError(f"{name} must be a float16, bfloat16, float32 or float64 tensor, got {logits.dtype}")
+    if not check_finite:
+        return
     # fast path: one reduction, no temporaries; any NaN or inf makes the sum non-finite. Only when the sum
     # is not finite (a bad value, or an overflow of finite values) is each element checked.
     values = logits.detach()
@@ -262,9 +270,11 @@ def _check_labels(
 
 
 def _check_segmentation(
-    name: str, logits: Tensor, labels: Tensor, label_name: str
+    name: str, logits: Tensor, labels: Tensor, label_name: str, *, finite: bool = True
 ) -> tuple[int, tuple[int, ...]]:
-    """Validate logits (B, C, *S) against labels (B, *S); return (C, (B, *S))."""
+    """Validate logits (B, C, *S) against labels (B, *S); return (C, (B, *S)).
+
+    finite=False skips the logits' finiteness check (the caller checks finiteness itself)."""
     if logits.dim() < 3:
         raise ValueError(
             f"{name} must have shape (B, C, *S) with at least one spatial dim, got {_shape(logits)}"
@@ -272,10 +282,25 @@ def _check_segmentation(
     classes = int(logits.shape[1])
     if classes < 1:
         raise ValueError(f"{name} must have at least one channel, got shape {_shape(logits)}")
-    _check_logits(name, logits)
+    _check_logits(name, logits, check_finite=finite)
     mask_shape = (int(logits.shape[0]), *(int(s) for s in logits.shape[2:]))
     _check_labels(label_name, labels, mask_shape, classes, logits.device)
     return classes, mask_shape
+
+
+@functools.cache
+def _triton_module() -> ModuleType | None:
+    """rndpo._triton_loss, or None where Triton cannot be imported (imported on first use only)."""
+    try:
+        from rndpo import _triton_loss
+    except ImportError:
+        return None
+    return _triton_loss
+
+
+def _use_triton(logits: Tensor) -> bool:
+    """Whether :func:`preference_loss` takes the Triton path: CUDA logits and Triton importable."""
+    return logits.is_cuda and _triton_module() is not None
 
 
 def _pair_losses(h: Tensor, raw: Tensor, beta: float, loss_type: str, eps: float) -> Tensor:
@@ -328,9 +353,12 @@ def preference_loss(
     Pairs with |D| = 0 carry no preference: their ``losses`` are 0, they are left out of the mean and get
     zero gradient; a batch of only such pairs gives ``loss`` exactly 0.0 (backward still works).
     Per-pair sums accumulate in float32 (float64 if either logits tensor is float64); the gradient w.r.t.
-    policy_logits has its dtype. Validation reads the whole inputs (a device sync on CUDA).
+    policy_logits has its dtype. Validation reads the whole inputs (a device sync on CUDA). On CUDA with
+    Triton the finiteness of the logits is checked by the loss kernel itself (one read, one sync), after
+    the checks of shapes, dtypes and label values; the errors raised are the same.
     ``beta`` may be any real number (a NumPy float too). A beta so large that beta * margin overflows
-    float32/float64 raises FloatingPointError naming beta instead of returning an infinite loss.
+    float32/float64 raises FloatingPointError naming beta instead of returning an infinite loss (on the
+    CPU path; the Triton path does not check it, to keep its single sync).
     """
     _check_options(beta, loss_type, region_power, label_smoothing, normalization)
     beta, region_power, label_smoothing = float(beta), float(region_power), float(label_smoothing)
@@ -338,7 +366,10 @@ def preference_loss(
     ref_logits = _check_tensor("ref_logits", ref_logits)
     chosen = _check_tensor("chosen", chosen)
     rejected = _check_tensor("rejected", rejected)
-    classes, mask_shape = _check_segmentation("policy_logits", policy_logits, chosen, "chosen")
+    triton_path = _use_triton(policy_logits) and policy_logits.numel() > 0
+    classes, mask_shape = _check_segmentation(
+        "policy_logits", policy_logits, chosen, "chosen", finite=not triton_path
+    )
     if ref_logits.shape != policy_logits.shape:
         raise ValueError(
             f"ref_logits must have the shape of policy_logits (B, C, *S) = {_shape(policy_logits)}, "
@@ -348,11 +379,20 @@ def preference_loss(
         raise ValueError(
             f"ref_logits must be on policy_logits' device {policy_logits.device}, got {ref_logits.device}"
         )
-    _check_logits("ref_logits", ref_logits)
+    _check_logits("ref_logits", ref_logits, check_finite=not triton_path)
     _check_labels("rejected", rejected, mask_shape, classes, policy_logits.device)
 
     batch, pixels = mask_shape[0], math.prod(mask_shape[1:])
     acc = torch.float64 if torch.float64 in (policy_logits.dtype, ref_logits.dtype) else torch.float32
+    if triton_path:
+        return _triton_preference_loss(
+            policy_logits,
+            ref_logits,
+            chosen,
+            rejected,
+            acc,
+            (beta, loss_type, region_power, label_smoothing, normalization),
+        )
     margin_sum, chosen_logratio, region_size = _RegionPreferenceFunction.apply(
         policy_logits.reshape(batch, classes, pixels),
         ref_logits.reshape(batch, classes, pixels),
@@ -392,6 +432,37 @@ def preference_loss(
         accuracies=(margins > 0).to(acc),
         region_size=region_size,
     )
+
+
+def _triton_preference_loss(
+    policy: Tensor,
+    ref: Tensor,
+    chosen: Tensor,
+    rejected: Tensor,
+    acc: torch.dtype,
+    options: tuple[float, str, float, float, str],
+) -> PreferenceLossOutput:
+    """The Triton path of :func:`preference_loss`: policy, ref (B, C, *S), masks (B, *S), validated
+    except for finiteness, which the kernel counts (the full check then words the error)."""
+    module = _triton_module()
+    assert module is not None
+    beta, loss_type, region_power, label_smoothing, normalization = options
+    *outputs, bad = module.region_preference_loss(
+        policy,
+        ref,
+        chosen,
+        rejected,
+        acc_dtype=acc,
+        beta=beta,
+        loss_type=loss_type,
+        region_power=region_power,
+        label_smoothing=label_smoothing,
+        normalization=normalization,
+    )
+    if any(bad.tolist()):  # one small copy, the only sync of this path; the full checks word the error
+        _check_logits("policy_logits", policy)
+        _check_logits("ref_logits", ref)
+    return PreferenceLossOutput(*outputs)
 
 
 class PreferenceLoss(nn.Module):
