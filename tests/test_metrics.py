@@ -15,10 +15,10 @@ from monai.metrics import (
     compute_hausdorff_distance,
     compute_iou,
 )
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from oracles import oracle_assd, oracle_hd95, oracle_metric_dice, oracle_metric_iou
-from rndpo.metrics import MetricSummary, assd, dice, hd95, iou, summarize
+from rndpo.metrics import MetricSummary, assd, dice, dice_from_counts, hd95, iou, kendall, spearman, summarize
 
 # MONAI 1.6 passes its own deprecated argument internally (get_mask_edges(always_return_as_numpy=...))
 _MONAI_WARNING = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy.*:FutureWarning")
@@ -327,3 +327,36 @@ def test_summarize_errors() -> None:
         summarize(np.ones(2), np.array([1.0, np.inf]))
     with pytest.raises(ValueError, match="tol must be finite and >= 0"):
         summarize(np.ones(2), np.ones(2), tol=-1.0)
+
+
+# --- the one home of Dice from counts and of rank correlations ----------------------------------------
+
+
+def test_dice_from_counts_broadcasts_and_scores_two_empty_masks_one() -> None:
+    inter = np.array([[0, 2], [3, 0]])
+    got = dice_from_counts(inter, np.array([[0], [4]]), np.array([[0, 4]]))
+    np.testing.assert_array_equal(got, [[1.0, 4 / 4], [6 / 4, 0.0]])
+    assert got.dtype == np.float64
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.tuples(st.integers(-3, 3), st.floats(-5, 5, allow_nan=False)), min_size=0, max_size=30)
+)
+def test_rank_correlations_equal_scipy_or_are_none_where_undefined(values) -> None:
+    a = np.array([v[0] for v in values], dtype=np.float64)
+    b = np.array([v[1] for v in values], dtype=np.float64)
+    defined = a.size >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0
+    rho, tau = spearman(a, b), kendall(a, b)
+    if not defined:
+        assert rho is None and tau is None
+        return
+    assert rho == pytest.approx(float(stats.spearmanr(a, b).statistic), abs=1e-12)
+    assert tau == pytest.approx(float(stats.kendalltau(a, b).statistic), abs=1e-12)
+
+
+def test_spearman_compares_flat_and_rejects_unequal_sizes() -> None:
+    a = np.arange(6.0).reshape(2, 3)
+    assert spearman(a, a.ravel()[::-1]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="as many values"):
+        spearman(np.arange(3.0), np.arange(4.0))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from rndpo.inference import predict_logits, predict_probs
-from rndpo.model import UNet, enable_mc_dropout
+from rndpo.model import UNet, enable_mc_dropout, restore_train_flags, save_train_flags
 
 SMALL = (4, 8, 16)
 
@@ -194,3 +194,18 @@ def test_predict_restores_mc_dropout_flags() -> None:
 def test_predict_bad_input(images: object, batch_size: int, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         predict_probs(_model(), images, batch_size=batch_size)  # type: ignore[arg-type]
+
+
+def test_train_flags_are_restored_module_by_module() -> None:
+    model = UNet(channels=(4, 8), dropout=0.2)
+    model.train()
+    drop = next(m for m in model.modules() if isinstance(m, nn.Dropout2d | nn.Dropout))
+    drop.eval()  # mixed flags: model.train(was_training) would not restore this
+    before = [m.training for m in model.modules()]
+    flags = save_train_flags(model)
+    enable_mc_dropout(model)
+    model.eval()
+    restore_train_flags(flags)
+    assert [m.training for m in model.modules()] == before
+    predict_logits(model, np.zeros((1, 1, 16, 16), dtype=np.float32))
+    assert [m.training for m in model.modules()] == before

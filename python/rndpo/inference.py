@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rndpo.model import restore_train_flags, save_train_flags
+
 __all__ = ["as_image_tensor", "forward_batched", "predict_logits", "predict_probs"]
 
 
@@ -86,14 +88,13 @@ def predict_logits(
     The model is moved to ``device``; each module's train/eval flag is restored afterwards.
     """
     _check_batch_size(batch_size)
-    flags = [(m, m.training) for m in model.modules()]
+    flags = save_train_flags(model)
     model.to(device)
     model.eval()
     try:
         return forward_batched(model, images, batch_size=batch_size, device=device)
     finally:
-        for module, training in flags:
-            module.training = training
+        restore_train_flags(flags)
 
 
 def predict_probs(

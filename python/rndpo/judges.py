@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import numpy as np
 from scipy import stats
 
+from rndpo.metrics import dice_from_counts, spearman
 from rndpo.proposals import ProposalBank
 from rndpo.qc_model import QCFitResult, QCNet, fit_qc_model, load_qc_model, predict_qc, save_qc_model
 
@@ -181,14 +182,6 @@ def _chunks(n: int, per_image_bytes: int) -> list[slice]:
 # Dice of proposals against a per-image reference mask
 
 
-def _dice_from_counts(inter: np.ndarray, size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
-    """2 * inter / (size_a + size_b) as float64, with 1 where both sizes are 0."""
-    denom = (size_a + size_b).astype(np.float64)
-    out = np.ones(np.broadcast_shapes(inter.shape, denom.shape), dtype=np.float64)
-    np.divide(2.0 * inter, denom, out=out, where=denom > 0)
-    return out
-
-
 def proposal_dice(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Dice of every proposal with its image's reference mask.
 
@@ -206,7 +199,7 @@ def proposal_dice(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:
         m = masks[c].reshape(-1, k, p).astype(bool, copy=False)
         g = reference[c].reshape(-1, 1, p).astype(bool, copy=False)
         inter = np.count_nonzero(m & g, axis=-1)
-        out[c] = _dice_from_counts(inter, np.count_nonzero(m, axis=-1), np.count_nonzero(g, axis=-1))
+        out[c] = dice_from_counts(inter, np.count_nonzero(m, axis=-1), np.count_nonzero(g, axis=-1))
     return out
 
 
@@ -241,13 +234,9 @@ def _rank_normal_scores(values: np.ndarray) -> np.ndarray:
 
 
 def _spearman_flat(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation of two flat arrays (0.0 if either is constant)."""
-    ra = stats.rankdata(a, method="average")
-    rb = stats.rankdata(b, method="average")
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb) / denom if denom > 0 else 0.0
+    """Spearman correlation of two flat arrays (0.0 where it is undefined: either side constant)."""
+    rho = spearman(a, b)
+    return 0.0 if rho is None else rho
 
 
 class NoisyOracleJudge:
@@ -374,7 +363,7 @@ class AgreementJudge:
         st = pairwise_stats(masks)
         sizes = np.asarray(st.sizes, dtype=np.int64)
         inter = np.asarray(st.intersection, dtype=np.int64)
-        dice = _dice_from_counts(inter, sizes[:, :, None], sizes[:, None, :])
+        dice = dice_from_counts(inter, sizes[:, :, None], sizes[:, None, :])
         dice[:, np.arange(k), np.arange(k)] = 0.0
         return _finite_scores(dice.sum(axis=2) / (k - 1), self.name, (n, k))
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 __all__ = ["MetricSummary", "assd", "dice", "hd95", "iou", "summarize"]
 
@@ -79,18 +79,48 @@ def _finish(values: np.ndarray, single: bool) -> np.ndarray | float:
     return float(values[0]) if single else values
 
 
+def dice_from_counts(inter: np.ndarray, size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
+    """Dice 2 inter / (size_a + size_b) from (broadcastable) integer counts, float64; 1 where both are 0."""
+    denom = (np.asarray(size_a) + np.asarray(size_b)).astype(np.float64)
+    out = np.ones(np.broadcast_shapes(np.shape(inter), denom.shape), dtype=np.float64)
+    np.divide(2.0 * np.asarray(inter, dtype=np.float64), denom, out=out, where=denom > 0)
+    return out
+
+
 def dice(pred: np.ndarray, target: np.ndarray) -> np.ndarray | float:
     """Dice 2|P∩T| / (|P| + |T|) per image: float64 (N,) for (N, H, W) masks, a float for (H, W).
 
     Both masks empty: 1.0; exactly one empty: 0.0.
     """
     p, t, single = _as_masks(pred, target)
-    inter = np.count_nonzero(p & t, axis=(1, 2)).astype(np.float64)
-    total = (np.count_nonzero(p, axis=(1, 2)) + np.count_nonzero(t, axis=(1, 2))).astype(np.float64)
-    out = np.ones(p.shape[0], dtype=np.float64)
-    nonempty = total > 0
-    out[nonempty] = 2.0 * inter[nonempty] / total[nonempty]
+    inter = np.count_nonzero(p & t, axis=(1, 2))
+    out = dice_from_counts(inter, np.count_nonzero(p, axis=(1, 2)), np.count_nonzero(t, axis=(1, 2)))
     return _finish(out, single)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rho (average ranks for ties) of two arrays of M values each, compared flat.
+
+    None when M < 2 or either side is constant (the correlation is undefined there).
+    """
+    ra = stats.rankdata(np.ravel(a), method="average")
+    rb = stats.rankdata(np.ravel(b), method="average")
+    if ra.size != rb.size:
+        raise ValueError(f"b must have as many values as a ({ra.size}), got {rb.size}")
+    if ra.size < 2:
+        return None
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / denom if denom > 0 else None
+
+
+def kendall(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Kendall tau-b of two arrays of M values each, compared flat; None when M < 2 or either is constant."""
+    x, y = np.ravel(a), np.ravel(b)
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return None
+    return float(stats.kendalltau(x, y).statistic)
 
 
 def iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray | float:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NORMS", "UNet", "enable_mc_dropout"]
+__all__ = ["NORMS", "UNet", "enable_mc_dropout", "restore_train_flags", "save_train_flags"]
 
 NORMS: tuple[str, ...] = ("batch", "instance", "none")
 
@@ -142,6 +142,17 @@ class UNet(nn.Module):
         if unknown:
             raise ValueError(f"config has unknown keys {unknown}; valid keys: {sorted(valid)}")
         return cls(**dict(config))
+
+
+def save_train_flags(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Every module's train/eval flag, to put back with :func:`restore_train_flags`."""
+    return [(module, module.training) for module in model.modules()]
+
+
+def restore_train_flags(flags: list[tuple[nn.Module, bool]]) -> None:
+    """Puts back the flags :func:`save_train_flags` took (module by module, mixed flags included)."""
+    for module, training in flags:
+        module.training = training
 
 
 def enable_mc_dropout(model: nn.Module) -> nn.Module:

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rndpo.inference import as_image_tensor, forward_batched, predict_logits
-from rndpo.model import enable_mc_dropout
+from rndpo.model import enable_mc_dropout, restore_train_flags, save_train_flags
 from rndpo.storage import atomic_dir
 
 __all__ = [
@@ -364,7 +364,7 @@ def _morph(mask: np.ndarray, radius: int, dilate: bool) -> np.ndarray:
 def _mc_dropout_logits(
     model: nn.Module, x: torch.Tensor, p: float | None, seed: int, variant: int, batch_size: int, device: Any
 ) -> torch.Tensor:
-    flags = [(m, m.training) for m in model.modules()]
+    flags = save_train_flags(model)
     dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     old_p = [m.p for m in dropouts]
     dev = torch.device(device)
@@ -389,8 +389,7 @@ def _mc_dropout_logits(
     finally:
         for drop, value in zip(dropouts, old_p, strict=True):
             drop.p = value
-        for module, training in flags:
-            module.training = training
+        restore_train_flags(flags)
 
 
 def _snapshot_model(
@@ -460,7 +459,7 @@ def generate_proposals(
     probs = probs_t.numpy()
     base = probs >= 0.5
     masks = np.empty((n, config.k, h, w), dtype=np.uint8)
-    flags = [(m, m.training) for m in model.modules()]
+    flags = save_train_flags(model)
     bar = tqdm(total=config.k, desc="proposals", disable=not progress, leave=False)
     try:
         for j, (source, i) in enumerate(plan):
@@ -493,8 +492,7 @@ def generate_proposals(
             bar.update(1)
     finally:
         bar.close()
-        for m, training in flags:
-            m.training = training
+        restore_train_flags(flags)
     return ProposalBank(
         images=np.ascontiguousarray(x.numpy(), dtype=np.float32),
         masks=masks,

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from rndpo.inference import as_image_tensor
+from rndpo.metrics import spearman
+from rndpo.model import restore_train_flags, save_train_flags
 from rndpo.storage import atomic_dir
 
 __all__ = ["QCFitResult", "QCNet", "fit_qc_model", "load_qc_model", "predict_qc", "save_qc_model"]
@@ -125,12 +126,6 @@ def _augment(
     return images, masks
 
 
-def _spearman_or_none(a: np.ndarray, b: np.ndarray) -> float | None:
-    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
-        return None
-    return float(stats.spearmanr(a, b).statistic)
-
-
 def fit_qc_model(
     images: np.ndarray,
     masks: np.ndarray,
@@ -215,7 +210,7 @@ def fit_qc_model(
         pred = predict_qc(model, images[val_idx], masks[val_idx], device=device).ravel()
         truth = true_dice[val_idx].ravel()
         val_mae = float(np.mean(np.abs(pred - truth)))
-        val_spearman = _spearman_or_none(pred, truth)
+        val_spearman = spearman(pred, truth)
         val_const = float(np.mean(np.abs(true_dice[train_idx].mean() - truth)))
     result = QCFitResult(
         steps=steps,
@@ -241,7 +236,7 @@ def predict_qc(
     n, k = masks.shape[:2]
     if images.shape[1] != model.in_channels:
         raise ValueError(f"images must have {model.in_channels} channels, got {images.shape[1]}")
-    was_training = model.training
+    flags = save_train_flags(model)
     model.eval()
     out = np.empty(n * k, dtype=np.float64)
     img_t = as_image_tensor(images).to(device)  # copies a read-only (memory-mapped) bank's images
@@ -251,7 +246,7 @@ def predict_qc(
         idx = torch.arange(start, stop, device=device) // k
         m = torch.as_tensor(np.ascontiguousarray(flat_masks[start:stop], dtype=np.float32), device=device)
         out[start:stop] = model(img_t[idx], m).double().cpu().numpy()
-    model.train(was_training)
+    restore_train_flags(flags)
     return out.reshape(n, k)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
+from rndpo.metrics import kendall, spearman
 from rndpo.proposals import ProposalBank
 
 if TYPE_CHECKING:
@@ -106,13 +107,6 @@ def _true_dice(truth: ProposalBank | np.ndarray, shape: tuple[int, int]) -> np.n
     return dice
 
 
-def _correlation_or_none(kind: str, a: np.ndarray, b: np.ndarray) -> float | None:
-    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
-        return None
-    res = stats.spearmanr(a, b) if kind == "spearman" else stats.kendalltau(a, b)
-    return float(res.statistic)
-
-
 def _row_spearman(scores: np.ndarray, truth: np.ndarray) -> tuple[float | None, int]:
     """Mean per-row Spearman over rows with non-constant truth (constant scores count 0)."""
     varying = np.ptp(truth, axis=1) > 0
@@ -145,8 +139,8 @@ def judge_reliability(scores: np.ndarray, truth: ProposalBank | np.ndarray) -> R
     return ReliabilityReport(
         n_images=n,
         n_proposals=int(s.size),
-        spearman=_correlation_or_none("spearman", s.ravel(), d.ravel()),
-        kendall=_correlation_or_none("kendall", s.ravel(), d.ravel()),
+        spearman=spearman(s, d),
+        kendall=kendall(s, d),
         mean_image_spearman=mean_image,
         n_images_ranked=n_ranked,
         top1_accuracy=float(np.mean(picked >= best)),

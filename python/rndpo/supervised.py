@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from rndpo.data import SegmentationDataset
 from rndpo.inference import predict_probs
+from rndpo.metrics import dice
 
 __all__ = [
     "BaseTrainConfig",
@@ -176,18 +177,6 @@ def augment_batch(
     return x, y
 
 
-def _hard_dice(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per-image Dice (N,) float64 of probs > 0.5 against masks; both empty scores 1."""
-    pred = probs > 0.5
-    truth = masks.astype(bool)
-    inter = (pred & truth).sum(axis=(1, 2)).astype(np.float64)
-    total = (pred.sum(axis=(1, 2)) + truth.sum(axis=(1, 2))).astype(np.float64)
-    out = np.ones(len(pred), dtype=np.float64)
-    nz = total > 0
-    out[nz] = 2 * inter[nz] / total[nz]
-    return out
-
-
 def _check_dataset(data: Any, name: str) -> None:
     """Dtypes, shapes and binary masks are guaranteed by SegmentationDataset; check type and size."""
     if not isinstance(data, SegmentationDataset):
@@ -280,7 +269,7 @@ def train_base(
                     snapshots.append(_cpu_state(model))
                 if step % config.eval_every == 0 or step == config.steps:
                     probs = predict_probs(model, val.images, batch_size=max(64, batch), device=device)
-                    val_dice = float(_hard_dice(probs, val.masks).mean())
+                    val_dice = float(np.mean(dice(probs > 0.5, val.masks)))
                     history.append((step, float(np.mean(losses)), val_dice))
                     losses = []
                     if val_dice > best_dice:
