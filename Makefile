@@ -1,4 +1,4 @@
-# rndpo developer targets. `make help` lists them; `make all` is what CI runs.
+# rndpo developer targets. `make help` lists them; `make all` (tests, then lint) is what CI runs.
 PYTHON ?= python3
 PYTEST_ARGS ?=
 DIST ?= dist
@@ -34,9 +34,9 @@ test-python: ## stub check, mypy, pytest (exit code 5, no test collected, counts
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-lint: ## ruff, mypy, cargo fmt --check, clippy
-	ruff format --check python tests benches
-	ruff check python tests benches
+lint: ## ruff format and check, mypy, cargo fmt --check, clippy with warnings as errors
+	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m ruff check python tests benches
 	$(PYTHON) -m mypy
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
@@ -56,4 +56,4 @@ wheel: ## build the manylinux2014 (glibc 2.17) abi3 wheel and the sdist into $(D
 	$(PYTHON) -m maturin build --release --sdist --zig --compatibility manylinux2014 --out $(DIST)
 	$(PYTHON) -m twine check --strict $(DIST)/rndpo-*.whl $(DIST)/rndpo-*.tar.gz
 
-all: test ## what CI runs
+all: test lint ## what CI runs (.ci/run): the tests, then the lint
