@@ -87,71 +87,44 @@ def _check_binary(arr: Any, what: str, ndim: int, layout: str) -> np.ndarray:
 
 
 def _bank_masks(bank: ProposalBank) -> np.ndarray:
-    """bank.masks validated as (N, K, H, W) with N, K >= 1 and values {0, 1}."""
+    """bank.masks, uint8 (N, K, H, W) in {0, 1} with K >= 1 (``ProposalBank`` guarantees all of it)."""
     if not isinstance(bank, ProposalBank):
         raise TypeError(f"bank must be a ProposalBank, got {type(bank).__name__}")
-    masks = _check_binary(bank.masks, "bank.masks", 4, "(N, K, H, W)")
-    if masks.shape[0] == 0 or masks.shape[1] == 0:
-        raise ValueError(
-            f"bank.masks must hold at least one image and one proposal (N, K >= 1), got {masks.shape}"
-        )
-    return masks
+    return bank.masks
+
+
+# What a judge needs that a valid bank may lack: the optional arrays, and finite images (a bank checks
+# the images' dtype and shape only). Shapes, dtypes and value ranges are ProposalBank's guarantees.
 
 
 def _bank_ground_truth(bank: ProposalBank, judge: str) -> np.ndarray:
-    masks = _bank_masks(bank)
+    _bank_masks(bank)
     if bank.ground_truth is None:
         raise ValueError(
             f"{judge} needs bank.ground_truth (N, H, W) with values {{0, 1}}, but the bank has none "
             "(ground truth is only known for labeled images and experiments)"
         )
-    gt = _check_binary(bank.ground_truth, "bank.ground_truth", 3, "(N, H, W)")
-    n, _, h, w = masks.shape
-    if gt.shape != (n, h, w):
-        raise ValueError(f"bank.ground_truth must have shape (N, H, W) = {(n, h, w)}, got {gt.shape}")
-    return gt
+    return bank.ground_truth
 
 
 def _bank_probs(bank: ProposalBank, judge: str) -> np.ndarray:
-    masks = _bank_masks(bank)
+    _bank_masks(bank)
     if bank.probs is None:
         raise ValueError(
             f"{judge} needs bank.probs, the base model's foreground probabilities float32 (N, H, W), "
             "but the bank has none"
         )
-    probs = bank.probs
-    if not isinstance(probs, np.ndarray):
-        raise TypeError(f"bank.probs must be a numpy array (N, H, W), got {type(probs).__name__}")
-    n, _, h, w = masks.shape
-    if probs.shape != (n, h, w):
-        raise ValueError(f"bank.probs must have shape (N, H, W) = {(n, h, w)}, got {probs.shape}")
-    if not np.issubdtype(probs.dtype, np.floating):
-        raise TypeError(f"bank.probs must be a floating dtype, got {probs.dtype}")
-    if not np.all(np.isfinite(probs)):
-        raise ValueError(
-            f"bank.probs must be finite, got {int(np.sum(~np.isfinite(probs)))} non-finite values"
-        )
-    if probs.size and (probs.min() < 0.0 or probs.max() > 1.0):
-        raise ValueError(f"bank.probs must lie in [0, 1], got values in [{probs.min()}, {probs.max()}]")
-    return probs
+    return bank.probs
 
 
 def _bank_images(bank: ProposalBank, judge: str) -> np.ndarray:
-    masks = _bank_masks(bank)
+    _bank_masks(bank)
     images = bank.images
-    if images is None or (isinstance(images, np.ndarray) and images.size == 0):
-        shape = None if images is None else images.shape
+    if images.size == 0:
         raise ValueError(
             f"{judge} needs bank.images float32 (N, C, H, W) with C >= 1, "
-            f"but the bank has none (shape {shape})"
+            f"but the bank has none (shape {images.shape})"
         )
-    if not isinstance(images, np.ndarray):
-        raise TypeError(f"bank.images must be a numpy array (N, C, H, W), got {type(images).__name__}")
-    n, _, h, w = masks.shape
-    if images.ndim != 4 or images.shape[0] != n or images.shape[2:] != (h, w):
-        raise ValueError(f"bank.images must have shape (N, C, H, W) = ({n}, C, {h}, {w}), got {images.shape}")
-    if not np.issubdtype(images.dtype, np.floating):
-        raise TypeError(f"bank.images must be a floating dtype, got {images.dtype}")
     if not np.all(np.isfinite(images)):
         raise ValueError(
             f"bank.images must be finite, got {int(np.sum(~np.isfinite(images)))} non-finite values"
