@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from rndpo.data import SegmentationDataset
+from rndpo.proposals import ProposalBank
 
 
 def disks(n: int, size: int = 32, seed: int = 0, channels: int = 1) -> SegmentationDataset:
@@ -34,3 +35,18 @@ def boundary_masks(batch: int, size: int, gen: torch.Generator) -> tuple[torch.T
         return (yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2 < r[:, None, None] ** 2
 
     return disc(centre, radius), disc(centre + shift, radius * 0.95)
+
+
+def disc_bank(n: int, k: int, size: int, seed: int) -> ProposalBank:
+    """Discs as ground truth; proposals are shifted and rescaled discs (varied, realistic Dice)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.uniform(0.35 * size, 0.65 * size, (2, n, 1, 1))
+    r = rng.uniform(0.12 * size, 0.25 * size, (n, 1, 1))
+    gt = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(np.uint8)
+    dy, dx = rng.normal(0.0, 0.06 * size, (2, n, k, 1, 1))
+    rr = r[:, None] * rng.uniform(0.6, 1.4, (n, k, 1, 1))
+    masks = ((yy - cy[:, None] - dy) ** 2 + (xx - cx[:, None] - dx) ** 2 < rr**2).astype(np.uint8)
+    images = (0.2 + 0.6 * gt[:, None] + rng.normal(0, 0.05, (n, 1, size, size))).astype(np.float32)
+    probs = np.clip(0.1 + 0.8 * gt + rng.normal(0, 0.05, gt.shape), 0, 1).astype(np.float32)
+    return ProposalBank(images=images, masks=masks, probs=probs, ground_truth=gt, sources=())

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
+from factories import disc_bank
 from oracles import (
     oracle_agreement,
     oracle_consensus_mask,
@@ -28,7 +29,6 @@ from rndpo.judges import (
     proposal_dice,
 )
 from rndpo.proposals import ProposalBank
-from rndpo.qc_model import QCNet, fit_qc_model, load_qc_model
 
 # --------------------------------------------------------------------------------------------------------
 # bank factories
@@ -41,21 +41,6 @@ def bank_of(masks, *, gt=None, probs=None, images=None, channels: int = 1) -> Pr
         images = np.zeros((n, channels, h, w), dtype=np.float32)
     gt = None if gt is None else np.asarray(gt, dtype=np.uint8)
     probs = None if probs is None else np.asarray(probs, dtype=np.float32)
-    return ProposalBank(images=images, masks=masks, probs=probs, ground_truth=gt, sources=())
-
-
-def disc_bank(n: int, k: int, size: int, seed: int) -> ProposalBank:
-    """Discs as ground truth; proposals are shifted and rescaled discs (varied, realistic Dice)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    cy, cx = rng.uniform(0.35 * size, 0.65 * size, (2, n, 1, 1))
-    r = rng.uniform(0.12 * size, 0.25 * size, (n, 1, 1))
-    gt = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(np.uint8)
-    dy, dx = rng.normal(0.0, 0.06 * size, (2, n, k, 1, 1))
-    rr = r[:, None] * rng.uniform(0.6, 1.4, (n, k, 1, 1))
-    masks = ((yy - cy[:, None] - dy) ** 2 + (xx - cx[:, None] - dx) ** 2 < rr**2).astype(np.uint8)
-    images = (0.2 + 0.6 * gt[:, None] + rng.normal(0, 0.05, (n, 1, size, size))).astype(np.float32)
-    probs = np.clip(0.1 + 0.8 * gt + rng.normal(0, 0.05, gt.shape), 0, 1).astype(np.float32)
     return ProposalBank(images=images, masks=masks, probs=probs, ground_truth=gt, sources=())
 
 
@@ -441,34 +426,6 @@ def test_learned_qc_missing_inputs(qc_bank: ProposalBank, tmp_path) -> None:
         LearnedQCJudge().save(tmp_path / "x")
     with pytest.raises(ValueError, match=r"config\.json and model\.pt"):
         LearnedQCJudge.load(tmp_path / "missing")
-
-
-def test_qc_fit_validates_arguments(qc_bank: ProposalBank) -> None:
-    truth = OracleJudge().score(qc_bank)
-    with pytest.raises(ValueError, match=r"val_fraction must lie in \[0, 1\), got 1.0"):
-        fit_qc_model(qc_bank.images, qc_bank.masks, truth, val_fraction=1.0, progress=False)
-    with pytest.raises(ValueError, match=r"true_dice must have shape \(N, K\) = \(16, 4\), got \(16, 3\)"):
-        fit_qc_model(qc_bank.images, qc_bank.masks, truth[:, :3], progress=False)
-    with pytest.raises(ValueError, match="steps must be a positive int, got 0"):
-        fit_qc_model(qc_bank.images, qc_bank.masks, truth, steps=0, progress=False)
-    with pytest.raises(ValueError, match="at least one training image"):
-        fit_qc_model(qc_bank.images[:1], qc_bank.masks[:1], truth[:1], val_fraction=0.5, progress=False)
-    _, no_val = fit_qc_model(
-        qc_bank.images, qc_bank.masks, truth, val_fraction=0.0, steps=1, width=2, progress=False
-    )
-    assert no_val.n_val_images == 0 and no_val.val_mae is None and no_val.val_spearman is None
-    with pytest.raises(ValueError, match="in_channels must be a positive int"):
-        QCNet(0)
-
-
-def test_qc_load_rejects_other_format(qc_bank: ProposalBank, tmp_path) -> None:
-    judge = LearnedQCJudge(width=2)
-    judge.fit(qc_bank, steps=1, progress=False)
-    path = judge.save(tmp_path / "qc")
-    cfg = path / "config.json"
-    cfg.write_text(cfg.read_text().replace('"format": 1', '"format": 99'))
-    with pytest.raises(ValueError, match="format must be 1, got 99"):
-        load_qc_model(path)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from rndpo.inference import predict_logits, predict_probs
+from rndpo.inference import predict_logits
 from rndpo.model import UNet, enable_mc_dropout, restore_train_flags, save_train_flags
 
 SMALL = (4, 8, 16)
@@ -140,60 +140,6 @@ def test_bad_input_and_config() -> None:
         UNet.from_config({"channels": [4, 8], "width": 3})
     with pytest.raises(TypeError, match="config must be a mapping"):
         UNet.from_config([1, 2])  # type: ignore[arg-type]
-
-
-# ---- inference ----
-
-
-def test_predict_logits_matches_eval_forward_for_any_batch_size() -> None:
-    model = _model(dropout=0.3)
-    # give batch-norm non-trivial running statistics
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(8, 1, 20, 20))
-    images = np.random.default_rng(0).random((7, 1, 20, 20), dtype=np.float32)
-    model.eval()
-    with torch.no_grad():
-        expected = model(torch.from_numpy(images))
-    model.train()
-    for bs in (1, 3, 64):
-        got = predict_logits(model, images, batch_size=bs)
-        assert got.dtype == torch.float32
-        assert got.shape == (7, 1, 20, 20)
-        assert torch.allclose(got, expected, atol=1e-5)
-    assert model.training  # flags restored
-    probs = predict_probs(model, torch.from_numpy(images), batch_size=2)
-    assert probs.dtype == np.float32
-    assert probs.shape == (7, 20, 20)
-    np.testing.assert_allclose(probs, torch.sigmoid(expected[:, 0]).numpy(), atol=1e-6)
-
-
-def test_predict_restores_mc_dropout_flags() -> None:
-    model = enable_mc_dropout(_model(dropout=0.3))
-    predict_logits(model, np.zeros((1, 1, 8, 8), np.float32))
-    assert all(m.training for m in model.modules() if isinstance(m, nn.Dropout2d))
-    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-
-
-@pytest.mark.parametrize(
-    ("images", "batch_size", "error", "match"),
-    [
-        (
-            np.zeros((2, 16, 16), np.float32),
-            4,
-            ValueError,
-            r"images must have shape \(N, C, H, W\), got \(2, 16, 16\)",
-        ),
-        (np.zeros((2, 1, 8, 8), np.uint8), 4, TypeError, "images must be a float array"),
-        (np.zeros((0, 1, 8, 8), np.float32), 4, ValueError, "at least one image"),
-        (np.full((1, 1, 8, 8), np.nan, np.float32), 4, ValueError, "images must be finite"),
-        ([[1.0]], 4, TypeError, "images must be a numpy array or torch tensor, got list"),
-        (np.zeros((1, 1, 8, 8), np.float32), 0, ValueError, "batch_size must be a positive int, got 0"),
-    ],
-)
-def test_predict_bad_input(images: object, batch_size: int, error: type[Exception], match: str) -> None:
-    with pytest.raises(error, match=match):
-        predict_probs(_model(), images, batch_size=batch_size)  # type: ignore[arg-type]
 
 
 def test_train_flags_are_restored_module_by_module() -> None:
