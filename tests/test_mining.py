@@ -474,3 +474,13 @@ def test_bool_input_is_viewed_not_copied() -> None:
     view = _as_bank(masks)
     assert view.dtype == np.uint8 and view.shape == (2, 3, 35)
     assert np.shares_memory(view, masks)
+
+
+def test_strategy_names_are_the_rust_cores_in_the_same_order() -> None:
+    from rndpo.config import STRATEGIES as CONFIG_STRATEGIES
+
+    bank = np.zeros((1, 2, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"^strategy must be one of") as err:
+        _core.mine_pairs(bank, np.zeros((1, 2)), "nope", 0.0, 1, None, None, 0)
+    listed = str(err.value).removeprefix("strategy must be one of ").split(", got")[0]
+    assert tuple(name.strip("'") for name in listed.split(", ")) == CONFIG_STRATEGIES == STRATEGIES

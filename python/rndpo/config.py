@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import types
 import typing
@@ -23,12 +24,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from rndpo.proposals import ProposalConfig
-from rndpo.storage import check_path_name
-from rndpo.supervised import BaseTrainConfig
 
 __all__ = [
     "METHOD_PRESETS",
+    "PROPOSAL_SOURCES",
+    "STRATEGIES",
+    "BaseTrainConfig",
     "ConfigError",
     "DataConfig",
     "FinetuneConfig",
@@ -36,7 +37,10 @@ __all__ = [
     "MethodConfig",
     "MiningConfig",
     "ModelConfig",
+    "ProposalConfig",
     "RunConfig",
+    "Strategy",
+    "check_path_name",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -50,6 +54,22 @@ class ConfigError(ValueError):
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_path_name(name: object, key: str) -> str:
+    """``name`` if it is safe as one path component (``[A-Za-z0-9_.-]+``, not ``.`` or ``..``).
+
+    Raises ValueError naming ``key`` otherwise.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"{key} must be a plain name of letters, digits, '_', '.' and '-' (no path separators, "
+            f"not '.' or '..'), got {name!r}"
+        )
+    return name
 
 
 def _literal_choices(tp: Any) -> tuple[Any, ...] | None:
@@ -136,6 +156,118 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
+# --- base training and proposals (validated in __post_init__; read by supervised.py, proposals.py)
+
+
+@dataclass(frozen=True, slots=True)
+class BaseTrainConfig:
+    """Settings of :func:`train_base`."""
+
+    steps: int = field(default=300, metadata=_help("optimizer steps"))
+    batch_size: int = field(
+        default=16, metadata=_help("images per step (sampled without replacement per epoch)")
+    )
+    lr: float = field(default=2e-3, metadata=_help("AdamW learning rate (peak of the cosine schedule)"))
+    weight_decay: float = field(default=1e-4, metadata=_help("AdamW weight decay"))
+    schedule: Literal["cosine", "constant"] = field(
+        default="cosine", metadata=_help("learning-rate schedule: cosine decay to 5% of lr, or constant")
+    )
+    augment: bool = field(
+        default=True, metadata=_help("random flips, 90-degree and small rotations, gamma/contrast/brightness")
+    )
+    max_rotation: float = field(default=15.0, metadata=_help("largest small-rotation angle in degrees"))
+    eval_every: int = field(default=25, metadata=_help("validate every this many steps (and at the end)"))
+    n_snapshots: int = field(
+        default=3, metadata=_help("evenly spaced snapshot checkpoints kept for proposals")
+    )
+    seed: int = field(default=0, metadata=_help("seed of batch sampling, augmentation and dropout"))
+    device: str = field(default="cpu", metadata=_help("torch device, e.g. cpu or cuda"))
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if (
+            isinstance(self.n_snapshots, bool)
+            or not isinstance(self.n_snapshots, int)
+            or self.n_snapshots < 0
+        ):
+            raise ValueError(f"n_snapshots must be an int >= 0, got {self.n_snapshots!r}")
+        if self.n_snapshots > self.steps:
+            raise ValueError(f"n_snapshots must be <= steps = {self.steps}, got {self.n_snapshots}")
+        for name in ("lr", "weight_decay", "max_rotation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.max_rotation <= 180:
+            raise ValueError(f"max_rotation must be in [0, 180] degrees, got {self.max_rotation}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be one of ['cosine', 'constant'], got {self.schedule!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+
+
+PROPOSAL_SOURCES: tuple[str, ...] = ("mc_dropout", "tta", "threshold", "snapshot", "morph")
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalConfig:
+    """Settings of :func:`generate_proposals` (see the module docstring for the allocation rule)."""
+
+    k: int = field(default=8, metadata=_help("proposals per image"))
+    sources: tuple[str, ...] = field(
+        default=PROPOSAL_SOURCES,
+        metadata=_help(f"proposal sources, round-robin in order; from {list(PROPOSAL_SOURCES)}"),
+    )
+    threshold_low: float = field(default=0.3, metadata=_help("lowest threshold of the threshold source"))
+    threshold_high: float = field(default=0.7, metadata=_help("highest threshold of the threshold source"))
+    mc_dropout_p: float | None = field(
+        default=None, metadata=_help("dropout probability while sampling (None: the model's own)")
+    )
+    tta_degrees: float = field(default=10.0, metadata=_help("largest rotation of the tta source, in degrees"))
+    morph_radius: int = field(default=2, metadata=_help("largest erosion/dilation disk radius in pixels"))
+    seed: int = field(default=0, metadata=_help("seed of the MC-dropout samples"))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        if not isinstance(self.sources, tuple) or not self.sources:
+            raise ValueError(
+                f"sources must be a non-empty tuple from {list(PROPOSAL_SOURCES)}, got {self.sources!r}"
+            )
+        for s in self.sources:
+            if s not in PROPOSAL_SOURCES:
+                raise ValueError(f"sources entries must be one of {list(PROPOSAL_SOURCES)}, got {s!r}")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources must not repeat a source, got {list(self.sources)}")
+        for name in ("threshold_low", "threshold_high", "tta_degrees"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not 0 < self.threshold_low <= self.threshold_high < 1:
+            raise ValueError(
+                "threshold_low and threshold_high must satisfy 0 < low <= high < 1, "
+                f"got {self.threshold_low} and {self.threshold_high}"
+            )
+        if self.mc_dropout_p is not None and not 0 < self.mc_dropout_p < 1:
+            raise ValueError(f"mc_dropout_p must be None or in (0, 1), got {self.mc_dropout_p}")
+        if not 0 <= self.tta_degrees <= 90:
+            raise ValueError(f"tta_degrees must be in [0, 90], got {self.tta_degrees}")
+        if (
+            isinstance(self.morph_radius, bool)
+            or not isinstance(self.morph_radius, int)
+            or self.morph_radius < 1
+        ):
+            raise ValueError(f"morph_radius must be a positive int, got {self.morph_radius!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+
+
 JUDGE_NAMES = ("oracle", "noisy_oracle", "agreement", "consensus", "uncertainty", "learned_qc")
 
 
@@ -180,7 +312,9 @@ class JudgeConfig:
         return out
 
 
-STRATEGIES = ("top_vs_bottom", "top_vs_rest", "adjacent", "all_pairs", "top_vs_random", "random")
+Strategy = Literal["top_vs_bottom", "top_vs_rest", "adjacent", "all_pairs", "top_vs_random", "random"]
+"""The pairing strategies of :func:`rndpo.mine_pairs` (the Rust core's ``Strategy::NAMES``, same order)."""
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,12 +42,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from rndpo import _core
+from rndpo.config import STRATEGIES, Strategy
 
 __all__ = [
     "STRATEGIES",
@@ -57,12 +58,6 @@ __all__ = [
     "mine_pairs",
     "pairwise_stats",
 ]
-
-Strategy = Literal["top_vs_bottom", "top_vs_rest", "adjacent", "all_pairs", "top_vs_random", "random"]
-"""Names of the pairing strategies."""
-
-STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
-"""The valid strategy names, in documentation order."""
 
 _MAX_INT: Final[int] = 2**63
 """Exclusive upper bound of integer arguments (they become Rust u64/usize)."""

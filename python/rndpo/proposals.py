@@ -28,7 +28,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
+from rndpo.config import PROPOSAL_SOURCES, ProposalConfig
 from rndpo.inference import as_image_tensor, forward_batched, predict_logits
 from rndpo.model import enable_mc_dropout, restore_train_flags, save_train_flags
 from rndpo.storage import atomic_dir
@@ -52,7 +53,6 @@ __all__ = [
     "generate_proposals",
 ]
 
-PROPOSAL_SOURCES: tuple[str, ...] = ("mc_dropout", "tta", "threshold", "snapshot", "morph")
 TTA_VARIANTS: tuple[tuple[bool, bool, float], ...] = (
     # (hflip, vflip, rotation as a fraction of tta_degrees)
     (True, False, 0.0),
@@ -243,63 +243,6 @@ class ProposalBank:
             )
         except (ValueError, TypeError) as err:
             raise type(err)(f"{directory}: {err}") from None
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass(frozen=True, slots=True)
-class ProposalConfig:
-    """Settings of :func:`generate_proposals` (see the module docstring for the allocation rule)."""
-
-    k: int = field(default=8, metadata=_help("proposals per image"))
-    sources: tuple[str, ...] = field(
-        default=PROPOSAL_SOURCES,
-        metadata=_help(f"proposal sources, round-robin in order; from {list(PROPOSAL_SOURCES)}"),
-    )
-    threshold_low: float = field(default=0.3, metadata=_help("lowest threshold of the threshold source"))
-    threshold_high: float = field(default=0.7, metadata=_help("highest threshold of the threshold source"))
-    mc_dropout_p: float | None = field(
-        default=None, metadata=_help("dropout probability while sampling (None: the model's own)")
-    )
-    tta_degrees: float = field(default=10.0, metadata=_help("largest rotation of the tta source, in degrees"))
-    morph_radius: int = field(default=2, metadata=_help("largest erosion/dilation disk radius in pixels"))
-    seed: int = field(default=0, metadata=_help("seed of the MC-dropout samples"))
-
-    def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive int, got {self.k!r}")
-        if not isinstance(self.sources, tuple) or not self.sources:
-            raise ValueError(
-                f"sources must be a non-empty tuple from {list(PROPOSAL_SOURCES)}, got {self.sources!r}"
-            )
-        for s in self.sources:
-            if s not in PROPOSAL_SOURCES:
-                raise ValueError(f"sources entries must be one of {list(PROPOSAL_SOURCES)}, got {s!r}")
-        if len(set(self.sources)) != len(self.sources):
-            raise ValueError(f"sources must not repeat a source, got {list(self.sources)}")
-        for name in ("threshold_low", "threshold_high", "tta_degrees"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if not 0 < self.threshold_low <= self.threshold_high < 1:
-            raise ValueError(
-                "threshold_low and threshold_high must satisfy 0 < low <= high < 1, "
-                f"got {self.threshold_low} and {self.threshold_high}"
-            )
-        if self.mc_dropout_p is not None and not 0 < self.mc_dropout_p < 1:
-            raise ValueError(f"mc_dropout_p must be None or in (0, 1), got {self.mc_dropout_p}")
-        if not 0 <= self.tta_degrees <= 90:
-            raise ValueError(f"tta_degrees must be in [0, 90], got {self.tta_degrees}")
-        if (
-            isinstance(self.morph_radius, bool)
-            or not isinstance(self.morph_radius, int)
-            or self.morph_radius < 1
-        ):
-            raise ValueError(f"morph_radius must be a positive int, got {self.morph_radius!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
 
 
 def allocate_sources(k: int, sources: Sequence[str]) -> list[tuple[str, int]]:

@@ -34,7 +34,6 @@ __all__ = [
     "TEMP_PATTERN",
     "atomic_dir",
     "atomic_write",
-    "check_path_name",
     "load_weights",
     "sha256_file",
     "stage_key",
@@ -53,21 +52,7 @@ CHECKSUMS = "SHA256SUMS"
 TEMP_PATTERN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 """Names of the temporary files and folders of unfinished atomic writes."""
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CHUNK = 1 << 20
-
-
-def check_path_name(name: object, key: str) -> str:
-    """``name`` if it is safe as one path component (``[A-Za-z0-9_.-]+``, not ``.`` or ``..``).
-
-    Raises ValueError naming ``key`` otherwise.
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
-        raise ValueError(
-            f"{key} must be a plain name of letters, digits, '_', '.' and '-' (no path separators, "
-            f"not '.' or '..'), got {name!r}"
-        )
-    return name
 
 
 def stage_key(*parts: Any) -> str:

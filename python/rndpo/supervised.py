@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from rndpo.config import BaseTrainConfig
 from rndpo.data import SegmentationDataset
 from rndpo.inference import predict_probs
 from rndpo.metrics import dice
@@ -33,63 +34,6 @@ __all__ = [
     "snapshot_steps",
     "train_base",
 ]
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass(frozen=True, slots=True)
-class BaseTrainConfig:
-    """Settings of :func:`train_base`."""
-
-    steps: int = field(default=300, metadata=_help("optimizer steps"))
-    batch_size: int = field(
-        default=16, metadata=_help("images per step (sampled without replacement per epoch)")
-    )
-    lr: float = field(default=2e-3, metadata=_help("AdamW learning rate (peak of the cosine schedule)"))
-    weight_decay: float = field(default=1e-4, metadata=_help("AdamW weight decay"))
-    schedule: Literal["cosine", "constant"] = field(
-        default="cosine", metadata=_help("learning-rate schedule: cosine decay to 5% of lr, or constant")
-    )
-    augment: bool = field(
-        default=True, metadata=_help("random flips, 90-degree and small rotations, gamma/contrast/brightness")
-    )
-    max_rotation: float = field(default=15.0, metadata=_help("largest small-rotation angle in degrees"))
-    eval_every: int = field(default=25, metadata=_help("validate every this many steps (and at the end)"))
-    n_snapshots: int = field(
-        default=3, metadata=_help("evenly spaced snapshot checkpoints kept for proposals")
-    )
-    seed: int = field(default=0, metadata=_help("seed of batch sampling, augmentation and dropout"))
-    device: str = field(default="cpu", metadata=_help("torch device, e.g. cpu or cuda"))
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if (
-            isinstance(self.n_snapshots, bool)
-            or not isinstance(self.n_snapshots, int)
-            or self.n_snapshots < 0
-        ):
-            raise ValueError(f"n_snapshots must be an int >= 0, got {self.n_snapshots!r}")
-        if self.n_snapshots > self.steps:
-            raise ValueError(f"n_snapshots must be <= steps = {self.steps}, got {self.n_snapshots}")
-        for name in ("lr", "weight_decay", "max_rotation"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.max_rotation <= 180:
-            raise ValueError(f"max_rotation must be in [0, 180] degrees, got {self.max_rotation}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be one of ['cosine', 'constant'], got {self.schedule!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
 
 
 @dataclass(frozen=True)
