@@ -41,6 +41,10 @@ ROW_KEYS = {
     "miner",
     "seed",
     "base_dice",
+    "base_val_dice",
+    "selected_step",
+    "selected_dice",
+    "selected_val_dice",
     "peak_dice",
     "final_dice",
     "auc_dice",
@@ -48,6 +52,9 @@ ROW_KEYS = {
     "pair_accuracy",
     "harmful_leverage",
     "curve",
+    "val_curve",
+    "run",
+    "model",
 }
 
 
@@ -67,7 +74,17 @@ def _runs(out: Path) -> list[dict]:
 
 def test_tiny_run_writes_every_result_file(tiny_run: tuple[Path, Path]) -> None:
     _, out = tiny_run
-    for name in ("results.json", "results.csv", "results.md", "curves.png", "examples.png", "config.json"):
+    for name in (
+        "results.json",
+        "results.csv",
+        "results.md",
+        "curves.png",
+        "examples.png",
+        "config.json",
+        "rndpo.log",
+        "models/base.pt",
+        "models/base.json",
+    ):
         assert (out / name).stat().st_size > 0, name
     doc = json.loads((out / "results.json").read_text())
     assert doc["version"] and doc["config"]["finetune"]["steps"] == 6
@@ -81,8 +98,11 @@ def test_tiny_run_writes_every_result_file(tiny_run: tuple[Path, Path]) -> None:
         assert row["final_dice"] == pytest.approx(sum(v for _, v in row["curve"][-3:]) / 3)
         assert row["peak_dice"] == max(v for _, v in row["curve"])
     header = (out / "results.csv").read_text().splitlines()[0]
-    assert header.startswith("method,judge,miner,seed,base_dice,peak_dice,final_dice,auc_dice")
-    assert "| rndpo | agreement | top_vs_bottom | 1 |" in (out / "results.md").read_text()
+    assert header.startswith("method,judge,miner,seed,selected_dice,final_dice,base_dice,selected_step")
+    summary = (out / "results.md").read_text()
+    assert summary.startswith("| method | judge | miner | seeds | selected_dice | final_dice |")
+    assert "| rndpo | agreement | top_vs_bottom | 1 |" in summary
+    assert "fine-tuning rndpo-agreement-top_vs_bottom-s0-" in (out / "rndpo.log").read_text()
     # per-step preference metrics are logged for every preference run
     run_file = next((out / "runs").glob("rndpo-agreement-*.json"))
     log = json.loads(run_file.read_text())["train_log"]
@@ -102,8 +122,17 @@ def test_tiny_run_writes_every_result_file(tiny_run: tuple[Path, Path]) -> None:
 
 def test_same_seed_gives_the_same_results(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
     config, out = tiny_run
-    assert main(["run", str(config), "--out", str(tmp_path / "again"), "--quiet", "--device", "cpu"]) == 0
-    assert _runs(tmp_path / "again") == _runs(out)
+    again = tmp_path / "again"
+    assert (
+        main(["run", str(config), "--out", str(again), "--quiet", "--device", "cpu", "--keep", "none"]) == 0
+    )
+    assert not (again / "models").exists()  # --keep none
+    assert [r.pop("model") for r in _runs(again)] == [None] * 6
+
+    def without_model(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "model"} for r in rows]
+
+    assert without_model(_runs(again)) == without_model(_runs(out))
 
 
 _KILL_AFTER_FIRST_CHECKPOINT = """

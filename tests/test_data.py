@@ -54,8 +54,10 @@ def test_dataset_validation_errors() -> None:
         SegmentationDataset(im[:, 0], mk, ids)
     with pytest.raises(TypeError, match="images must have dtype float32, got float64"):
         SegmentationDataset(im.astype(np.float64), mk, ids)
-    with pytest.raises(ValueError, match=r"images must be finite values in \[0, 1\], got range"):
-        SegmentationDataset(im * 2, mk, ids)
+    with pytest.raises(ValueError, match=r"images must be finite values, got range"):
+        SegmentationDataset(np.where(im > 0.5, np.float32(np.inf), im), mk, ids)
+    # the one image rule: any finite range is accepted (z-scored, CT units); normalisation is the caller's
+    assert len(SegmentationDataset((im - 0.5) * 400, mk, ids)) == 3
     with pytest.raises(TypeError, match="masks must have dtype uint8, got bool"):
         SegmentationDataset(im, mk.astype(bool), ids)
     with pytest.raises(

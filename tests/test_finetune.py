@@ -163,3 +163,27 @@ def test_ddp_with_two_gloo_processes_matches_one_process() -> None:
     for k, v in single.items():
         np.testing.assert_array_equal(out[0][k], out[1][k])  # ranks stay in sync
         np.testing.assert_allclose(out[0][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_selection_on_validation_without_a_test_set() -> None:
+    from rndpo.evaluation import evaluate
+
+    data, model, masks, _, pairs = _setup()
+    val = data.subset(np.arange(12))
+    train = TrainingPairs.from_pairs(data.images, masks, pairs)
+    ref = reference_logits(model, data.images)
+    cfg = FinetuneConfig(steps=6, batch_size=4, lr=3e-2, eval_every=2)
+    result = finetune(model, train, METHOD_PRESETS["rndpo"], cfg, val=val, ref_logits=ref, progress=False)
+    assert result.curve == [] and result.final_hd95 is None and result.final_dice_per_image is None
+    steps, values = zip(*result.val_curve, strict=True)
+    assert steps == (0, 2, 4, 6)
+    assert result.selected_step == steps[int(np.argmax(values))]
+    fresh = UNet(in_channels=1, channels=(8, 16), dropout=0.1)
+    fresh.load_state_dict(result.selected_state_dict)
+    assert evaluate(fresh, val, distances=False).means()["dice"] == max(values)
+    # ties go to the earlier step: with a vanishing learning rate every evaluation scores the same
+    torch.manual_seed(0)
+    flat = UNet(in_channels=1, channels=(8, 16), dropout=0.1)
+    tiny = FinetuneConfig(steps=4, batch_size=4, lr=1e-12, eval_every=2)
+    still = finetune(flat, train, METHOD_PRESETS["rndpo"], tiny, val=val, ref_logits=ref, progress=False)
+    assert len({v for _, v in still.val_curve}) == 1 and still.selected_step == 0

@@ -2,13 +2,14 @@
 
 ``import rndpo`` loads only the mining API (NumPy and the Rust core). The torch side is reached as
 submodules, imported on first use: ``rndpo.losses``, ``rndpo.judges``, ``rndpo.data``, ...
+``rndpo.load_model`` and ``rndpo.predict`` (a saved segmenter on new images) are imported the same way.
 """
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from types import ModuleType
+from typing import Any
 
 from rndpo.mining import PairSet, PairwiseStats, mine_pairs, pairwise_stats
 
@@ -29,6 +30,8 @@ _SUBMODULES = frozenset(
         "losses",
         "metrics",
         "model",
+        "model_io",
+        "prediction",
         "proposals",
         "qc_model",
         "reference",
@@ -39,10 +42,15 @@ _SUBMODULES = frozenset(
     }
 )
 
-__all__ = ["PairSet", "PairwiseStats", "__version__", "mine_pairs", "pairwise_stats"]
+#: functions of torch-side submodules, reachable as ``rndpo.<name>`` and imported on first use
+_LAZY_FUNCTIONS = {"load_model": "model_io", "predict": "prediction"}
+
+__all__ = ["PairSet", "PairwiseStats", "__version__", "load_model", "mine_pairs", "pairwise_stats", "predict"]
 
 
-def __getattr__(name: str) -> ModuleType:
+def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"rndpo.{name}")
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(f"rndpo.{_LAZY_FUNCTIONS[name]}"), name)
     raise AttributeError(f"module 'rndpo' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Command-line interface: ``rndpo demo``, ``rndpo run CONFIG.toml`` and ``rndpo mine``.
+"""Command-line interface: ``rndpo demo``, ``rndpo run CONFIG.toml``, ``rndpo predict`` and ``rndpo mine``.
 
 ``main(argv)`` returns an exit code and never raises for user errors: a bad config, a missing file or an
 occupied output folder prints one clear line and returns 2.
@@ -74,6 +74,13 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str | None) -> None:
         help="override a config value, e.g. --set finetune.steps=50 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--keep",
+        choices=("selected", "all", "none"),
+        default="selected",
+        help="models written to OUT/models: each run's validation-selected model and the base (selected,"
+        " the default), also each run's final weights (all), or none",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="a full experiment from a TOML config")
     run.add_argument("config", help="TOML config file (see configs/)")
     _add_run_flags(run, "rndpo-out")
+    pred = sub.add_parser("predict", help="segment new images with a saved model (OUT/models/<run>.pt)")
+    pred.add_argument("model", help="saved model MODEL.pt (with MODEL.json beside it)")
+    pred.add_argument(
+        "--images",
+        required=True,
+        help="an .npz with images, a folder of images, a NIfTI file or a folder of them",
+    )
+    pred.add_argument(
+        "--out", required=True, help="output: .npz for an .npz input, else a folder (or a .nii.gz)"
+    )
+    pred.add_argument("--probs", action="store_true", help="also write foreground probabilities")
+    pred.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    pred.add_argument("--batch-size", type=int, default=64)
     mine = sub.add_parser(
         "mine", help="mine preference pairs from a saved bank (masks .npy) and scores (.npy)"
     )
@@ -111,7 +131,7 @@ def _default_device() -> str:
 def _run(args: argparse.Namespace, raw: dict[str, Any]) -> int:
     from rndpo.config import config_from_dict
     from rndpo.experiment import run_experiment
-    from rndpo.report import summary_table
+    from rndpo.report import output_listing, summary_table
 
     raw = _apply_overrides(raw, args.overrides)
     raw["device"] = args.device or raw.get("device") or _default_device()
@@ -123,12 +143,31 @@ def _run(args: argparse.Namespace, raw: dict[str, Any]) -> int:
         if config.device.startswith("cuda"):
             config = config_from_dict({**raw, "device": f"cuda:{os.environ['LOCAL_RANK']}"})
     result = run_experiment(
-        config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        keep=args.keep,
     )
     if not os.environ.get("RANK", "0") == "0":
         return 0
     print(summary_table(result.rows))
-    print(f"results written to {result.out}/ (results.json, results.csv, results.md, curves.png)")
+    print(output_listing(result.out))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from rndpo.model_io import load_model
+    from rndpo.prediction import predict_path
+
+    model = load_model(args.model)
+    written = predict_path(
+        model, args.images, args.out, probs=args.probs, batch_size=args.batch_size, device=args.device
+    )
+    print(f"{len(written)} files written:")
+    for path in written:
+        print(f"  {path}")
     return 0
 
 
@@ -176,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "mine":
             return _mine(args)
+        if args.command == "predict":
+            return _predict(args)
         if args.command == "demo":
             import copy
 

@@ -116,6 +116,13 @@ class DataConfig:
     max_unlabeled: int = field(
         default=0, metadata=_help("cap on unlabeled images used for proposals (0: all)")
     )
+    unlabeled_path: str = field(
+        default="",
+        metadata=_help(
+            "truly unlabeled pool: npz with images only, or a folder of images; the labeled set then"
+            " gives only train/val/test (label_budget unused)"
+        ),
+    )
     seed: int = field(default=0, metadata=_help("data generation and split seed"))
 
     def __post_init__(self) -> None:
@@ -463,6 +470,13 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ConfigError("seeds must list at least one seed")
+        needs_truth = sorted({"oracle", "noisy_oracle"} & set(self.judges.names))
+        if self.data.unlabeled_path and needs_truth:
+            raise ConfigError(
+                f"judges.names: {needs_truth} need ground truth on the unlabeled pool, but"
+                f" data.unlabeled_path = {self.data.unlabeled_path!r} has none; use label-free judges"
+                " (agreement, consensus, uncertainty, learned_qc)"
+            )
         if not self.methods:
             raise ConfigError("methods must name at least one method")
         negative = [s for s in self.seeds if s < 0]

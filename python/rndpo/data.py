@@ -1,7 +1,12 @@
 """Segmentation datasets: the (image, mask) container, a built-in synthetic default, loaders and splits.
 
-Shapes: images are float32 (N, C, H, W) scaled to [0, 1]; masks are uint8 (N, H, W) with values {0, 1};
-ids are str (N,); groups, when set, are (N,) keys that must never be split across labeled/val/test.
+Shapes: images are float32 (N, C, H, W); masks are uint8 (N, H, W) with values {0, 1}; ids are str (N,);
+groups, when set, are (N,) keys that must never be split across labeled/val/test.
+
+The one image rule, the same at every entry point (datasets, proposals, fine-tuning, prediction): images
+are float32 (N, C, H, W) with any finite values; normalisation is the caller's. The loaders below
+normalise what they read to [0, 1] (integer images divided by their dtype's maximum, NIfTI volumes by
+their percentiles), and a saved model records that, so ``rndpo predict`` repeats it on new files.
 
 Sources, all returning a :class:`SegmentationDataset`:
 
@@ -9,6 +14,10 @@ Sources, all returning a :class:`SegmentationDataset`:
 - :func:`load_npz`: an ``.npz`` with ``images`` (N, H, W) or (N, H, W, 3) uint8 and ``masks`` (N, H, W).
 - :func:`load_folder`: image and mask files matched by file stem (Kvasir-SEG / ISIC layout).
 - :func:`load_nifti`: 3D volumes sliced to 2D along an axis (needs ``nibabel``).
+
+Images without masks (an unlabeled pool, or new images to segment): :func:`read_images` reads an
+``.npz`` holding ``images`` or a folder of image files, each image at its own size, and
+:func:`load_unlabeled` resizes and stacks them.
 
 :func:`split_dataset` makes seeded labeled / unlabeled / val / test splits, group-aware when groups are set.
 """
@@ -33,6 +42,9 @@ __all__ = [
     "load_folder",
     "load_nifti",
     "load_npz",
+    "load_unlabeled",
+    "match_channels",
+    "read_images",
     "split_dataset",
     "synthetic_dataset",
 ]
@@ -46,7 +58,7 @@ _LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 class SegmentationDataset:
     """A set of 2D images with binary masks.
 
-    images: float32 (N, C, H, W) in [0, 1]; masks: uint8 (N, H, W) in {0, 1}; ids: str (N,);
+    images: float32 (N, C, H, W), any finite values; masks: uint8 (N, H, W) in {0, 1}; ids: str (N,);
     groups: optional (N,) keys that must not be split across labeled/val/test (e.g. patient ids).
     """
 
@@ -71,8 +83,8 @@ class SegmentationDataset:
             raise ValueError(f"masks must have shape (N, H, W) = {(n, h, w)} to match images, got {mk.shape}")
         if im.size:
             lo, hi = float(np.min(im)), float(np.max(im))
-            if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
-                raise ValueError(f"images must be finite values in [0, 1], got range [{lo}, {hi}]")
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise ValueError(f"images must be finite values, got range [{lo}, {hi}]")
         if mk.size and int(np.max(mk)) > 1:
             raise ValueError(f"masks must be binary with values {{0, 1}}, got values {_some_values(mk)}")
         ids = self.ids
@@ -396,7 +408,8 @@ def _check_image_size(image_size: int | None) -> None:
 
 
 def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """One image float32 (C, H, W) in [0, 1] to (C, size, size): bilinear, anti-aliased when shrinking."""
+    """One image float32 (C, H, W) to (C, size, size): bilinear, anti-aliased when shrinking, clipped to
+    [min(0, image min), max(1, image max)] (that is, to [0, 1] for an image in [0, 1])."""
     from skimage.transform import resize
 
     c, h, w = image.shape
@@ -405,7 +418,8 @@ def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
     out = resize(
         image, (c, size, size), order=1, mode="edge", anti_aliasing=size < max(h, w), preserve_range=True
     )
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    lo, hi = min(0.0, float(image.min())), max(1.0, float(image.max()))
+    return np.clip(out, lo, hi).astype(np.float32)
 
 
 def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -530,12 +544,7 @@ def load_npz(
         if str(err).startswith("path: "):
             raise
         raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
-    if raw_images.ndim == 4 and raw_images.shape[-1] in (1, 3):
-        images = np.moveaxis(raw_images, -1, 1)
-    elif raw_images.ndim == 3:
-        images = raw_images[:, None]
-    else:
-        raise ValueError(f"{path}: images must be (N, H, W) or (N, H, W, 3), got shape {raw_images.shape}")
+    images = _npz_images(raw_images, str(path))
     n, _, h, w = images.shape
     if raw_masks.shape != (n, h, w):
         raise ValueError(f"{path}: masks must have shape (N, H, W) = {(n, h, w)}, got {raw_masks.shape}")
@@ -672,6 +681,82 @@ def load_folder(
     return SegmentationDataset(
         stacked_images, stacked_masks, ids, None, name or image_dir.parent.name or "folder"
     )
+
+
+def _npz_images(raw: np.ndarray, what: str) -> np.ndarray:
+    """Stored npz images (N, H, W) or (N, H, W, 1|3) -> (N, C, H, W), dtype unchanged."""
+    if raw.ndim == 4 and raw.shape[-1] in (1, 3):
+        return np.moveaxis(raw, -1, 1)
+    if raw.ndim == 3:
+        return raw[:, None]
+    raise ValueError(f"{what}: images must be (N, H, W) or (N, H, W, 3), got shape {raw.shape}")
+
+
+def match_channels(image: np.ndarray, channels: int, what: str = "image") -> np.ndarray:
+    """float32 (C, H, W) -> (channels, H, W) the way the loaders do it: gray is repeated to RGB, RGB is
+    turned into luminance (ITU-R BT.709) for a one-channel model; anything else is a ValueError."""
+    c = image.shape[0]
+    if c == channels:
+        return image
+    if c == 1 and channels == 3:
+        return np.repeat(image, 3, axis=0)
+    if c == 3 and channels == 1:
+        return _gray(image)
+    raise ValueError(f"{what}: has {c} channels, expected {channels} (or gray/RGB, converted)")
+
+
+def read_images(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
+    """Images without masks, each at its own size: float32 (C, H, W) in [0, 1] (integers divided by
+    their dtype's maximum, as the loaders do) and their ids.
+
+    ``path`` is an ``.npz`` with ``images`` (N, H, W) or (N, H, W, 1|3) and optional ``ids`` (other
+    arrays, e.g. ``masks``, are not read), or a folder of image files (ids are the file stems, in sorted
+    order; a folder with an ``images/`` subfolder is read from there).
+    """
+    from skimage.io import imread
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive.files:
+                raise ValueError(f"path: {path} lacks the array 'images'; it has {sorted(archive.files)}")
+            stack = _npz_images(archive["images"], str(path))
+            raw_ids = archive["ids"] if "ids" in archive.files else None
+        stack = _to_unit_float(stack, str(path))
+        if raw_ids is not None and raw_ids.shape != (len(stack),):
+            raise ValueError(f"{path}: ids must have shape (N,) = ({len(stack)},), got {raw_ids.shape}")
+        ids = (
+            [str(i) for i in raw_ids]
+            if raw_ids is not None
+            else [f"{path.stem}_{i:05d}" for i in range(len(stack))]
+        )
+        return list(stack), ids
+    if path.is_dir():
+        folder = path / "images" if (path / "images").is_dir() else path
+        files = _list_images(folder, "path")
+        images = [
+            _to_unit_float(_as_channels_first(np.asarray(imread(p)), f"image {p}"), f"image {p}")
+            for p in files.values()
+        ]
+        return images, list(files)
+    raise FileNotFoundError(f"path: expected an .npz file or a folder of images, got {path} (not found)")
+
+
+def load_unlabeled(
+    path: str | Path, *, image_size: int, channels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """An unlabeled pool (see :func:`read_images`): images float32 (N, C, size, size) in [0, 1] and ids
+    str (N,). ``channels`` converts gray/RGB to match a labeled set (see :func:`match_channels`);
+    None keeps RGB if any image is RGB, as :func:`load_folder` does."""
+    _check_image_size(image_size)
+    images, ids = read_images(path)
+    if not images:
+        raise ValueError(f"path: {path} holds no images")
+    if channels is None:
+        channels = 3 if any(im.shape[0] == 3 for im in images) else 1
+    images = [match_channels(im, channels, f"image {i}") for i, im in zip(ids, images, strict=True)]
+    stacked = np.stack([_resize_image(im, image_size) for im in images]).astype(np.float32, copy=False)
+    return np.ascontiguousarray(stacked), np.array(ids)
 
 
 def _nifti_stem(path: Path) -> str:

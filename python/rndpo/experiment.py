@@ -9,13 +9,14 @@ on, and every file is written atomically, so an interrupted experiment (even ``k
     OUT/stages/bank-<key>/              proposal bank (memory-mappable .npy files)
     OUT/stages/scores-<key>.npz         judge scores (N, K) and the judge's reliability
     OUT/stages/pairs-<key>.npz          mined pairs
-    OUT/runs/<run>-<key>.json           one fine-tuning run (curve, train log); .ckpt while running
+    OUT/runs/<run>.json                 one fine-tuning run (curves, train log); .ckpt while running
+    OUT/models/<run>.pt|json            the run's validation-selected model (``keep``), base.pt|json
+    OUT/results.json|csv|md, curves.png, examples.png, rndpo.log
     OUT/.rndpo.lock                     held while a run uses the folder (names the owner's pid)
 
 Stage folders hold a SHA256SUMS file and single-file stages a ``<file>.sha256``; ``resume`` verifies
 them and recomputes a stage that fails (see :mod:`rndpo.storage`). Weights are loaded with
 ``torch.load(weights_only=True)``: nothing in an output folder can run code.
-    OUT/results.json|csv|md, curves.png, examples.png
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -40,24 +41,46 @@ from rndpo.data import (
     load_folder,
     load_nifti,
     load_npz,
+    load_unlabeled,
     split_dataset,
     synthetic_dataset,
 )
 from rndpo.evaluation import evaluate
-from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, top_choice_pairs
+from rndpo.finetune import (
+    TrainingPairs,
+    finetune,
+    reference_logits,
+    summarize_curve,
+    summarize_selection,
+    top_choice_pairs,
+)
 from rndpo.judges import Judge, LearnedQCJudge, OracleJudge, make_judge
 from rndpo.mining import PairSet, Strategy, mine_pairs
 from rndpo.model import UNet
+from rndpo.model_io import save_model
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.reliability import judge_reliability, pair_quality
-from rndpo.report import plot_pair_examples, write_reports
+from rndpo.report import has_matplotlib, plot_pair_examples, write_reports
 from rndpo.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
 from rndpo.storage import atomic_dir, load_weights, stage_key, stage_ready, write_json, write_npz
 from rndpo.supervised import train_base
 
-__all__ = ["ExperimentResult", "build_unet", "load_data", "run_experiment", "split_data"]
+__all__ = [
+    "KEEP_CHOICES",
+    "ExperimentResult",
+    "build_unet",
+    "load_data",
+    "load_pool",
+    "run_experiment",
+    "split_data",
+]
 
 log = logging.getLogger("rndpo")
+
+#: which fine-tuned models an experiment writes to OUT/models: the validation-selected one of every run
+#: (and the base), also every run's final weights (``<run>-final.pt``), or none
+KEEP_CHOICES: tuple[str, ...] = ("selected", "all", "none")
+Keep = Literal["selected", "all", "none"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +112,14 @@ def load_data(cfg: DataConfig) -> SegmentationDataset:
 
 
 def split_data(cfg: DataConfig, data: SegmentationDataset) -> DatasetSplits:
-    """The seeded splits a config names; ``label_budget`` > 1 is a count of labeled images."""
+    """The seeded splits a config names; ``label_budget`` > 1 is a count of labeled images.
+
+    With ``unlabeled_path`` every labeled image not in val or test trains the base model (the
+    ``unlabeled`` split is then empty: the pool comes from ``unlabeled_path``).
+    """
     budget = int(cfg.label_budget) if cfg.label_budget > 1 else cfg.label_budget
+    if cfg.unlabeled_path:
+        budget = 1.0
     return split_dataset(
         data,
         label_budget=budget,
@@ -98,6 +127,32 @@ def split_data(cfg: DataConfig, data: SegmentationDataset) -> DatasetSplits:
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
     )
+
+
+def normalisation(cfg: DataConfig) -> dict[str, Any]:
+    """How the loaders turned this config's files into model inputs (recorded with saved models)."""
+    if cfg.kind == "nifti":
+        return {"kind": "volume_percentile", "axis": cfg.nifti_axis, "window": None}
+    return {"kind": "unit"}
+
+
+def load_pool(cfg: DataConfig, splits: DatasetSplits) -> tuple[np.ndarray, np.ndarray | None]:
+    """The unlabeled pool: images float32 (N, C, H, W) and their ground truth uint8 (N, H, W), or None
+    for a truly unlabeled pool (``unlabeled_path``); at most ``max_unlabeled`` images (0: all)."""
+    truth: np.ndarray | None
+    if cfg.unlabeled_path:
+        path = Path(cfg.unlabeled_path)
+        if not path.exists():
+            raise ConfigError(f"data.unlabeled_path: not found: {path} (relative to {Path.cwd()})")
+        channels = splits.labeled.images.shape[1]
+        images, _ = load_unlabeled(path, image_size=cfg.image_size, channels=channels)
+        truth = None
+    else:
+        images, truth = splits.unlabeled.images, splits.unlabeled.masks
+    if cfg.max_unlabeled and len(images) > cfg.max_unlabeled:
+        images = images[: cfg.max_unlabeled]
+        truth = None if truth is None else truth[: cfg.max_unlabeled]
+    return images, truth
 
 
 def build_unet(cfg: ModelConfig, in_channels: int) -> UNet:
@@ -117,13 +172,28 @@ def _barrier() -> None:
 class _Stages:
     """Computes or loads each cached stage of one experiment."""
 
-    def __init__(self, config: RunConfig, out: Path, splits: DatasetSplits, progress: bool) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        out: Path,
+        splits: DatasetSplits,
+        pool: tuple[np.ndarray, np.ndarray | None],
+        progress: bool,
+        keep: Keep,
+        name: str,
+    ) -> None:
         self.config = config
         self.out = out
         self.stages = out / "stages"
         self.splits = splits
         self.progress = progress
+        self.keep = keep
+        self.dataset = name
+        self.plots = True
         self.device = config.device
+        self.test: SegmentationDataset | None = splits.test if len(splits.test) else None
+        # the unlabeled pool: images float32 (N, C, H, W) and, in studies, their ground truth (N, H, W)
+        self.pool, self.pool_truth = pool
         # the package version is part of every key: a new release never reuses an old cache
         self.data_key = stage_key(__version__, config_to_dict(config.data))
 
@@ -155,29 +225,31 @@ class _Stages:
         key = stage_key(base_key, config_to_dict(cfg.proposals), cfg.data.max_unlabeled, seed)
         folder = self.stages / f"bank-{key}"
         if not stage_ready(folder):
-            unlabeled = self.splits.unlabeled
-            if cfg.data.max_unlabeled and len(unlabeled) > cfg.data.max_unlabeled:
-                unlabeled = unlabeled.subset(np.arange(cfg.data.max_unlabeled))
             log.info(
                 "seed %d: generating %d proposals for %d unlabeled images",
                 seed,
                 cfg.proposals.k,
-                len(unlabeled),
+                len(self.pool),
             )
-            bank = self._proposals(model, snapshots, unlabeled, seed)
+            bank = self._proposals(model, snapshots, self.pool, self.pool_truth, seed)
             bank.save(folder)
         return key, ProposalBank.load(folder, mmap=True)
 
     def _proposals(
-        self, model: UNet, snapshots: list[dict[str, torch.Tensor]], data: SegmentationDataset, seed: int
+        self,
+        model: UNet,
+        snapshots: list[dict[str, torch.Tensor]],
+        images: np.ndarray,
+        truth: np.ndarray | None,
+        seed: int,
     ) -> ProposalBank:
         proposal_cfg = dataclasses.replace(self.config.proposals, seed=seed)
         return generate_proposals(
             model,
-            data.images,
+            images,
             config=proposal_cfg,
             snapshots=snapshots,
-            ground_truth=data.masks,
+            ground_truth=truth,
             device=self.device,
             progress=self.progress,
         )
@@ -204,7 +276,8 @@ class _Stages:
                 judge = make_judge(name, seed=seed, **kwargs)
             elif name == "learned_qc":
                 judge = qc = LearnedQCJudge(**kwargs)
-                train_bank = self._proposals(model, snapshots, self.splits.labeled, seed)
+                labeled = self.splits.labeled
+                train_bank = self._proposals(model, snapshots, labeled.images, labeled.masks, seed)
                 qc.fit(train_bank, steps=cfg.judges.qc_steps, seed=seed, progress=self.progress)
                 qc.save(self.stages / f"qc-{key}")
             else:
@@ -212,6 +285,8 @@ class _Stages:
             scores = np.asarray(judge.score(bank), dtype=np.float64)
             write_npz(path, checksum=True, scores=scores)
         scores = np.load(path)["scores"]
+        if bank.ground_truth is None:  # a truly unlabeled pool: no reliability to report
+            return key, scores, {}
         true_dice = OracleJudge().score(bank)
         rel = judge_reliability(scores, true_dice)
         return key, scores, {"judge_spearman": rel.spearman, "judge_top1_accuracy": rel.top1_accuracy}
@@ -247,6 +322,7 @@ def run_experiment(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    keep: Keep = "selected",
 ) -> ExperimentResult:
     """Run every (method, judge, miner, seed) of ``config``; write results into ``out``.
 
@@ -254,47 +330,84 @@ def run_experiment(
     (empty it first); either needs ``out`` to hold an rndpo run. Everything that can be checked (the
     folder, the device, the data) is checked before anything is created or removed. The folder is
     locked for the whole run; leftovers of interrupted writes are removed on start.
+    keep: which models to write to ``out/models`` (see :data:`KEEP_CHOICES`). The log lines of the run
+    are also appended to ``out/rndpo.log``.
     """
+    if keep not in KEEP_CHOICES:
+        raise ValueError(f"keep must be one of {list(KEEP_CHOICES)}, got {keep!r}")
     out = Path(out)
     if _rank() == 0:
         check_out(out, resume=resume, overwrite=overwrite)
     check_device(config.device)
     data = load_data(config.data)
     splits = split_data(config.data, data)
+    if len(splits.val) == 0:
+        raise ConfigError("data.val_fraction leaves no validation images: models are selected on them")
+    pool = load_pool(config.data, splits)
     _barrier()
     lock: AbstractContextManager[Any] = lock_out(out) if _rank() == 0 else nullcontext()
     with lock:
-        return _run_locked(config, out, splits, data.name, overwrite=overwrite, progress=progress)
+        stages = _Stages(config, out, splits, pool, progress, keep, data.name)
+        return _run_locked(stages, overwrite=overwrite)
 
 
-def _run_locked(
-    config: RunConfig, out: Path, splits: DatasetSplits, name: str, *, overwrite: bool, progress: bool
-) -> ExperimentResult:
+def _run_locked(stages: _Stages, *, overwrite: bool) -> ExperimentResult:
+    config, out, splits = stages.config, stages.out, stages.splits
     marker = out / RUN_MARKER
     if _rank() == 0:
         if overwrite and marker.exists():
             clear_out(out)
         remove_leftovers(out)
-    log.info(
-        "data %s: %d labeled, %d unlabeled, %d val, %d test images of %s",
-        name,
-        len(splits.labeled),
-        len(splits.unlabeled),
-        len(splits.val),
-        len(splits.test),
-        "x".join(map(str, splits.labeled.images.shape[1:])),
-    )
-    if _rank() == 0:
-        write_json(marker, {"version": __version__, "config": config_to_dict(config)})
-    _barrier()
-    stages = _Stages(config, out, splits, progress)
-    rows: list[dict[str, Any]] = []
-    for seed in config.seeds:
-        rows += _run_seed(stages, seed)
-    if _rank() == 0:
-        write_reports(rows, config, out)
-    _barrier()
+    with _log_file(out / "rndpo.log" if _rank() == 0 else None):
+        log.info(
+            "data %s: %d labeled, %d unlabeled%s, %d val, %d test images of %s",
+            stages.dataset,
+            len(splits.labeled),
+            len(stages.pool),
+            " (no ground truth)" if stages.pool_truth is None else "",
+            len(splits.val),
+            len(splits.test),
+            "x".join(map(str, splits.labeled.images.shape[1:])),
+        )
+        if _rank() == 0:
+            write_json(marker, {"version": __version__, "config": config_to_dict(config)})
+        _barrier()
+        stages.plots = has_matplotlib()
+        if not stages.plots:
+            log.info("matplotlib is not installed: skipping curves.png and examples.png (rndpo[plots])")
+        rows: list[dict[str, Any]] = []
+        for seed in config.seeds:
+            rows += _run_seed(stages, seed)
+        if _rank() == 0:
+            write_reports(rows, config, out, plots=stages.plots, dataset=stages.dataset)
+        _barrier()
     return ExperimentResult(rows, out)
+
+
+class _log_file:
+    """Append the ``rndpo`` logger's INFO lines to ``path`` while the block runs (None: do nothing)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.handler: logging.Handler | None = None
+        self.level = log.level
+
+    def __enter__(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(self.path, encoding="utf-8")
+        self.handler.setLevel(logging.INFO)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(self.handler)
+        if log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handler is not None:
+            log.removeHandler(self.handler)
+            self.handler.close()
+            log.setLevel(self.level)
 
 
 def _shared_stages(
@@ -315,33 +428,78 @@ def _training_data(
     scores_key: str,
     bank: ProposalBank,
     scores: np.ndarray,
-    true_dice: np.ndarray,
+    true_dice: np.ndarray | None,
     miner: str,
 ) -> tuple[str, TrainingPairs, dict[str, Any]]:
-    """Pairs of one miner (or the judge's top pick for ``top1``) and their quality against true Dice."""
+    """Pairs of one miner (or the judge's top pick for ``top1``) and, where the pool's ground truth is
+    known (``true_dice`` (N, K)), their quality; without it the quality fields are absent."""
     if miner == "top1":
         data = top_choice_pairs(bank.images, bank.masks, scores)
-        picked = true_dice[np.arange(len(data)), data.chosen]
-        top1 = float(np.mean(picked >= true_dice.max(axis=1)))
-        return (
-            stage_key(scores_key, "top1"),
-            data,
-            {"n_pairs": len(data), "pair_accuracy": top1, "harmful_leverage": None},
-        )
+        quality: dict[str, Any] = {"n_pairs": len(data)}
+        if true_dice is not None:
+            picked = true_dice[np.arange(len(data)), data.chosen]
+            quality |= {
+                "pair_accuracy": float(np.mean(picked >= true_dice.max(axis=1))),
+                "harmful_leverage": None,
+            }
+        return stage_key(scores_key, "top1"), data, quality
     pairs_key, pairs = stages.pairs(scores_key, bank, scores, miner)
-    q = pair_quality(pairs, true_dice)
-    quality = {"n_pairs": q.n_pairs, "pair_accuracy": q.pair_accuracy, "harmful_leverage": q.harmful_leverage}
+    quality = {"n_pairs": len(pairs)}
+    if true_dice is not None:
+        q = pair_quality(pairs, true_dice)
+        quality = {
+            "n_pairs": q.n_pairs,
+            "pair_accuracy": q.pair_accuracy,
+            "harmful_leverage": q.harmful_leverage,
+        }
     return pairs_key, TrainingPairs.from_pairs(bank.images, bank.masks, pairs), quality
+
+
+def _model_name(stages: _Stages, seed: int) -> str:
+    """base.pt for a single seed, base-s<seed>.pt when the experiment has several."""
+    return "base" if len(stages.config.seeds) == 1 else f"base-s{seed}"
+
+
+def _model_info(stages: _Stages, **fields: Any) -> dict[str, Any]:
+    cfg = stages.config
+    return {
+        "in_channels": int(stages.splits.labeled.images.shape[1]),
+        "image_size": cfg.data.image_size,
+        "normalisation": normalisation(cfg.data),
+        "threshold": 0.5,
+        "dataset": stages.dataset,
+        **fields,
+    }
+
+
+def _save_base(stages: _Stages, seed: int, model: UNet) -> None:
+    dev = stages.device
+    val_dice = evaluate(model, stages.splits.val, distances=False, device=dev).means()["dice"]
+    test = stages.test
+    test_dice = (
+        evaluate(model, test, distances=False, device=dev).means()["dice"] if test is not None else None
+    )
+    log.info("seed %d: base model: validation Dice %.4f", seed, val_dice)
+    info = _model_info(stages, method="base", judge=None, miner=None, seed=seed, selected_step=None)
+    save_model(
+        stages.out / "models" / f"{_model_name(stages, seed)}.pt",
+        model,
+        **info,
+        val_dice=val_dice,
+        test_dice=test_dice,
+    )
 
 
 def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
     config = stages.config
     _, model, snapshots, bank_key, bank = _shared_stages(stages, seed)
-    test = stages.splits.test
+    test = stages.test
     ref = reference_logits(model, bank.images, device=config.device)
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    base_hd95 = evaluate(model, test, device=config.device).means()["hd95"]
-    true_dice = OracleJudge().score(bank)
+    base_hd95 = evaluate(model, test, device=config.device).means()["hd95"] if test is not None else None
+    true_dice = OracleJudge().score(bank) if bank.ground_truth is not None else None
+    if _rank() == 0 and stages.keep != "none":
+        _save_base(stages, seed, model)
     rows = []
     for label, name, kwargs in config.judges.judge_labels():
         if _rank() == 0:
@@ -357,21 +515,61 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
                 key = stage_key(pairs_key, config_to_dict(method), config_to_dict(config.finetune))
                 run_id = f"{method_name}-{label}-{miner}-s{seed}-{key}".replace("@", "")
                 path = stages.out / "runs" / f"{run_id}.json"
+                model_path = stages.out / "models" / f"{run_id}.pt"
                 if not stage_ready(path):
                     log.info("fine-tuning %s on %d pairs", run_id, len(data))
                     model.load_state_dict(base_state)
-                    record = _finetune_run(stages, model, data, method_name, seed, ref, path, base_hd95)
+                    record, selected, final = _finetune_run(
+                        stages, model, data, method_name, seed, ref, path, base_hd95
+                    )
                     record.update(
-                        method=method_name, judge=label, miner=miner, seed=seed, **quality, **judge_stats
+                        run=run_id,
+                        method=method_name,
+                        judge=label,
+                        miner=miner,
+                        seed=seed,
+                        **quality,
+                        **judge_stats,
                     )
                     if _rank() == 0:
+                        if stages.keep != "none":
+                            info = _model_info(
+                                stages,
+                                method=method_name,
+                                method_config=config_to_dict(method),
+                                judge=label,
+                                miner=miner,
+                                seed=seed,
+                                selected_step=record["selected_step"],
+                                val_dice=record["selected_val_dice"],
+                                test_dice=record["selected_dice"],
+                            )
+                            save_model(model_path, model, state_dict=selected, **info)
+                            if stages.keep == "all":
+                                final_info = {**info, "selected_step": config.finetune.steps}
+                                final_info |= {
+                                    "val_dice": record["final_val_dice"],
+                                    "test_dice": record["final_test_dice"],
+                                }
+                                save_model(
+                                    model_path.with_name(f"{run_id}-final.pt"),
+                                    model,
+                                    state_dict=final,
+                                    **final_info,
+                                )
                         write_json(path, record, checksum=True)
                         path.with_suffix(".ckpt").unlink(missing_ok=True)
                         path.with_suffix(".ckpt.sha256").unlink(missing_ok=True)
                     _barrier()
-                rows.append(json.loads(path.read_text()))
+                elif stages.keep != "none" and not model_path.exists():
+                    log.warning(
+                        "run %s is cached but its model was not kept (an earlier --keep none)", run_id
+                    )
+                row = json.loads(path.read_text())
+                row["model"] = str(model_path.relative_to(stages.out)) if model_path.exists() else None
+                rows.append(row)
                 examples = stages.out / "examples.png"
-                if miner != "top1" and len(data) and _rank() == 0 and not examples.exists():
+                if miner != "top1" and len(data) and _rank() == 0 and stages.plots and not examples.exists():
                     plot_pair_examples(
                         bank.images,
                         bank.masks,
@@ -380,6 +578,9 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
                         data.rejected,
                         examples,
                         ground_truth=bank.ground_truth,
+                        scores=scores,
+                        true_dice=true_dice,
+                        title=f"{stages.dataset}: judge {label}, miner {miner}",
                     )
     model.load_state_dict(base_state)
     return rows
@@ -393,23 +594,24 @@ def _finetune_run(
     seed: int,
     ref: torch.Tensor,
     path: Path,
-    base_hd95: float,
-) -> dict[str, Any]:
+    base_hd95: float | None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The run's record (summaries and curves), its validation-selected weights and its final weights."""
     config = stages.config
     method = config.methods[method_name]
-    test = stages.splits.test
+    test, val = stages.test, stages.splits.val
     if len(data) == 0:
         log.warning("no pairs were mined: the run keeps the base model")
-        dice0 = evaluate(model, test, distances=False, device=config.device).means()["dice"]
-        curve = [(0, dice0), (config.finetune.steps, dice0)]
-        summary = summarize_curve(curve, config.finetune.final_window)
-        return {
-            **summary,
-            "base_hd95": base_hd95,
-            "final_hd95": base_hd95,
-            "curve": [list(c) for c in curve],
-            "train_log": [],
-        }
+        dev = config.device
+        dice0 = (
+            evaluate(model, test, distances=False, device=dev).means()["dice"] if test is not None else None
+        )
+        val0 = evaluate(model, val, distances=False, device=dev).means()["dice"]
+        steps = [0, config.finetune.steps]
+        curve = [(s, dice0) for s in steps] if dice0 is not None else []
+        val_curve = [(s, val0) for s in steps]
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return _record(stages, curve, val_curve, 0, base_hd95, base_hd95, []), state, state
     torch.manual_seed(seed)
     result = finetune(
         model,
@@ -417,6 +619,7 @@ def _finetune_run(
         method,
         config.finetune,
         test,
+        val=val,
         seed=seed,
         ref_logits=ref if method.objective == "preference" else None,
         labeled=stages.splits.labeled,
@@ -424,18 +627,51 @@ def _finetune_run(
         checkpoint=path.with_suffix(".ckpt"),
         progress=stages.progress,
     )
-    summary = summarize_curve(result.curve, config.finetune.final_window)
+    record = _record(
+        stages,
+        result.curve,
+        result.val_curve,
+        result.selected_step,
+        base_hd95,
+        result.final_hd95,
+        result.train_log,
+    )
+    return record, result.selected_state_dict, result.state_dict
+
+
+def _record(
+    stages: _Stages,
+    curve: list[tuple[int, float]],
+    val_curve: list[tuple[int, float]],
+    selected_step: int,
+    base_hd95: float | None,
+    final_hd95: float | None,
+    train_log: list[dict[str, float]],
+) -> dict[str, Any]:
+    window = stages.config.finetune.final_window
+    if curve:
+        summary = summarize_curve(curve, window)
+    else:  # no test set: the test figures are None
+        summary = dict.fromkeys(("base_dice", "peak_dice", "final_dice", "auc_dice"))
+    selection = summarize_selection(curve, val_curve, selected_step)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     log.info(
-        "  base %.4f  peak %.4f  final %.4f  auc %.4f",
-        summary["base_dice"],
-        summary["peak_dice"],
-        summary["final_dice"],
-        summary["auc_dice"],
+        "  test Dice: base %s  selected %s (step %d, val %s)  final %s  peak %s (test-curve max)",
+        fmt(summary["base_dice"]),
+        fmt(selection["selected_dice"]),
+        selected_step,
+        fmt(selection["selected_val_dice"]),
+        fmt(summary["final_dice"]),
+        fmt(summary["peak_dice"]),
     )
     return {
+        **selection,
         **summary,
+        "final_val_dice": val_curve[-1][1] if val_curve else None,
+        "final_test_dice": curve[-1][1] if curve else None,
         "base_hd95": base_hd95,
-        "final_hd95": result.final_hd95,
-        "curve": [list(c) for c in result.curve],
-        "train_log": result.train_log,
+        "final_hd95": final_hd95,
+        "curve": [list(c) for c in curve],
+        "val_curve": [list(c) for c in val_curve],
+        "train_log": train_log,
     }

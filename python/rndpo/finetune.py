@@ -38,6 +38,7 @@ __all__ = [
     "finetune",
     "reference_logits",
     "summarize_curve",
+    "summarize_selection",
     "top_choice_pairs",
 ]
 
@@ -73,13 +74,23 @@ def top_choice_pairs(images: np.ndarray, masks: np.ndarray, scores: np.ndarray) 
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """curve: [(step, mean test Dice)] including step 0; train_log: one dict of metrics per step."""
+    """What a fine-tuning run gives back.
+
+    state_dict: the final weights (CPU). curve / val_curve: [(step, mean Dice)] on the test / validation
+    set at every evaluation, step 0 included ([] without that set). selected_state_dict: the weights at
+    ``selected_step``, the evaluation with the best validation Dice (ties: the earlier step; the final
+    step when no validation set is given). final_hd95 / final_dice_per_image (float64 (N,)): of the final
+    weights on the test set, None without one. train_log: one dict of metrics per step.
+    """
 
     state_dict: dict[str, torch.Tensor]
     curve: list[tuple[int, float]]
-    final_hd95: float
-    final_dice_per_image: np.ndarray
+    final_hd95: float | None
+    final_dice_per_image: np.ndarray | None
     train_log: list[dict[str, float]] = field(default_factory=list)
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    selected_step: int = 0
+    selected_state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def reference_logits(
@@ -94,6 +105,19 @@ def reference_logits(
 
 def _evaluate(model: nn.Module, test: SegmentationDataset, device: str) -> np.ndarray:
     return evaluate(model, test, distances=False, device=device).dice
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _optional_split(data: SegmentationDataset | None, name: str) -> SegmentationDataset | None:
+    """``data``, or None when it is None or empty; anything else than a dataset is a TypeError."""
+    if data is None:
+        return None
+    if not isinstance(data, SegmentationDataset):
+        raise TypeError(f"finetune: {name} must be a SegmentationDataset or None, got {type(data).__name__}")
+    return data if len(data) else None
 
 
 def _world() -> tuple[int, int]:
@@ -158,8 +182,9 @@ def finetune(
     data: TrainingPairs,
     method: MethodConfig,
     config: FinetuneConfig,
-    test: SegmentationDataset,
+    test: SegmentationDataset | None = None,
     *,
+    val: SegmentationDataset | None = None,
     seed: int = 0,
     ref_logits: torch.Tensor | None = None,
     labeled: SegmentationDataset | None = None,
@@ -168,8 +193,12 @@ def finetune(
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``model`` in place on ``data`` with ``method``; evaluate test Dice along the way.
+    """Fine-tune ``model`` in place on ``data`` with ``method``; select the weights on ``val``.
 
+    At step 0, every ``config.eval_every`` steps and at the end, the model is scored on ``val`` (model
+    selection: the best validation Dice wins, ties go to the earlier step) and on ``test`` (reporting
+    only; never used to pick anything). Both are optional (None or empty): without ``val`` the final
+    weights are the selected ones. The model ends holding the final weights.
     ref_logits: float16/float32 (N, 1, H, W) base logits on ``data.images`` (needed unless sft_top).
     checkpoint: file to resume from and to save progress to (atomically) at every evaluation.
     """
@@ -185,9 +214,22 @@ def finetune(
         train_model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    test_set = _optional_split(test, "test")
+    val_set = _optional_split(val, "val")
     curve: list[tuple[int, float]] = []
+    val_curve: list[tuple[int, float]] = []
     log: list[dict[str, float]] = []
+    best: dict[str, Any] = {"step": 0, "state": _cpu_state(model)}
     start = 0
+
+    def evaluate_at(step: int) -> None:
+        if test_set is not None:
+            curve.append((step, float(_evaluate(model, test_set, device).mean())))
+        if val_set is not None:
+            val_curve.append((step, float(_evaluate(model, val_set, device).mean())))
+            if val_curve[-1][1] > max((v for _, v in val_curve[:-1]), default=-math.inf):
+                best.update(step=step, state=_cpu_state(model))  # strict: ties keep the earlier step
+
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and stage_ready(ckpt_path):  # a corrupted checkpoint is removed
         state = load_weights(ckpt_path, map_location=device)
@@ -195,8 +237,10 @@ def finetune(
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         curve, log, start = [tuple(c) for c in state["curve"]], state["log"], state["step"]
+        val_curve = [tuple(c) for c in state.get("val_curve", [])]
+        best = {"step": state.get("selected_step", 0), "state": state.get("selected_model", best["state"])}
     if start == 0:
-        curve.append((0, float(_evaluate(model, test, device).mean())))
+        evaluate_at(0)
 
     def save(step: int) -> None:
         if ckpt_path is None or rank != 0:
@@ -206,6 +250,9 @@ def finetune(
             "optimizer": opt.state_dict(),
             "generator": gen.get_state(),
             "curve": curve,
+            "val_curve": val_curve,
+            "selected_step": best["step"],
+            "selected_model": best["state"],
             "log": log,
             "step": step,
         }
@@ -214,7 +261,7 @@ def finetune(
     bar = tqdm(
         range(start, config.steps),
         desc="finetune",
-        disable=not progress or rank != 0,
+        disable=None if progress and rank == 0 else True,  # None: off when output is not a terminal
         leave=False,
         initial=start,
     )
@@ -240,15 +287,19 @@ def finetune(
             on_step(step + 1, metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            curve.append((step + 1, float(_evaluate(model, test, device).mean())))
+            evaluate_at(step + 1)
             save(step + 1)
-    final = evaluate(model, test, device=device)
+    final_state = _cpu_state(model)
+    final = evaluate(model, test_set, device=device) if test_set is not None else None
     return FinetuneResult(
-        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        final_state,
         curve,
-        final.means()["hd95"],
-        final.dice,
+        final.means()["hd95"] if final is not None else None,
+        final.dice if final is not None else None,
         log,
+        val_curve,
+        best["step"] if val_set is not None else config.steps,
+        best["state"] if val_set is not None else final_state,
     )
 
 
@@ -260,4 +311,19 @@ def summarize_curve(curve: list[tuple[int, float]], final_window: int) -> dict[s
         "peak_dice": float(values.max()),
         "final_dice": float(values[-final_window:].mean()),
         "auc_dice": float(values.mean()),
+    }
+
+
+def summarize_selection(
+    curve: list[tuple[int, float]], val_curve: list[tuple[int, float]], selected_step: int
+) -> dict[str, Any]:
+    """The validation-selected model's figures: ``selected_step``, ``selected_dice`` (its test Dice,
+    read from ``curve`` at that step; None without a test curve), ``selected_val_dice`` and
+    ``base_val_dice`` (validation Dice at step 0; None without a validation curve)."""
+    test_at, val_at = dict(curve), dict(val_curve)
+    return {
+        "selected_step": int(selected_step),
+        "selected_dice": test_at.get(selected_step),
+        "selected_val_dice": val_at.get(selected_step),
+        "base_val_dice": val_at.get(0),
     }

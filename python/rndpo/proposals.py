@@ -403,7 +403,7 @@ def generate_proposals(
     base = probs >= 0.5
     masks = np.empty((n, config.k, h, w), dtype=np.uint8)
     flags = save_train_flags(model)
-    bar = tqdm(total=config.k, desc="proposals", disable=not progress, leave=False)
+    bar = tqdm(total=config.k, desc="proposals", disable=None if progress else True, leave=False)
     try:
         for j, (source, i) in enumerate(plan):
             if source == "threshold":

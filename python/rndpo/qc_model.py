@@ -191,7 +191,7 @@ def fit_qc_model(
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc="learned QC", leave=False)
+        iterator = tqdm(iterator, desc="learned QC", leave=False, disable=None)  # off without a terminal
     for step in iterator:
         flat = torch.randint(0, n_pairs, (min(batch_size, n_pairs),), generator=gen)
         ii, kk = (flat // k).to(device), (flat % k).to(device)

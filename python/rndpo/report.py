@@ -19,16 +19,28 @@ from rndpo import __version__
 from rndpo.config import RunConfig, config_to_dict
 from rndpo.storage import atomic_write, write_json, write_text
 
-__all__ = ["ROW_FIELDS", "plot_curves", "plot_pair_examples", "summary_table", "write_reports"]
+__all__ = [
+    "ROW_FIELDS",
+    "has_matplotlib",
+    "output_listing",
+    "plot_curves",
+    "plot_pair_examples",
+    "summary_table",
+    "write_reports",
+]
 
 ROW_FIELDS = (
     "method",
     "judge",
     "miner",
     "seed",
-    "base_dice",
-    "peak_dice",
+    "selected_dice",
     "final_dice",
+    "base_dice",
+    "selected_step",
+    "selected_val_dice",
+    "base_val_dice",
+    "peak_dice",
     "auc_dice",
     "base_hd95",
     "final_hd95",
@@ -39,9 +51,11 @@ ROW_FIELDS = (
     "judge_top1_accuracy",
 )
 _SUMMARY_FIELDS = (
-    "base_dice",
-    "peak_dice",
+    "selected_dice",
     "final_dice",
+    "base_dice",
+    "base_val_dice",
+    "peak_dice",
     "auc_dice",
     "final_hd95",
     "pair_accuracy",
@@ -78,27 +92,54 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*ROW_FIELDS, "curve"], extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=[*ROW_FIELDS, "curve", "val_curve"], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "curve": ";".join(f"{s}:{v:.6f}" for s, v in row["curve"])})
+        curves = {k: ";".join(f"{s}:{v:.6f}" for s, v in row.get(k, [])) for k in ("curve", "val_curve")}
+        writer.writerow({**row, **curves})
     return buf.getvalue()
 
 
-def write_reports(rows: Sequence[dict[str, Any]], config: RunConfig, out: str | Path) -> None:
-    """Write results.json, .csv, .md and curves.png (when matplotlib is installed) into ``out``."""
+def output_listing(out: str | Path) -> str:
+    """The closing message of a run: every file under ``out``, one a line (the stage cache as a count)."""
+    out = Path(out)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
+    cache = [p for p in files if p.parts[0] == "stages"]
+    lines = [f"{len(files)} files written to {out}/:"]
+    lines += [f"  {p}" for p in files if p.parts[0] != "stages"]
+    if cache:
+        lines.append(f"  stages/ ({len(cache)} cached stage files, reused by --resume)")
+    return "\n".join(lines)
+
+
+def has_matplotlib() -> bool:
+    """Whether matplotlib (the ``plots`` extra) can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_reports(
+    rows: Sequence[dict[str, Any]],
+    config: RunConfig,
+    out: str | Path,
+    *,
+    plots: bool = True,
+    dataset: str = "",
+) -> None:
+    """Write results.json, .csv, .md and (with ``plots``) curves.png into ``out``."""
     out = Path(out)
     runs = [{k: v for k, v in row.items() if k != "train_log"} for row in rows]
     write_json(out / "results.json", {"version": __version__, "config": config_to_dict(config), "runs": runs})
     write_text(out / "results.csv", _csv_text(runs))
     write_text(out / "results.md", summary_table(runs))
-    try:
-        plot_curves(runs, out / "curves.png")
-    except ImportError:  # matplotlib is an optional extra
-        pass
+    if plots:
+        plot_curves(runs, out / "curves.png", dataset=dataset)
 
 
-def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, dataset: str = "") -> None:
     """Test Dice against fine-tuning step, one panel per (judge, miner), mean line and min-max seed band."""
     import matplotlib
 
@@ -138,6 +179,9 @@ def plot_pair_examples(
     path: str | Path,
     *,
     ground_truth: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+    true_dice: np.ndarray | None = None,
+    title: str = "",
     n: int = 4,
 ) -> None:
     """Panel of mined pairs: image, chosen mask, rejected mask and their disagreement region D.

@@ -189,7 +189,7 @@ def train_base(
         order = torch.randperm(n, generator=gen)
         cursor = 0
         losses: list[float] = []
-        bar = tqdm(total=config.steps, desc="base training", disable=not progress, leave=False)
+        bar = tqdm(total=config.steps, desc="base training", disable=None if progress else True, leave=False)
         try:
             for step in range(1, config.steps + 1):
                 model.train()

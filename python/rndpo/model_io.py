@@ -1,0 +1,153 @@
+"""Saved segmenters: a plain state dict (``MODEL.pt``) beside a JSON description (``MODEL.json``).
+
+The ``.pt`` file holds only tensors, so ``torch.load(path, weights_only=True)`` reads it; no pickled
+object is ever needed. The JSON says how to rebuild the network and how its inputs were prepared:
+
+- ``format``: ``"rndpo-model/1"``; ``version``: the rndpo version that wrote it;
+- ``architecture``: ``{"name": "rndpo.UNet", "config": {...}}`` (:meth:`rndpo.model.UNet.config`:
+  in/out channels, channels per level, dropout, norm) or ``{"name": "monai.BasicUNet", "config":
+  {...}}`` (its keyword arguments); any other name needs the network passed to :func:`load_model`;
+- ``in_channels`` and ``image_size``: inputs are resized to (image_size, image_size) (None: as given);
+- ``normalisation``: how files were turned into model inputs (see :data:`NORMALISATIONS`);
+- ``threshold``: foreground where the sigmoid probability is > threshold;
+- free fields written by the experiment: ``method``, ``judge``, ``miner``, ``seed``, ``selected_step``,
+  ``val_dice``, ``test_dice``, ``dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rndpo import __version__
+from rndpo.model import UNet
+from rndpo.storage import atomic_write, write_json
+
+__all__ = ["FORMAT", "NORMALISATIONS", "SavedModel", "load_model", "save_model"]
+
+FORMAT = "rndpo-model/1"
+
+#: ``normalisation["kind"]`` values: ``unit`` (integer images divided by their dtype's maximum, float
+#: images used as they are: the npz and folder loaders), ``volume_percentile`` (NIfTI: each volume
+#: clipped to ``window`` or to its 0.5-99.5 percentiles and rescaled to [0, 1], sliced along ``axis``),
+#: ``none`` (arrays used as given: the caller's normalisation).
+NORMALISATIONS: tuple[str, ...] = ("unit", "volume_percentile", "none")
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A loaded segmenter: ``network`` (eval mode, CPU) and ``info`` (the JSON description)."""
+
+    network: nn.Module
+    info: dict[str, Any]
+
+    @property
+    def image_size(self) -> int | None:
+        size = self.info.get("image_size")
+        return None if size is None else int(size)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.info["in_channels"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.info.get("threshold", 0.5))
+
+    @property
+    def normalisation(self) -> dict[str, Any]:
+        return dict(self.info.get("normalisation", {"kind": "none"}))
+
+
+def _architecture(model: nn.Module) -> dict[str, Any]:
+    if isinstance(model, UNet):
+        return {"name": "rndpo.UNet", "config": model.config()}
+    return {"name": f"{type(model).__module__}.{type(model).__qualname__}", "config": None}
+
+
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    in_channels: int,
+    image_size: int | None,
+    normalisation: Mapping[str, Any] | None = None,
+    threshold: float = 0.5,
+    architecture: Mapping[str, Any] | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    **info: Any,
+) -> tuple[Path, Path]:
+    """Write ``path`` (.pt, a plain state dict) and its ``.json`` description; returns both paths.
+
+    state_dict: the weights to save (default: ``model``'s own); architecture: how to rebuild the network
+    (default: derived for :class:`rndpo.model.UNet`); info: further JSON-ready fields to record.
+    """
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"path must end in .pt, got {path}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    norm = dict(normalisation) if normalisation is not None else {"kind": "none"}
+    if norm.get("kind") not in NORMALISATIONS:
+        raise ValueError(
+            f"normalisation['kind'] must be one of {list(NORMALISATIONS)}, got {norm.get('kind')!r}"
+        )
+    weights = state_dict if state_dict is not None else model.state_dict()
+    tensors = {k: v.detach().cpu().clone() for k, v in weights.items()}
+    atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    meta = {
+        "format": FORMAT,
+        "version": __version__,
+        "architecture": dict(architecture) if architecture is not None else _architecture(model),
+        "in_channels": int(in_channels),
+        "image_size": None if image_size is None else int(image_size),
+        "normalisation": norm,
+        "threshold": float(threshold),
+        **info,
+    }
+    json_path = path.with_suffix(".json")
+    write_json(json_path, meta)
+    return path, json_path
+
+
+def _build(arch: Mapping[str, Any], path: Path) -> nn.Module:
+    name, config = arch.get("name"), arch.get("config")
+    if name == "rndpo.UNet":
+        return UNet.from_config(config or {})
+    if name == "monai.BasicUNet":
+        from monai.networks.nets import BasicUNet
+
+        return BasicUNet(**(config or {}))
+    raise ValueError(
+        f"{path}: architecture {name!r} cannot be rebuilt from its description; pass the network to"
+        " load_model(path, model=...) and its weights are loaded into it"
+    )
+
+
+def load_model(path: str | Path, model: nn.Module | None = None) -> SavedModel:
+    """Read a saved segmenter (``MODEL.pt`` or ``MODEL.json``): rebuild its network (or load the
+    weights into ``model``), with ``torch.load(weights_only=True)``; the network is in eval mode on CPU."""
+    path = Path(path)
+    pt, js = path.with_suffix(".pt"), path.with_suffix(".json")
+    for p in (pt, js):
+        if not p.is_file():
+            raise FileNotFoundError(f"path: {p} not found (a saved model is MODEL.pt beside MODEL.json)")
+    info = json.loads(js.read_text())
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"{js}: not an rndpo model description (format {FORMAT!r} expected)")
+    network = model if model is not None else _build(info.get("architecture", {}), js)
+    state = torch.load(pt, map_location="cpu", weights_only=True)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{pt}: the weights do not fit the network: {err}") from None
+    network.eval()
+    return SavedModel(network, info)
