@@ -159,8 +159,18 @@ def test_mc_dropout_p_override_is_restored(base) -> None:  # type: ignore[no-unt
 
 def test_missing_snapshots_and_bad_arguments(base) -> None:  # type: ignore[no-untyped-def]
     model, _, data = base
-    with pytest.raises(ValueError, match=r"snapshots must be a non-empty list .* 'snapshot', got None"):
-        generate_proposals(model, data.images, config=ProposalConfig(), progress=False)
+    # the defaults work without snapshots: the snapshot source is skipped with a warning
+    with pytest.warns(UserWarning, match="no snapshots given, so the 'snapshot' source is skipped"):
+        bank = generate_proposals(model, data.images, progress=False)
+    assert bank.k == 8 and "snapshot" not in bank.sources
+    others = ProposalConfig(sources=("mc_dropout", "tta", "threshold", "morph"))
+    assert np.array_equal(
+        bank.masks, generate_proposals(model, data.images, config=others, progress=False).masks
+    )
+    with pytest.raises(ValueError, match=r"sources are only \['snapshot'\], but snapshots is None"):
+        generate_proposals(
+            model, data.images, config=ProposalConfig(k=1, sources=("snapshot",)), progress=False
+        )
     # without the snapshot source no snapshots are needed
     cfg = ProposalConfig(k=2, sources=("threshold",))
     assert generate_proposals(model, data.images, config=cfg, progress=False).k == 2
@@ -180,7 +190,10 @@ def test_missing_snapshots_and_bad_arguments(base) -> None:  # type: ignore[no-u
         )  # type: ignore[list-item]
     with pytest.raises(ValueError, match="has no dropout module"):
         generate_proposals(
-            UNet(channels=SMALL, dropout=0.0), data.images, config=ProposalConfig(k=1), progress=False
+            UNet(channels=SMALL, dropout=0.0),
+            data.images,
+            config=ProposalConfig(k=1, sources=("mc_dropout",)),
+            progress=False,
         )
 
 

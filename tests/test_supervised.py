@@ -114,6 +114,19 @@ def test_augment_batch_shapes_binary_and_seeded() -> None:
     assert abs(float(a[1].sum()) - float(y.sum())) < 0.1 * float(y.sum())
 
 
+def test_augment_batch_keeps_the_scale_of_images_outside_0_1() -> None:
+    """The one image rule: a z-scored / CT-range batch is augmented on its own scale, the same as the
+    [0, 1] batch it is an affine copy of (each image spans exactly [0, 1] there)."""
+    rng = np.random.default_rng(2)
+    unit = rng.random((4, 1, 16, 16)).astype(np.float32)
+    unit[:, :, 0, 0], unit[:, :, 0, 1] = 0.0, 1.0  # each image spans exactly [0, 1]
+    y = torch.from_numpy((unit > 0.5).astype(np.float32))
+    a, ya = augment_batch(torch.from_numpy(unit), y, torch.Generator().manual_seed(5))
+    b, yb = augment_batch(torch.from_numpy(unit * 400 - 200), y, torch.Generator().manual_seed(5))
+    assert torch.equal(ya, yb)
+    np.testing.assert_allclose(b.numpy(), a.numpy() * 400 - 200, atol=1e-3)
+
+
 def test_augment_keeps_image_and_mask_aligned() -> None:
     """With the image equal to its mask, every augmented foreground pixel stays at least as bright as
     every background pixel (geometry shared, intensity maps monotone)."""

@@ -24,9 +24,11 @@ Allocation rule of :func:`generate_proposals`: proposal j (0-based) comes from s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,8 +365,8 @@ def generate_proposals(
 ) -> ProposalBank:
     """A :class:`ProposalBank` of ``config.k`` proposals for each of images float32 (N, C, H, W).
 
-    snapshots: models or state dicts (rebuilt on a copy of ``model``), needed when "snapshot" is a
-    source; ground_truth: optional uint8 (N, H, W) in {0, 1}, stored for experiments. Deterministic for
+    snapshots: models or state dicts (rebuilt on a copy of ``model``) for the "snapshot" source; without
+    them that source is skipped with a warning (the other sources share the k proposals); ground_truth: optional uint8 (N, H, W) in {0, 1}, stored for experiments. Deterministic for
     a given config (seed) and batch_size. The model's train/eval flags are restored afterwards.
     """
     config = ProposalConfig() if config is None else config
@@ -382,16 +384,21 @@ def generate_proposals(
         if ground_truth.dtype not in (np.uint8, np.bool_) or int(ground_truth.max(initial=0)) > 1:
             raise ValueError(f"ground_truth must be uint8 in {{0, 1}}, got dtype {ground_truth.dtype}")
         ground_truth = np.ascontiguousarray(ground_truth, dtype=np.uint8)
+    if "snapshot" in config.sources and not snapshots:
+        others = tuple(s for s in config.sources if s != "snapshot")
+        if not others:
+            raise ValueError(f"sources are only ['snapshot'], but snapshots is {snapshots!r}: pass snapshots")
+        warnings.warn(
+            f"generate_proposals: no snapshots given, so the 'snapshot' source is skipped; the {config.k}"
+            f" proposals come from {list(others)}",
+            UserWarning,
+            stacklevel=2,
+        )
+        config = dataclasses.replace(config, sources=others)
     plan = allocate_sources(config.k, config.sources)
     snaps: list[nn.Module] = []
     if any(src == "snapshot" for src, _ in plan):
-        if not snapshots:
-            raise ValueError(
-                "snapshots must be a non-empty list of models or state dicts when sources include "
-                f"'snapshot', "
-                f"got {snapshots!r}"
-            )
-        snaps = [_snapshot_model(model, s, i) for i, s in enumerate(snapshots)]
+        snaps = [_snapshot_model(model, s, i) for i, s in enumerate(snapshots or [])]
     if "mc_dropout" in config.sources and not any(
         isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()
     ):

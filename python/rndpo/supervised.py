@@ -85,10 +85,11 @@ def _rotate(x: torch.Tensor, angles: torch.Tensor, mode: str) -> torch.Tensor:
 def augment_batch(
     images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, *, max_rotation: float = 15.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random per-image augmentation of images float32 (B, C, H, W) in [0, 1] and masks float32
+    """Random per-image augmentation of images float32 (B, C, H, W) (any finite range) and masks float32
     (B, 1, H, W) in {0, 1}: horizontal/vertical flips, 90-degree rotations (square images only), a small
     rotation in [-max_rotation, max_rotation] degrees, and gamma in [0.7, 1.5], contrast in [0.8, 1.2],
-    brightness in [-0.1, 0.1] (images only; clamped to [0, 1]). All draws come from ``generator`` (CPU)."""
+    brightness in [-0.1, 0.1] (images only; applied to each image's [min(0, min), max(1, max)] range
+    mapped to [0, 1] and clamped there). All draws come from ``generator`` (CPU)."""
     b, _, h, w = images.shape
     dev = images.device
 
@@ -115,10 +116,14 @@ def augment_batch(
         both = _rotate(both, angles, mode="bilinear")
     c = images.shape[1]
     x, y = both[:, :c], (both[:, c:] > 0.5).to(masks.dtype)
-    x = x.clamp(0, 1) ** gamma.view(b, 1, 1, 1)
+    # intensity changes act on [lo, hi] = [min(0, image min), max(1, image max)] mapped to [0, 1]: exactly
+    # [0, 1] for images in [0, 1], and any finite range (z-scored, CT units) keeps its own scale
+    lo = images.amin(dim=(1, 2, 3), keepdim=True).clamp(max=0)
+    hi = images.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1)
+    x = ((x - lo) / (hi - lo)).clamp(0, 1) ** gamma.view(b, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
-    return x, y
+    return x * (hi - lo) + lo, y
 
 
 def _check_dataset(data: Any, name: str) -> None:
@@ -143,8 +148,8 @@ def train_base(
 ) -> BaseTrainResult:
     """Train ``model`` (logits (B, 1, H, W)) on ``labeled`` and select the best state on ``val``.
 
-    labeled / val: images float32 (N, C, H, W) in [0, 1], masks uint8 (N, H, W). The model is trained in
-    place and ends holding the best state, in eval mode, on ``config.device``. Returns a
+    labeled / val: images float32 (N, C, H, W) (any finite range), masks uint8 (N, H, W). The model is
+    trained in place and ends holding the best state, in eval mode, on ``config.device``. Returns a
     :class:`BaseTrainResult`.
     """
     config = BaseTrainConfig() if config is None else config

@@ -1,0 +1,86 @@
+"""Truly unlabeled pools: images without masks (a folder or an npz) feed the proposals, the labeled set
+gives train / val / test, judges that need the pool's ground truth are refused, pair accuracy is absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.io import imsave
+
+from rndpo.cli import main
+from rndpo.config import ConfigError, config_from_dict, load_config, read_toml
+from rndpo.data import load_unlabeled, synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCTION = ROOT / "configs" / "production.toml"
+TINY = [
+    "data.image_size=32",
+    "model.channels=[8, 16]",
+    "base.steps=30",
+    "base.eval_every=10",
+    "proposals.k=4",
+    "finetune.steps=4",
+    "finetune.eval_every=2",
+    "finetune.batch_size=4",
+]
+
+
+def _write_folders(root: Path) -> tuple[Path, Path]:
+    ds = synthetic_dataset(n_images=40, size=32, seed=4)
+    labeled, pool = root / "labeled", root / "unlabeled"
+    for sub in (labeled / "images", labeled / "masks", pool):
+        sub.mkdir(parents=True)
+    for i in range(len(ds)):
+        image = np.round(ds.images[i, 0] * 255).astype(np.uint8)
+        if i < 24:
+            imsave(labeled / "images" / f"case{i:02d}.png", image, check_contrast=False)
+            imsave(labeled / "masks" / f"case{i:02d}.png", ds.masks[i] * 255, check_contrast=False)
+        else:  # the pool: images only, some at another size
+            imsave(
+                pool / f"new{i:02d}.png",
+                image if i % 2 else np.kron(image, np.ones((2, 2), np.uint8)),
+                check_contrast=False,
+            )
+    return labeled, pool
+
+
+def test_production_layout_runs_with_a_folder_pool(tmp_path: Path) -> None:
+    labeled, pool = _write_folders(tmp_path)
+    out = tmp_path / "out"
+    sets = [f"data.path={labeled}", f"data.unlabeled_path={pool}", *TINY]
+    argv = ["run", str(PRODUCTION), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert len(runs) == 1
+    row = runs[0]
+    for absent in ("pair_accuracy", "harmful_leverage", "judge_spearman", "judge_top1_accuracy"):
+        assert absent not in row, absent  # no ground truth on the pool: absent, not zero
+    assert row["n_pairs"] > 0 and row["selected_dice"] is not None
+    bank = next((out / "stages").glob("bank-*"))
+    assert np.load(bank / "masks.npy", mmap_mode="r").shape[:2] == (16, 4)  # the 16 pool images
+    assert (out / row["model"]).is_file()
+
+
+def test_oracle_judges_on_an_unlabeled_pool_are_a_config_error(tmp_path: Path) -> None:
+    raw = read_toml(PRODUCTION)
+    raw["judges"]["names"] = ["agreement", "noisy_oracle"]
+    with pytest.raises(
+        ConfigError, match=r"judges.names: \['noisy_oracle'\] need ground truth on the unlabeled"
+    ):
+        config_from_dict(raw)
+    assert load_config(PRODUCTION).data.unlabeled_path == "my_data/unlabeled"
+
+
+def test_npz_pool_with_images_only(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 20, 24, 3), dtype=np.uint8)
+    np.savez(tmp_path / "pool.npz", images=rgb)
+    images, ids = load_unlabeled(tmp_path / "pool.npz", image_size=16)
+    assert images.shape == (5, 3, 16, 16) and images.dtype == np.float32 and ids[0] == "pool_00000"
+    gray, _ = load_unlabeled(tmp_path / "pool.npz", image_size=16, channels=1)
+    assert gray.shape == (5, 1, 16, 16)
+    np.savez(tmp_path / "bad.npz", masks=rgb[..., 0])
+    with pytest.raises(ValueError, match="lacks the array 'images'"):
+        load_unlabeled(tmp_path / "bad.npz", image_size=16)
