@@ -366,8 +366,10 @@ def generate_proposals(
     """A :class:`ProposalBank` of ``config.k`` proposals for each of images float32 (N, C, H, W).
 
     snapshots: models or state dicts (rebuilt on a copy of ``model``) for the "snapshot" source; without
-    them that source is skipped with a warning (the other sources share the k proposals); ground_truth: optional uint8 (N, H, W) in {0, 1}, stored for experiments. Deterministic for
-    a given config (seed) and batch_size. The model's train/eval flags are restored afterwards.
+    them that source is skipped with a warning (the other sources share the k proposals);
+    ground_truth: optional uint8 (N, H, W) in {0, 1}, stored for experiments. Images follow the one
+    image rule (any finite range). Deterministic for a given config (seed) and batch_size. The model's
+    train/eval flags are restored afterwards.
     """
     config = ProposalConfig() if config is None else config
     if not isinstance(config, ProposalConfig):
