@@ -105,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--probs", action="store_true", help="also write foreground probabilities")
     pred.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     pred.add_argument("--batch-size", type=int, default=64)
+    conf = sub.add_parser("config", help="print a run config as commented TOML (every key, its help)")
+    conf.add_argument("config", nargs="?", help="TOML config to resolve (with every default filled in)")
+    conf.add_argument("--defaults", action="store_true", help="print every key with its default")
+    conf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     mine = sub.add_parser(
         "mine", help="mine preference pairs from a saved bank (masks .npy) and scores (.npy)"
     )
@@ -154,6 +158,17 @@ def _run(args: argparse.Namespace, raw: dict[str, Any]) -> int:
         return 0
     print(summary_table(result.rows))
     print(output_listing(result.out))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from rndpo.config import config_from_dict, read_toml
+    from rndpo.config_toml import config_toml
+
+    if args.defaults == (args.config is not None):
+        raise ValueError("rndpo config: pass either --defaults or a CONFIG.toml file")
+    raw = {} if args.defaults else read_toml(args.config)
+    print(config_toml(config_from_dict(_apply_overrides(raw, args.overrides))), end="")
     return 0
 
 
@@ -217,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mine(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "config":
+            return _config(args)
         if args.command == "demo":
             import copy
 

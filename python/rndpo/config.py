@@ -462,10 +462,14 @@ class RunConfig:
     mining: MiningConfig = field(default_factory=MiningConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     methods: dict[str, MethodConfig] = field(
-        default_factory=lambda: {k: METHOD_PRESETS[k] for k in ("sft_top", "dpo", "rndpo")}
+        default_factory=lambda: {k: METHOD_PRESETS[k] for k in ("sft_top", "dpo", "rndpo")},
+        metadata=_help("presets, or tables name = {preset = ..., <method key> = value}"),
     )
-    seeds: tuple[int, ...] = (0,)
-    device: str = "cpu"
+    seeds: tuple[int, ...] = field(
+        default=(0,),
+        metadata=_help("one run per seed; a seed reseeds base model, proposals, judges and fine-tuning"),
+    )
+    device: str = field(default="cpu", metadata=_help("torch device (rndpo run: cuda when available)"))
 
     def __post_init__(self) -> None:
         if not self.seeds:
