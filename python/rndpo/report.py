@@ -140,32 +140,59 @@ def write_reports(
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, dataset: str = "") -> None:
-    """Test Dice against fine-tuning step, one panel per (judge, miner), mean line and min-max seed band."""
+    """Test Dice against fine-tuning step, one panel per (judge, miner): per method the mean over seeds
+    with markers at the evaluation steps and a min-max band over seeds, a star at each seed's selected
+    step (best validation Dice), the base Dice as a dashed line; one legend; the title names the
+    dataset, the judges and the seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    rows = [r for r in rows if r.get("curve")]
+    if not rows:
+        return
     panels = sorted({(r["judge"], r["miner"] if r["miner"] != "top1" else "") for r in rows})
     panels = [p for p in panels if p[1]] or panels
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, sharey=True)
+    colors: dict[str, Any] = {}
     for ax, (judge, miner) in zip(axes[0], panels, strict=True):
+        base = [r["base_dice"] for r in rows if r["judge"] == judge and r["base_dice"] is not None]
+        if base:
+            ax.axhline(float(np.mean(base)), color="0.4", linestyle="--", linewidth=1)
         for (method, j, m), group in sorted(_group(rows).items()):
             if j != judge or (m != miner and m != "top1"):
                 continue
             steps = np.array([s for s, _ in group[0]["curve"]])
             curves = np.array([[v for _, v in r["curve"]] for r in group if len(r["curve"]) == len(steps)])
-            line = ax.plot(steps, curves.mean(axis=0), label=method)[0]
+            color = colors.setdefault(method, f"C{len(colors) % 10}")
+            ax.plot(steps, curves.mean(axis=0), color=color, marker="o", markersize=3, linewidth=1.3)
             if len(curves) > 1:
-                ax.fill_between(
-                    steps, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2
-                )
+                ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.15)
+            picked = [
+                (r["selected_step"], r["selected_dice"]) for r in group if r.get("selected_dice") is not None
+            ]
+            if picked:
+                xs, ys = zip(*picked, strict=True)
+                ax.scatter(xs, ys, marker="*", s=90, color=color, edgecolor="black", linewidth=0.6, zorder=5)
         ax.set_title(f"judge {judge}" + (f", miner {miner}" if miner else ""), fontsize=9)
         ax.set_xlabel("fine-tuning step")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test Dice")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=c, marker="o", markersize=3, label=m) for m, c in colors.items()]
+    handles += [
+        Line2D([], [], color="0.4", linestyle="--", label="base model"),
+        Line2D([], [], color="0.5", marker="*", markersize=10, markeredgecolor="black", linestyle="",
+               label="selected step (best validation Dice)"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    seeds = sorted({r["seed"] for r in rows})
+    judges = ", ".join(sorted({r["judge"] for r in rows}))
+    fig.suptitle(
+        f"{dataset or 'dataset'}: test Dice while fine-tuning; judges {judges}; seeds {seeds}", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
@@ -184,40 +211,68 @@ def plot_pair_examples(
     title: str = "",
     n: int = 4,
 ) -> None:
-    """Panel of mined pairs: image, chosen mask, rejected mask and their disagreement region D.
+    """Mined pairs, one row each: the image with the chosen (green) and rejected (red) mask outlines and
+    the ground truth (dashed white, where known), then the disagreement region D coloured by which mask
+    holds each pixel (green: chosen only, red: rejected only). Panel titles give each proposal's judge
+    score and (where known) true Dice; ``title`` names the judge and miner.
 
-    images float32 (N, C, H, W); masks uint8 (N, K, H, W); image/chosen/rejected int64 (P,).
+    images float32 (N, C, H, W); masks uint8 (N, K, H, W); image/chosen/rejected int64 (P,); ground_truth
+    uint8 (N, H, W); scores and true_dice float (N, K).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     picks: list[int] | np.ndarray = (
         np.linspace(0, len(image) - 1, num=min(n, len(image))).astype(int) if len(image) else []
     )
-    cols = 4 + (ground_truth is not None)
-    fig, axes = plt.subplots(
-        max(1, len(picks)), cols, figsize=(2.2 * cols, 2.2 * max(1, len(picks))), squeeze=False
-    )
+    rows = max(1, len(picks))
+    fig, axes = plt.subplots(rows, 2, figsize=(6.4, 3.1 * rows + 0.6), squeeze=False)
+
+    def describe(i: int, k: int) -> str:
+        parts = [f"#{k}"]
+        if scores is not None:
+            parts.append(f"score {float(scores[i, k]):.3f}")
+        if true_dice is not None:
+            parts.append(f"Dice {float(true_dice[i, k]):.3f}")
+        return " ".join(parts)
+
     for row, p in enumerate(picks):
-        i = int(image[p])
+        i, c, r = int(image[p]), int(chosen[p]), int(rejected[p])
         img = images[i].transpose(1, 2, 0)
-        img = img[..., 0] if img.shape[-1] == 1 else img
-        w, lose = masks[i, chosen[p]].astype(bool), masks[i, rejected[p]].astype(bool)
-        panels = [
-            (img, "image"),
-            (w, "chosen"),
-            (lose, "rejected"),
-            (w ^ lose, f"D (|D|={int((w ^ lose).sum())})"),
-        ]
-        if ground_truth is not None:
-            panels.append((ground_truth[i].astype(bool), "ground truth"))
-        for ax, (arr, title) in zip(axes[row], panels, strict=True):
-            ax.imshow(arr, cmap="gray")
-            ax.set_title(title, fontsize=8)
+        img = img[..., 0] if img.shape[-1] == 1 else (img - img.min()) / max(float(np.ptp(img)), 1e-12)
+        win, lose = masks[i, c].astype(bool), masks[i, r].astype(bool)
+        left, right = axes[row]
+        left.imshow(img, cmap="gray")
+        for mask, color, style in ((win, "lime", "solid"), (lose, "red", "solid")):
+            if mask.any() and not mask.all():
+                left.contour(mask.astype(float), levels=[0.5], colors=color, linewidths=1.2, linestyles=style)
+        if ground_truth is not None and ground_truth[i].any():
+            left.contour(
+                ground_truth[i].astype(float), levels=[0.5], colors="white", linewidths=1, linestyles="dashed"
+            )
+        left.set_title(f"image {i}\nchosen {describe(i, c)}\nrejected {describe(i, r)}", fontsize=7)
+        overlay = np.zeros((*win.shape, 4))
+        overlay[win & ~lose] = (0.1, 0.8, 0.1, 0.9)
+        overlay[lose & ~win] = (0.9, 0.1, 0.1, 0.9)
+        right.imshow(img, cmap="gray")
+        right.imshow(overlay)
+        right.set_title(f"disagreement D, |D| = {int((win ^ lose).sum())}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.tight_layout()
+    handles = [
+        Line2D([], [], color="lime", label="chosen"),
+        Line2D([], [], color="red", label="rejected"),
+        Patch(color=(0.1, 0.8, 0.1), label="D: chosen only"),
+        Patch(color=(0.9, 0.1, 0.1), label="D: rejected only"),
+    ]
+    if ground_truth is not None:
+        handles.append(Line2D([], [], color="black", linestyle="dashed", label="ground truth"))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(title or "mined preference pairs", fontsize=9)
+    fig.tight_layout(rect=(0, 0.6 / (3.1 * rows + 0.6) + 0.02, 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
