@@ -50,7 +50,8 @@ def _write_folders(root: Path) -> tuple[Path, Path]:
 def test_production_layout_runs_with_a_folder_pool(tmp_path: Path) -> None:
     labeled, pool = _write_folders(tmp_path)
     out = tmp_path / "out"
-    sets = [f"data.path={labeled}", f"data.unlabeled_path={pool}", *TINY]
+    # no test split either: every labeled image trains or validates (the few-labels layout)
+    sets = [f"data.path={labeled}", f"data.unlabeled_path={pool}", "data.test_fraction=0", *TINY]
     argv = ["run", str(PRODUCTION), "--out", str(out), "--quiet", "--device", "cpu"]
     assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -58,7 +59,9 @@ def test_production_layout_runs_with_a_folder_pool(tmp_path: Path) -> None:
     row = runs[0]
     for absent in ("pair_accuracy", "harmful_leverage", "judge_spearman", "judge_top1_accuracy"):
         assert absent not in row, absent  # no ground truth on the pool: absent, not zero
-    assert row["n_pairs"] > 0 and row["selected_dice"] is not None
+    assert row["n_pairs"] > 0 and row["selected_val_dice"] == max(v for _, v in row["val_curve"])
+    assert row["selected_dice"] is None and row["curve"] == [] and row["final_hd95"] is None  # no test split
+    assert "| rndpo | agreement | top_vs_bottom | 1 | - | - | - |" in (out / "results.md").read_text()
     bank = next((out / "stages").glob("bank-*"))
     assert np.load(bank / "masks.npy", mmap_mode="r").shape[:2] == (16, 4)  # the 16 pool images
     assert (out / row["model"]).is_file()

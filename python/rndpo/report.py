@@ -54,6 +54,7 @@ _SUMMARY_FIELDS = (
     "selected_dice",
     "final_dice",
     "base_dice",
+    "selected_val_dice",
     "base_val_dice",
     "peak_dice",
     "auc_dice",
