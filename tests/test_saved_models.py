@@ -185,6 +185,31 @@ def test_predict_writes_png_folders_and_nifti_with_the_inputs_affine(
     assert seg.shape == vol.shape and np.allclose(seg.affine, affine)
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
 
+    # a volume at the model's size: the slices are normalised exactly as load_nifti does for training
+    from rndpo.data import load_nifti
+    from rndpo.inference import predict_probs
+
+    vol = rng.normal(100, 20, (32, 32, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "v32.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones(vol.shape, np.uint8), affine), tmp_path / "m32.nii.gz")
+    train_view = load_nifti([tmp_path / "v32.nii.gz"], [tmp_path / "m32.nii.gz"], axis=2, image_size=32)
+    expected = predict_probs(rndpo.load_model(model_pt).network, train_view.images)  # float32 (4, 32, 32)
+    argv = [
+        "predict",
+        str(model_pt),
+        "--images",
+        str(tmp_path / "v32.nii.gz"),
+        "--out",
+        str(target),
+        "--probs",
+    ]
+    assert main(argv) == 0
+    probs = np.moveaxis(np.asarray(nib.load(tmp_path / "seg_probs.nii.gz").dataobj), 2, 0)
+    assert np.array_equal(probs, expected)
+    assert np.array_equal(
+        np.moveaxis(np.asarray(nib.load(target).dataobj), 2, 0), (expected > 0.5).astype(np.uint8)
+    )
+
 
 def test_missing_model_files_are_clear_errors(tmp_path: Path) -> None:
     from rndpo.model_io import load_model
