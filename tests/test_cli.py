@@ -224,7 +224,7 @@ def test_mine_subcommand(tmp_path: Path) -> None:
         assert len(z["image"]) == 5 * 6 and z["margin"].min() > 0
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["mine"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["mine"], ["predict"], ["config"]])
 def test_help_for_every_command(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*command, "--help"])
