@@ -166,7 +166,7 @@ def _config(args: argparse.Namespace) -> int:
     from rndpo.config_toml import config_toml
 
     if args.defaults == (args.config is not None):
-        raise ValueError("rndpo config: pass either --defaults or a CONFIG.toml file")
+        raise ValueError("config: pass either --defaults or a CONFIG.toml file")
     raw = {} if args.defaults else read_toml(args.config)
     print(config_toml(config_from_dict(_apply_overrides(raw, args.overrides))), end="")
     return 0
