@@ -85,5 +85,5 @@ def test_npz_pool_with_images_only(tmp_path: Path) -> None:
     gray, _ = load_unlabeled(tmp_path / "pool.npz", image_size=16, channels=1)
     assert gray.shape == (5, 1, 16, 16)
     np.savez(tmp_path / "bad.npz", masks=rgb[..., 0])
-    with pytest.raises(ValueError, match="lacks the array 'images'"):
+    with pytest.raises(ValueError, match=r"lacks the arrays \['images'\]; it has \['masks'\]"):
         load_unlabeled(tmp_path / "bad.npz", image_size=16)

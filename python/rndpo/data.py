@@ -509,6 +509,23 @@ def _npz_archive(loaded: object, path: Path) -> np.lib.npyio.NpzFile:
     return loaded
 
 
+def _read_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The ``required`` (and present ``optional``) arrays of an .npz; a missing array or a broken
+    archive is a ValueError naming the file."""
+    try:  # our own file object: np.load leaks its handle when the zip is broken
+        with open(path, "rb") as fh, _npz_archive(np.load(fh, allow_pickle=False), path) as archive:
+            missing = [k for k in required if k not in archive.files]
+            if missing:
+                raise ValueError(f"path: {path} lacks the arrays {missing}; it has {sorted(archive.files)}")
+            return {k: archive[k] for k in (*required, *optional) if k in archive.files}
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
+    except ValueError as err:
+        if str(err).startswith("path: "):
+            raise
+        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
+
+
 def load_npz(
     path: str | Path,
     *,
@@ -530,20 +547,8 @@ def load_npz(
         raise ValueError(f"group_by must be one of ['none', 'id_prefix'], got {group_by!r}")
     if not path.is_file():
         raise FileNotFoundError(f"path: npz file not found: {path}")
-    try:  # our own file object: np.load leaks its handle when the zip is broken
-        with open(path, "rb") as fh, _npz_archive(np.load(fh, allow_pickle=False), path) as archive:
-            missing = [k for k in ("images", "masks") if k not in archive.files]
-            if missing:
-                raise ValueError(f"path: {path} lacks the arrays {missing}; it has {sorted(archive.files)}")
-            raw_images = archive["images"]
-            raw_masks = archive["masks"]
-            raw_ids = archive["ids"] if "ids" in archive.files else None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
-    except ValueError as err:
-        if str(err).startswith("path: "):
-            raise
-        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
+    arrays = _read_npz(path, ("images", "masks"), ("ids",))
+    raw_images, raw_masks, raw_ids = arrays["images"], arrays["masks"], arrays.get("ids")
     images = _npz_images(raw_images, str(path))
     n, _, h, w = images.shape
     if raw_masks.shape != (n, h, w):
@@ -713,15 +718,10 @@ def read_images(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
     arrays, e.g. ``masks``, are not read), or a folder of image files (ids are the file stems, in sorted
     order; a folder with an ``images/`` subfolder is read from there).
     """
-    from skimage.io import imread
-
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if "images" not in archive.files:
-                raise ValueError(f"path: {path} lacks the array 'images'; it has {sorted(archive.files)}")
-            stack = _npz_images(archive["images"], str(path))
-            raw_ids = archive["ids"] if "ids" in archive.files else None
+        arrays = _read_npz(path, ("images",), ("ids",))
+        stack, raw_ids = _npz_images(arrays["images"], str(path)), arrays.get("ids")
         stack = _to_unit_float(stack, str(path))
         if raw_ids is not None and raw_ids.shape != (len(stack),):
             raise ValueError(f"{path}: ids must have shape (N,) = ({len(stack)},), got {raw_ids.shape}")
@@ -735,7 +735,7 @@ def read_images(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
         folder = path / "images" if (path / "images").is_dir() else path
         files = _list_images(folder, "path")
         images = [
-            _to_unit_float(_as_channels_first(np.asarray(imread(p)), f"image {p}"), f"image {p}")
+            _to_unit_float(_as_channels_first(_read_image_file(p, "image"), f"image {p}"), f"image {p}")
             for p in files.values()
         ]
         return images, list(files)

@@ -27,7 +27,7 @@ from torch import nn
 
 from rndpo import __version__
 from rndpo.model import UNet
-from rndpo.storage import atomic_write, write_json
+from rndpo.storage import atomic_write, load_weights, write_json
 
 __all__ = ["FORMAT", "NORMALISATIONS", "SavedModel", "load_model", "save_model"]
 
@@ -144,7 +144,7 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> SavedModel:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{js}: not an rndpo model description (format {FORMAT!r} expected)")
     network = model if model is not None else _build(info.get("architecture", {}), js)
-    state = torch.load(pt, map_location="cpu", weights_only=True)
+    state = load_weights(pt)  # torch.load(weights_only=True): tensors only, nothing runs
     try:
         network.load_state_dict(state)
     except RuntimeError as err:

@@ -130,10 +130,10 @@ def _predict_npz_or_folder(
         log.warning("%s: the model was trained on NIfTI volumes; reading these images as 0-1 images", src)
     pred = predict(model, images, batch_size=batch_size, device=device)
     if src.is_file():  # npz in, npz out
-        arrays: dict[str, np.ndarray] = {"masks": np.stack(list(pred.masks)), "ids": np.array(ids)}
+        masks, names = np.stack(list(pred.masks)), np.array(ids)
         if probs:
-            arrays["probs"] = np.stack(list(pred.probs))
-        return [write_npz(out, **arrays)]
+            return [write_npz(out, masks=masks, ids=names, probs=np.stack(list(pred.probs)))]
+        return [write_npz(out, masks=masks, ids=names)]
     import imageio.v3 as iio
 
     out.mkdir(parents=True, exist_ok=True)
