@@ -8,6 +8,7 @@ submodules, imported on first use: ``rndpo.losses``, ``rndpo.judges``, ``rndpo.d
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -18,29 +19,8 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = frozenset(
-    {
-        "config",
-        "data",
-        "evaluation",
-        "experiment",
-        "finetune",
-        "inference",
-        "judges",
-        "losses",
-        "metrics",
-        "model",
-        "model_io",
-        "prediction",
-        "proposals",
-        "qc_model",
-        "reference",
-        "reliability",
-        "report",
-        "storage",
-        "supervised",
-    }
-)
+#: the package's public submodules (every module file not starting with "_"), imported on first use
+_SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 #: functions of torch-side submodules, reachable as ``rndpo.<name>`` and imported on first use
 _LAZY_FUNCTIONS = {"load_model": "model_io", "predict": "prediction"}
