@@ -12,20 +12,22 @@ from scipy import ndimage
 from skimage.io import imsave
 
 from rndpo.data import (
-    _DISTRACTOR_KINDS,
-    _MODALITIES,
-    _OBJECT_KINDS,
-    _POLARITY,
-    _TARGET_KIND,
     DatasetSplits,
     SegmentationDataset,
-    _object,
-    _synthetic,
     load_folder,
     load_nifti,
     load_npz,
     split_dataset,
     synthetic_dataset,
+)
+from rndpo.data.synthetic import (
+    _DISTRACTOR_KINDS,
+    _MODALITIES,
+    _OBJECT_KINDS,
+    _POLARITY,
+    _TARGET_KIND,
+    _object,
+    _synthetic,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

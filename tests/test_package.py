@@ -10,7 +10,9 @@ import rndpo
 
 
 def test_every_public_module_file_is_reachable_as_an_attribute() -> None:
-    files = {p.stem for p in Path(rndpo.__file__).parent.glob("*.py") if not p.name.startswith("_")}
+    root = Path(rndpo.__file__).parent
+    files = {p.stem for p in root.glob("*.py") if not p.name.startswith("_")}
+    files |= {p.parent.name for p in root.glob("*/__init__.py")}  # subpackages: rndpo.data
     assert files == set(rndpo._SUBMODULES)
     for name in sorted(files):
         assert getattr(rndpo, name).__name__ == f"rndpo.{name}"

@@ -1,7 +1,7 @@
 """Segmenting new images with a saved model: :func:`predict` on arrays, :func:`predict_path` on files.
 
 Each image is brought to the model's input size exactly as in training (bilinear, anti-aliased when
-shrinking: :func:`rndpo.data._resize_image`), scored in eval mode, and its foreground probabilities are
+shrinking: :func:`rndpo.data.loaders._resize_image`), scored in eval mode, and its foreground probabilities are
 resized back (bilinear) to the image's own size and thresholded (probability > threshold). Files are
 read with the saved model's normalisation: npz and image folders as the loaders read them (integers
 divided by their dtype's maximum), NIfTI volumes clipped to their percentiles (or the recorded window)
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from rndpo.data import _normalise_volume, _resize_image, match_channels, read_images
+from rndpo.data.loaders import _normalise_volume, _resize_image, match_channels, read_images
 from rndpo.inference import predict_probs
 from rndpo.model_io import SavedModel
 from rndpo.storage import atomic_write, write_npz
