@@ -419,6 +419,10 @@ class SplitMix64:
         self.state = (self.state + _GAMMA) & _MASK64
         return _mix64(self.state)
 
+    def below(self, bound: int) -> int:
+        """A draw in [0, bound) as ``(next_u64() * bound) >> 64``."""
+        return (self.next_u64() * bound) >> 64
+
 
 def oracle_pairwise_stats(masks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sizes (N, K), intersection (N, K, K), disagreement (N, K, K) int64 by a loop over pairs."""
