@@ -284,4 +284,4 @@ def test_edge_values_that_are_valid_are_accepted(raw: dict) -> None:
     from rndpo.config import config_from_dict
 
     config = config_from_dict(raw)
-    assert config.mining.max_region == raw.get("mining", {}).get("max_region", 0)
+    assert config.mining.max_region == raw.get("mining", {}).get("max_region")

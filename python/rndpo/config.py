@@ -113,8 +113,8 @@ class DataConfig:
     )
     val_fraction: float = field(default=0.1, metadata=_help("validation share"))
     test_fraction: float = field(default=0.2, metadata=_help("test share"))
-    max_unlabeled: int = field(
-        default=0, metadata=_help("cap on unlabeled images used for proposals (0: all)")
+    max_unlabeled: int | None = field(
+        default=None, metadata=_help("cap on unlabeled images used for proposals (unset: all)")
     )
     unlabeled_path: str = field(
         default="",
@@ -143,8 +143,10 @@ class DataConfig:
                 "data.label_budget must be a share in (0, 1) or a whole count of labeled images > 1, "
                 f"got {budget}"
             )
-        if self.max_unlabeled < 0:
-            raise ConfigError(f"data.max_unlabeled must be >= 0 (0: all), got {self.max_unlabeled}")
+        if self.max_unlabeled is not None and self.max_unlabeled < 1:
+            raise ConfigError(
+                f"data.max_unlabeled must be >= 1, or left out for no cap, got {self.max_unlabeled}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,8 +336,8 @@ class MiningConfig:
     )
     min_margin: float = field(default=0.0, metadata=_help("keep pairs with score margin > this"))
     min_region: int = field(default=1, metadata=_help("minimum disagreement-region size |D|"))
-    max_region: int = field(default=0, metadata=_help("maximum |D| (0: no bound)"))
-    max_pairs_per_image: int = field(default=0, metadata=_help("cap per image (0: no cap)"))
+    max_region: int | None = field(default=None, metadata=_help("maximum |D| (unset: no bound)"))
+    max_pairs_per_image: int | None = field(default=None, metadata=_help("cap per image (unset: no cap)"))
 
     def __post_init__(self) -> None:
         for spec in self.strategies:
@@ -344,9 +346,13 @@ class MiningConfig:
             raise ConfigError("mining.strategies must name at least one strategy")
         if not self.min_margin >= 0:
             raise ConfigError(f"mining.min_margin must be a number >= 0, got {self.min_margin}")
-        if self.min_region < 0 or self.max_region < 0 or self.max_pairs_per_image < 0:
-            raise ConfigError("mining.min_region, max_region and max_pairs_per_image must be >= 0")
-        if self.max_region and self.max_region < self.min_region:
+        if self.min_region < 0:
+            raise ConfigError(f"mining.min_region must be >= 0, got {self.min_region}")
+        for key in ("max_region", "max_pairs_per_image"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"mining.{key} must be >= 1, or left out for no limit, got {value}")
+        if self.max_region is not None and self.max_region < self.min_region:
             raise ConfigError(
                 f"mining.max_region ({self.max_region}) must be >= min_region ({self.min_region})"
             )

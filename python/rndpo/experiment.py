@@ -138,7 +138,7 @@ def normalisation(cfg: DataConfig) -> dict[str, Any]:
 
 def load_pool(cfg: DataConfig, splits: DatasetSplits) -> tuple[np.ndarray, np.ndarray | None]:
     """The unlabeled pool: images float32 (N, C, H, W) and their ground truth uint8 (N, H, W), or None
-    for a truly unlabeled pool (``unlabeled_path``); at most ``max_unlabeled`` images (0: all)."""
+    for a truly unlabeled pool (``unlabeled_path``); at most ``max_unlabeled`` images (None: all)."""
     truth: np.ndarray | None
     if cfg.unlabeled_path:
         path = Path(cfg.unlabeled_path)
@@ -149,7 +149,7 @@ def load_pool(cfg: DataConfig, splits: DatasetSplits) -> tuple[np.ndarray, np.nd
         truth = None
     else:
         images, truth = splits.unlabeled.images, splits.unlabeled.masks
-    if cfg.max_unlabeled and len(images) > cfg.max_unlabeled:
+    if cfg.max_unlabeled is not None and len(images) > cfg.max_unlabeled:
         images = images[: cfg.max_unlabeled]
         truth = None if truth is None else truth[: cfg.max_unlabeled]
     return images, truth
@@ -305,8 +305,8 @@ class _Stages:
                 cast(Strategy, strategy),
                 min_margin=min_margin,
                 min_region=m.min_region,
-                max_region=m.max_region or None,
-                max_pairs_per_image=m.max_pairs_per_image or None,
+                max_region=m.max_region,
+                max_pairs_per_image=m.max_pairs_per_image,
                 seed=0,
             )
             arrays = {f.name: getattr(pairs, f.name) for f in dataclasses.fields(pairs)}
