@@ -1,15 +1,14 @@
 """Segmenting new images with a saved model: :func:`predict` on arrays, :func:`predict_path` on files.
 
 Each image is brought to the model's input size exactly as in training (bilinear, anti-aliased when
-shrinking: :func:`rndpo.data.loaders._resize_image`), scored in eval mode, and its foreground probabilities are
-resized back (bilinear) to the image's own size and thresholded (probability > threshold). Files are
-read with the saved model's normalisation: npz and image folders as the loaders read them (integers
-divided by their dtype's maximum), NIfTI volumes clipped to their percentiles (or the recorded window)
-and sliced along the recorded axis. Outputs come in the input's format: an npz (``masks`` uint8
-(N, H, W), ``ids``, with ``probs`` float32 (N, H, W) on request), a folder of PNG masks (0/255, named
-after the input stems; ``<stem>_probs.npy`` float32 on request), or NIfTI masks (uint8, with the
-input's affine and header; ``<stem>_probs.nii.gz`` float32 on request).
-"""
+shrinking: :func:`rndpo.data.loaders._resize_image`), scored in eval mode, and its foreground
+probabilities are resized back (bilinear) to the image's own size and thresholded (probability >
+threshold). Files are read with the saved model's normalisation: npz and image folders as the loaders
+read them (integers divided by their dtype's maximum), NIfTI volumes clipped to their percentiles (or
+the recorded window) and sliced along the recorded axis. Outputs come in the input's format: an npz
+(``masks`` uint8 (N, H, W), ``ids``, with ``probs`` float32 (N, H, W) on request), a folder of PNG masks
+(0/255, named after the input stems; ``<stem>_probs.npy`` float32 on request), or NIfTI masks (uint8,
+with the input's affine and header; ``<stem>_probs.nii.gz`` float32 on request). """
 
 from __future__ import annotations
 
