@@ -8,7 +8,7 @@ read them (integers divided by their dtype's maximum), NIfTI volumes clipped to 
 the recorded window) and sliced along the recorded axis. Outputs come in the input's format: an npz
 (``masks`` uint8 (N, H, W), ``ids``, with ``probs`` float32 (N, H, W) on request), a folder of PNG masks
 (0/255, named after the input stems; ``<stem>_probs.npy`` float32 on request), or NIfTI masks (uint8,
-with the input's affine and header; ``<stem>_probs.nii.gz`` float32 on request). """
+with the input's affine and header; ``<stem>_probs.nii.gz`` float32 on request)."""
 
 from __future__ import annotations
 
