@@ -97,10 +97,22 @@ def test_tiny_run_writes_every_result_file(tiny_run: tuple[Path, Path]) -> None:
         assert [s for s, _ in row["curve"]] == [0, 2, 4, 6]
         assert row["final_dice"] == pytest.approx(sum(v for _, v in row["curve"][-3:]) / 3)
         assert row["peak_dice"] == max(v for _, v in row["curve"])
+    for row in runs:
+        assert len(row["final_dice_per_image"]) == len(doc["ladder"][0]["base_dice_per_image"])
+    # the headroom ladder: one entry per seed, the label rungs ran, every judge and method is listed
+    (entry,) = doc["ladder"]
+    assert entry["seed"] == 0 and entry["base_dice"] == pytest.approx(runs[0]["base_dice"])
+    assert 0 <= entry["perfect_label_dice"] <= 1 and 0 <= entry["oracle_best_of_k_dice"] <= 1
+    assert entry["pool_best_of_k_dice"] >= entry["pool_median_proposal_dice"]
+    assert set(entry["judges"]) == {"agreement", "noisy_oracle@0.7"}
+    assert len(entry["methods"]) == len(runs)
+    assert 0 <= entry["labeled_only_dice"] <= 1
+    assert len(list((out / "runs").glob("ladder-*.json"))) == 3
+    assert (out / "results.md").read_text().startswith("## Headroom ladder")
     header = (out / "results.csv").read_text().splitlines()[0]
     assert header.startswith("method,judge,miner,seed,selected_dice,final_dice,base_dice,selected_step")
     summary = (out / "results.md").read_text()
-    assert summary.startswith("| method | judge | miner | seeds | selected_dice | final_dice |")
+    assert "## All runs\n\n| method | judge | miner | seeds | selected_dice | final_dice |" in summary
     assert "| rndpo | agreement | top_vs_bottom | 1 |" in summary
     assert "fine-tuning rndpo-agreement-top_vs_bottom-s0-" in (out / "rndpo.log").read_text()
     # per-step preference metrics are logged for every preference run

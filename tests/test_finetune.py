@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import socket
 
@@ -114,7 +115,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path) ->
 def test_no_pairs_and_missing_reference_are_clear_errors() -> None:
     data, model, masks, scores, _ = _setup()
     empty = mine_pairs(masks, scores, "top_vs_rest", min_margin=1e9)
-    cfg = FinetuneConfig(steps=1)
+    cfg = FinetuneConfig(steps=1, augment=False)  # with augmentation the reference is recomputed
     with pytest.raises(ValueError, match="no pairs"):
         finetune(model, TrainingPairs.from_pairs(data.images, masks, empty), METHOD_PRESETS["dpo"], cfg, data)
     pairs = mine_pairs(masks, scores, "top_vs_rest")
@@ -187,3 +188,70 @@ def test_selection_on_validation_without_a_test_set() -> None:
     tiny = FinetuneConfig(steps=4, batch_size=4, lr=1e-12, eval_every=2)
     still = finetune(flat, train, METHOD_PRESETS["rndpo"], tiny, val=val, ref_logits=ref, progress=False)
     assert len({v for _, v in still.val_curve}) == 1 and still.selected_step == 0
+
+
+@pytest.mark.parametrize("preset", ["mean_teacher", "pseudo_label", "rndpo"])
+def test_recipe_and_baselines_resume_exactly(preset: str, tmp_path) -> None:
+    """Augmentation, warm-up + cosine, clipping and the mean teacher's EMA all survive an interruption."""
+    data, model, masks, scores, pairs = _setup()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = reference_logits(model, data.images)
+    train = (
+        TrainingPairs.from_pairs(data.images, masks, pairs)
+        if preset == "rndpo"
+        else top_choice_pairs(data.images, masks, scores)
+    )
+    method = METHOD_PRESETS[preset]
+    cfg = FinetuneConfig(
+        steps=6,
+        batch_size=4,
+        lr=1e-2,
+        eval_every=2,
+        augment=True,
+        warmup_steps=2,
+        schedule="cosine",
+        grad_clip=1.0,
+    )
+    kw = {"ref_logits": ref, "labeled": data, "seed": 3, "progress": False}
+    full = finetune(model, train, method, cfg, data, **kw)
+    assert any(not torch.equal(base[k], v) for k, v in full.state_dict.items())
+    assert all(math.isfinite(m["loss"]) for m in full.train_log)
+    assert [m["lr"] for m in full.train_log][:2] == pytest.approx([5e-3, 1e-2])
+
+    def interrupt(step: int, _: dict) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    model.load_state_dict(base)
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(model, train, method, cfg, data, checkpoint=ckpt, on_step=interrupt, **kw)
+    fresh = UNet(in_channels=1, channels=(8, 16), dropout=0.1)
+    fresh.load_state_dict(base)
+    resumed = finetune(fresh, train, method, cfg, data, checkpoint=ckpt, **kw)
+    assert resumed.curve == full.curve
+    for k, v in full.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+
+
+def test_augmented_preference_loss_is_ln2_at_step_zero() -> None:
+    """With augmentation the reference is recomputed on the augmented batch, so policy == reference."""
+    data, model, masks, _, pairs = _setup()
+    train = TrainingPairs.from_pairs(data.images, masks, pairs)
+    cfg = FinetuneConfig(steps=2, batch_size=8, lr=1e-2, eval_every=2, augment=True)
+    result = finetune(
+        model, train, METHOD_PRESETS["rndpo"], cfg, data, progress=False
+    )  # no ref_logits needed
+    assert result.train_log[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert result.train_log[1]["loss"] != pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_lr_factor_warmup_then_cosine_to_five_percent() -> None:
+    from rndpo.finetune import lr_factor
+
+    cfg = FinetuneConfig(steps=10, warmup_steps=4, schedule="cosine")
+    f = [lr_factor(s, cfg) for s in range(10)]
+    assert f[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert f[-1] == pytest.approx(0.05)
+    assert all(a >= b for a, b in itertools.pairwise(f[3:]))
+    assert lr_factor(7, FinetuneConfig(steps=10, schedule="constant", warmup_steps=0)) == 1.0

@@ -43,7 +43,11 @@ def test_smoke_grid_writes_a_report_with_the_three_claims(tmp_path: Path) -> Non
         "3. RN-DPO (best miner)",
     ):
         assert claim in text
-    assert text.count("**holds**") + text.count("**does not hold**") == 3
+    assert text.count("the claim **holds**") + text.count("the claim **does not hold**") == 3
+    # issue 14: the ladder first, then paired verdicts with intervals, then the stability table
+    assert text.index("### Headroom ladder") < text.index("### Claims, paired") < text.index("### Stability")
+    assert "| RN-DPO (oracle) > DPO (oracle) | " in text
+    assert "perfect-label ceiling" in text and "labeled images alone" in text
     assert (tmp_path / "results_synthetic_curves.png").stat().st_size > 0  # <report stem>_<dataset>_curves
     # rerunning reuses every cached stage and rewrites the same report
     assert study.main([*argv, "--quiet"]) == 0

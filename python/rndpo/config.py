@@ -377,27 +377,42 @@ class MiningConfig:
         return name, value
 
 
-OBJECTIVES = ("sft_top", "preference")
+OBJECTIVES = ("sft_top", "preference", "mean_teacher", "pseudo_label")
+JUDGE_FREE = ("mean_teacher", "pseudo_label")  # semi-supervised baselines: no judge, no pairs
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "cdpo")
 
 
 @dataclass(frozen=True, slots=True)
 class MethodConfig:
-    """One fine-tuning objective: pseudo-label SFT on the judge's top pick, or a preference loss."""
+    """One fine-tuning objective: pseudo-label SFT on the judge's top pick, a preference loss, or a
+    judge-free semi-supervised baseline (mean teacher, confidence-filtered pseudo-labels; see
+    :mod:`rndpo.baselines`)."""
 
-    objective: Literal["sft_top", "preference"] = field(
+    objective: Literal["sft_top", "preference", "mean_teacher", "pseudo_label"] = field(
         default="preference", metadata=_help("objective family")
     )
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "cdpo"] = field(
         default="sigmoid", metadata=_help("preference loss type")
     )
-    beta: float = field(default=5.0, metadata=_help("inverse temperature of the preference loss"))
+    beta: float = field(
+        default=5.0,
+        metadata=_help(
+            "inverse temperature of the preference loss; "
+            "mean_teacher / pseudo_label: weight of the unlabeled term"
+        ),
+    )
     region_power: float = field(default=1.0, metadata=_help("margin divided by |D|**p: 1 RN-DPO, 0 DPO"))
     normalization: Literal["margin", "weight"] = field(
         default="margin", metadata=_help("apply 1/|D|**p inside the sigmoid (margin) or as a pair weight")
     )
     label_smoothing: float = field(default=0.0, metadata=_help("robust/cdpo: assumed label-flip rate"))
-    anchor_weight: float = field(default=0.0, metadata=_help("weight of a supervised term on labeled images"))
+    anchor_weight: float = field(
+        default=1.0, metadata=_help("weight of a supervised term on labeled images (0: none)")
+    )
+    ema_decay: float = field(default=0.99, metadata=_help("mean_teacher: EMA decay of the teacher"))
+    confidence: float = field(
+        default=0.9, metadata=_help("pseudo_label: keep pixels whose base probability max(p, 1-p) >= this")
+    )
 
     def __post_init__(self) -> None:
         _check_literals(self, "methods.<name>")
@@ -415,6 +430,10 @@ class MethodConfig:
             )
         if not 0 <= self.anchor_weight < math.inf:
             raise ConfigError(f"methods.<name>.anchor_weight must be >= 0, got {self.anchor_weight}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"methods.<name>.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ConfigError(f"methods.<name>.confidence must be in [0.5, 1), got {self.confidence}")
 
 
 # beta sets where the loss saturates: DPO sees the summed margin over D (|D| is typically 10^2-10^3
@@ -430,6 +449,9 @@ METHOD_PRESETS: dict[str, MethodConfig] = {
     "rn_hinge": MethodConfig(loss_type="hinge", region_power=1.0, beta=5.0),
     "rn_robust": MethodConfig(loss_type="robust", region_power=1.0, beta=5.0, label_smoothing=0.1),
     "rn_cdpo": MethodConfig(loss_type="cdpo", region_power=1.0, beta=5.0, label_smoothing=0.1),
+    # judge-free semi-supervised baselines, each with its supervised term on the labeled images
+    "mean_teacher": MethodConfig(objective="mean_teacher", beta=10.0, anchor_weight=1.0, ema_decay=0.99),
+    "pseudo_label": MethodConfig(objective="pseudo_label", beta=1.0, anchor_weight=1.0, confidence=0.9),
 }
 
 
@@ -439,8 +461,18 @@ class FinetuneConfig:
 
     steps: int = field(default=150, metadata=_help("optimizer steps per run"))
     batch_size: int = field(default=16, metadata=_help("pairs per step"))
-    lr: float = field(default=1e-4, metadata=_help("AdamW learning rate"))
+    lr: float = field(default=1e-3, metadata=_help("AdamW peak learning rate"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    schedule: Literal["constant", "cosine"] = field(
+        default="cosine",
+        metadata=_help("learning rate after warm-up: constant, or cosine decay to 5% of lr"),
+    )
+    warmup_steps: int = field(default=15, metadata=_help("linear learning-rate warm-up from lr/warmup_steps"))
+    grad_clip: float = field(default=1.0, metadata=_help("clip the gradient norm to this (0: no clipping)"))
+    augment: bool = field(
+        default=True,
+        metadata=_help("augment each batch like base training (preference: reference recomputed on it)"),
+    )
     eval_every: int = field(default=15, metadata=_help("steps between test-set evaluations"))
     final_window: int = field(
         default=3, metadata=_help("final (sustained) Dice = mean of the last N evaluations")
@@ -454,6 +486,11 @@ class FinetuneConfig:
             raise ConfigError(f"finetune.lr must be > 0 and finite, got {self.lr}")
         if not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"finetune.weight_decay must be >= 0 and finite, got {self.weight_decay}")
+        _check_literals(self, "finetune")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"finetune.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.grad_clip >= 0:
+            raise ConfigError(f"finetune.grad_clip must be >= 0, got {self.grad_clip}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import logging
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -34,7 +34,15 @@ import torch
 import torch.distributed as dist
 
 from rndpo import __version__
-from rndpo.config import ConfigError, DataConfig, ModelConfig, RunConfig, config_to_dict
+from rndpo.config import (
+    JUDGE_FREE,
+    ConfigError,
+    DataConfig,
+    MethodConfig,
+    ModelConfig,
+    RunConfig,
+    config_to_dict,
+)
 from rndpo.data import (
     DatasetSplits,
     SegmentationDataset,
@@ -55,6 +63,7 @@ from rndpo.finetune import (
     top_choice_pairs,
 )
 from rndpo.judges import Judge, LearnedQCJudge, OracleJudge, make_judge
+from rndpo.ladder import LADDER_METHOD, mask_pairs, oracle_pairs, perfect_label_pairs, pool_dice
 from rndpo.mining import PairSet, Strategy, mine_pairs
 from rndpo.model import UNet
 from rndpo.model_io import save_model
@@ -85,10 +94,12 @@ Keep = Literal["selected", "all", "none"]
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """rows: one dict per (method, judge, miner, seed); out: the output folder."""
+    """rows: one dict per (method, judge, miner, seed); out: the output folder; ladder: one headroom
+    ladder dict per seed (see :mod:`rndpo.ladder`), empty when the pool has no ground truth."""
 
     rows: list[dict[str, Any]]
     out: Path
+    ladder: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_data(cfg: DataConfig) -> SegmentationDataset:
@@ -289,7 +300,15 @@ class _Stages:
             return key, scores, {}
         true_dice = OracleJudge().score(bank)
         rel = judge_reliability(scores, true_dice)
-        return key, scores, {"judge_spearman": rel.spearman, "judge_top1_accuracy": rel.top1_accuracy}
+        return (
+            key,
+            scores,
+            {
+                "judge_spearman": rel.spearman,
+                "judge_top1_accuracy": rel.top1_accuracy,
+                "judge_top1_dice": rel.top1_dice,
+            },
+        )
 
     def pairs(
         self, scores_key: str, bank: ProposalBank, scores: np.ndarray, miner: str
@@ -376,12 +395,16 @@ def _run_locked(stages: _Stages, *, overwrite: bool) -> ExperimentResult:
         if not stages.plots:
             log.info("matplotlib is not installed: skipping curves.png and examples.png (rndpo[plots])")
         rows: list[dict[str, Any]] = []
+        ladder: list[dict[str, Any]] = []
         for seed in config.seeds:
-            rows += _run_seed(stages, seed)
+            seed_rows, entry = _run_seed(stages, seed)
+            rows += seed_rows
+            if entry is not None:
+                ladder.append(entry)
         if _rank() == 0:
-            write_reports(rows, config, out, plots=stages.plots, dataset=stages.dataset)
+            write_reports(rows, config, out, plots=stages.plots, dataset=stages.dataset, ladder=ladder)
         _barrier()
-    return ExperimentResult(rows, out)
+    return ExperimentResult(rows, out, ladder)
 
 
 class _log_file:
@@ -490,7 +513,36 @@ def _save_base(stages: _Stages, seed: int, model: UNet) -> None:
     )
 
 
-def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
+def _cached_run(
+    stages: _Stages,
+    model: UNet,
+    base_state: dict[str, torch.Tensor],
+    data: TrainingPairs,
+    method: MethodConfig,
+    run_id: str,
+    seed: int,
+    ref: torch.Tensor,
+    base_hd95: float | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """One fine-tuning run from the base state, cached as OUT/runs/<run_id>.json with ``extra`` (the
+    ladder's rungs and the judge-free baselines; no model file is kept for them)."""
+    path = stages.out / "runs" / f"{run_id}.json"
+    if not stage_ready(path):
+        log.info("fine-tuning %s on %d pairs", run_id, len(data))
+        model.load_state_dict(base_state)
+        record, _, _ = _finetune_run(stages, model, data, method, seed, ref, path, base_hd95)
+        record.update(extra)
+        if _rank() == 0:
+            write_json(path, record, checksum=True)
+            path.with_suffix(".ckpt").unlink(missing_ok=True)
+            path.with_suffix(".ckpt.sha256").unlink(missing_ok=True)
+        _barrier()
+    return cast(dict[str, Any], json.loads(path.read_text()))
+
+
+def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The rows of one seed, and its headroom ladder (None when the pool has no ground truth)."""
     config = stages.config
     _, model, snapshots, bank_key, bank = _shared_stages(stages, seed)
     test = stages.test
@@ -500,7 +552,65 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
     true_dice = OracleJudge().score(bank) if bank.ground_truth is not None else None
     if _rank() == 0 and stages.keep != "none":
         _save_base(stages, seed, model)
+    has_truth = true_dice is not None and test is not None
+    ladder: dict[str, Any] = {"seed": seed, "judges": {}, "methods": {}}
+    ft = config_to_dict(config.finetune)
+    if test is not None:
+        base_eval = evaluate(model, test, distances=False, device=config.device)
+        ladder |= {"base_dice": float(base_eval.dice.mean()), "base_dice_per_image": base_eval.dice.tolist()}
+        labeled = stages.splits.labeled
+        rungs = [("labeled_only", mask_pairs(labeled.images, labeled.masks))]
+        if true_dice is not None:
+            ladder |= pool_dice(bank, true_dice)
+            rungs += [
+                ("perfect_label", perfect_label_pairs(bank)),
+                ("oracle_best_of_k", oracle_pairs(bank, true_dice)),
+            ]
+        for rung, rung_data in rungs:
+            key = stage_key(bank_key, rung, config_to_dict(LADDER_METHOD), ft)
+            record = _cached_run(
+                stages,
+                model,
+                base_state,
+                rung_data,
+                LADDER_METHOD,
+                f"ladder-{rung}-s{seed}-{key}",
+                seed,
+                ref,
+                base_hd95,
+                {"rung": rung, "seed": seed},
+            )
+            ladder[f"{rung}_dice"] = record["final_dice"]
+            ladder[f"{rung}_peak_dice"] = record["peak_dice"]
+            ladder[f"{rung}_dice_per_image"] = record["final_dice_per_image"]
     rows = []
+    pool_pairs = TrainingPairs(
+        bank.images,
+        bank.masks,
+        np.arange(len(bank.images), dtype=np.int64),
+        np.zeros(len(bank.images), dtype=np.int64),
+        np.full(len(bank.images), -1, dtype=np.int64),
+    )
+    for method_name, method in config.methods.items():
+        if method.objective not in JUDGE_FREE:
+            continue
+        key = stage_key(bank_key, "pool", config_to_dict(method), ft)
+        extra = dict(
+            method=method_name,
+            judge="none",
+            miner="pool",
+            seed=seed,
+            n_pairs=len(pool_pairs),
+            pair_accuracy=None,
+            harmful_leverage=None,
+            judge_spearman=None,
+            judge_top1_accuracy=None,
+            judge_top1_dice=None,
+        )
+        run_id = f"{method_name}-none-pool-s{seed}-{key}"
+        row = _cached_run(stages, model, base_state, pool_pairs, method, run_id, seed, ref, base_hd95, extra)
+        rows.append(row)
+        ladder["methods"][f"{method_name} (no judge)"] = row["final_dice"]
     for label, name, kwargs in config.judges.judge_labels():
         if _rank() == 0:
             stages.scores(seed, bank_key, bank, label, name, kwargs, model, snapshots)
@@ -508,11 +618,17 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
         scores_key, scores, judge_stats = stages.scores(
             seed, bank_key, bank, label, name, kwargs, model, snapshots
         )
+        ladder["judges"][label] = {
+            "top1_dice": judge_stats.get("judge_top1_dice"),
+            "spearman": judge_stats.get("judge_spearman"),
+        }
         for method_name, method in config.methods.items():
+            if method.objective in JUDGE_FREE:
+                continue
             miners = ["top1"] if method.objective == "sft_top" else list(config.mining.strategies)
             for miner in miners:
                 pairs_key, data, quality = _training_data(stages, scores_key, bank, scores, true_dice, miner)
-                key = stage_key(pairs_key, config_to_dict(method), config_to_dict(config.finetune))
+                key = stage_key(pairs_key, config_to_dict(method), ft)
                 run_id = f"{method_name}-{label}-{miner}-s{seed}-{key}".replace("@", "")
                 path = stages.out / "runs" / f"{run_id}.json"
                 model_path = stages.out / "models" / f"{run_id}.pt"
@@ -520,7 +636,7 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
                     log.info("fine-tuning %s on %d pairs", run_id, len(data))
                     model.load_state_dict(base_state)
                     record, selected, final = _finetune_run(
-                        stages, model, data, method_name, seed, ref, path, base_hd95
+                        stages, model, data, method, seed, ref, path, base_hd95
                     )
                     record.update(
                         run=run_id,
@@ -568,6 +684,7 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
                 row = json.loads(path.read_text())
                 row["model"] = str(model_path.relative_to(stages.out)) if model_path.exists() else None
                 rows.append(row)
+                ladder["methods"][f"{method_name} ({label}, {miner})"] = row["final_dice"]
                 examples = stages.out / "examples.png"
                 if miner != "top1" and len(data) and _rank() == 0 and stages.plots and not examples.exists():
                     plot_pair_examples(
@@ -583,14 +700,14 @@ def _run_seed(stages: _Stages, seed: int) -> list[dict[str, Any]]:
                         title=f"{stages.dataset}: judge {label}, miner {miner}",
                     )
     model.load_state_dict(base_state)
-    return rows
+    return rows, ladder if has_truth else None
 
 
 def _finetune_run(
     stages: _Stages,
     model: UNet,
     data: TrainingPairs,
-    method_name: str,
+    method: MethodConfig,
     seed: int,
     ref: torch.Tensor,
     path: Path,
@@ -598,20 +715,19 @@ def _finetune_run(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The run's record (summaries and curves), its validation-selected weights and its final weights."""
     config = stages.config
-    method = config.methods[method_name]
     test, val = stages.test, stages.splits.val
     if len(data) == 0:
         log.warning("no pairs were mined: the run keeps the base model")
         dev = config.device
-        dice0 = (
-            evaluate(model, test, distances=False, device=dev).means()["dice"] if test is not None else None
-        )
+        per_image = evaluate(model, test, distances=False, device=dev).dice if test is not None else None
+        dice0 = float(per_image.mean()) if per_image is not None else None
         val0 = evaluate(model, val, distances=False, device=dev).means()["dice"]
         steps = [0, config.finetune.steps]
         curve = [(s, dice0) for s in steps] if dice0 is not None else []
         val_curve = [(s, val0) for s in steps]
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return _record(stages, curve, val_curve, 0, base_hd95, base_hd95, []), state, state
+        record = _record(stages, curve, val_curve, 0, base_hd95, base_hd95, [], per_image)
+        return record, state, state
     torch.manual_seed(seed)
     result = finetune(
         model,
@@ -621,7 +737,7 @@ def _finetune_run(
         test,
         val=val,
         seed=seed,
-        ref_logits=ref if method.objective == "preference" else None,
+        ref_logits=ref if method.objective in ("preference", "pseudo_label") else None,
         labeled=stages.splits.labeled,
         device=config.device,
         checkpoint=path.with_suffix(".ckpt"),
@@ -635,6 +751,7 @@ def _finetune_run(
         base_hd95,
         result.final_hd95,
         result.train_log,
+        result.final_dice_per_image,
     )
     return record, result.selected_state_dict, result.state_dict
 
@@ -647,7 +764,9 @@ def _record(
     base_hd95: float | None,
     final_hd95: float | None,
     train_log: list[dict[str, float]],
+    dice_per_image: Any = None,
 ) -> dict[str, Any]:
+    """Summaries and curves of one run; ``dice_per_image`` (test images,) of the final weights or None."""
     window = stages.config.finetune.final_window
     if curve:
         summary = summarize_curve(curve, window)
@@ -671,6 +790,7 @@ def _record(
         "final_test_dice": curve[-1][1] if curve else None,
         "base_hd95": base_hd95,
         "final_hd95": final_hd95,
+        "final_dice_per_image": None if dice_per_image is None else [float(v) for v in dice_per_image],
         "curve": [list(c) for c in curve],
         "val_curve": [list(c) for c in val_curve],
         "train_log": train_log,

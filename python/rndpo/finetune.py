@@ -12,11 +12,12 @@ DistributedDataParallel.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from rndpo.baselines import confident_pseudo_label_loss, consistency_loss, ema_update
 from rndpo.config import FinetuneConfig, MethodConfig
 from rndpo.data import SegmentationDataset
 from rndpo.evaluation import evaluate
@@ -31,11 +33,13 @@ from rndpo.inference import predict_logits
 from rndpo.losses import preference_loss, sft_top_loss, supervised_anchor_loss
 from rndpo.mining import PairSet
 from rndpo.storage import atomic_write, load_weights, stage_ready
+from rndpo.supervised import augment_batch
 
 __all__ = [
     "FinetuneResult",
     "TrainingPairs",
     "finetune",
+    "lr_factor",
     "reference_logits",
     "summarize_curve",
     "summarize_selection",
@@ -120,6 +124,32 @@ def _optional_split(data: SegmentationDataset | None, name: str) -> Segmentation
     return data if len(data) else None
 
 
+def lr_factor(step: int, config: FinetuneConfig) -> float:
+    """Multiplier of ``config.lr`` at optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup_steps`` (step s gets (s + 1) / warmup_steps), then constant or a cosine decay that reaches
+    5% of lr after the last step."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    span = max(1, config.steps - config.warmup_steps)
+    t = min(1.0, (step - config.warmup_steps + 1) / span)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _augmented(
+    images: torch.Tensor, masks: list[torch.Tensor], gen: torch.Generator | None, part: slice
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """images float32 (B, C, H, W) and masks each (B, H, W) of the global batch, augmented together
+    (same draw per image) with :func:`augment_batch` (no-op when ``gen`` is None), then cut to this
+    process's ``part``; masks come back uint8. Drawing for the global batch keeps DDP == one process."""
+    if gen is not None:
+        stacked = torch.stack([m.float() for m in masks], dim=1)
+        images, y = augment_batch(images, stacked, gen)
+        masks = [y[:, i].to(torch.uint8) for i in range(len(masks))]
+    return images[part], [m[part] for m in masks]
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -135,20 +165,67 @@ def _step_loss(
     labeled: SegmentationDataset | None,
     anchor_batch: np.ndarray | None,
     device: str,
+    aug: torch.Generator | None = None,
+    ref_model: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+    gen: torch.Generator | None = None,
+    part: slice = slice(None),
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of this process's ``part`` of the global ``batch`` (and ``anchor_batch``). With ``aug`` the
+    batches are augmented and the reference logits are recomputed by ``ref_model`` (the frozen base,
+    eval mode) on the augmented images. mean_teacher needs ``teacher`` and ``gen`` (its views);
+    pseudo_label takes its targets from ``ref``."""
     img = data.image[batch]
     images = torch.from_numpy(np.ascontiguousarray(data.images[img])).to(device)
-    chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
-    logits = model(images)
     metrics: dict[str, float] = {}
-    if method.objective == "sft_top":
-        loss = sft_top_loss(logits, chosen)
-    else:
+    anchor_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
+    if method.anchor_weight > 0 and labeled is not None and anchor_batch is not None:
+        x = torch.from_numpy(np.ascontiguousarray(labeled.images[anchor_batch])).to(device)
+        y = torch.from_numpy(np.ascontiguousarray(labeled.masks[anchor_batch])).to(device)
+        x, (y,) = _augmented(x, [y], aug, part)
+        anchor_inputs = (x, y)
+    anchor_logits: list[torch.Tensor] = []
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        """The policy on ``inputs`` and, in the same forward pass, on the anchor images."""
+        if anchor_inputs is None:
+            return cast(torch.Tensor, model(inputs))
+        out = model(torch.cat([inputs, anchor_inputs[0]]))
+        anchor_logits.append(out[len(inputs) :])
+        return cast(torch.Tensor, out[: len(inputs)])
+
+    if method.objective == "mean_teacher":
+        assert teacher is not None and gen is not None
+        loss = method.beta * consistency_loss(forward, teacher, images, gen, part)
+        metrics["consistency"] = float(loss.detach()) / method.beta
+    elif method.objective == "pseudo_label":
         assert ref is not None
+        base = ref[torch.from_numpy(img)].to(device).float()[:, 0]
+        target = (base > 0).to(torch.uint8)
+        keep = (torch.sigmoid(base.abs()) >= method.confidence).to(torch.uint8)
+        images, (target, keep) = _augmented(images, [target, keep], aug, part)
+        loss = method.beta * confident_pseudo_label_loss(forward(images), target, keep)
+        metrics["pseudo_label_loss"] = float(loss.detach()) / method.beta
+        metrics["confident_share"] = float(keep.float().mean())
+    elif method.objective == "sft_top":
+        chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
+        images, (chosen,) = _augmented(images, [chosen], aug, part)
+        loss = sft_top_loss(forward(images), chosen)
+    else:
+        chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
         rejected = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.rejected[batch]])).to(device)
+        images, (chosen, rejected) = _augmented(images, [chosen, rejected], aug, part)
+        if aug is not None:
+            assert ref_model is not None
+            with torch.no_grad():
+                ref_batch = ref_model(images)
+        else:
+            assert ref is not None
+            ref_batch = ref[torch.from_numpy(img[part])].to(device)
+        logits = forward(images)
         out = preference_loss(
             logits,
-            ref[torch.from_numpy(img)].to(device),
+            ref_batch,
             chosen,
             rejected,
             beta=method.beta,
@@ -167,10 +244,8 @@ def _step_loss(
                 "rewards/accuracies": float(out.accuracies[valid].float().mean()),
                 "region_size": float(out.region_size[valid].float().mean()),
             }
-    if method.anchor_weight > 0 and labeled is not None and anchor_batch is not None:
-        x = torch.from_numpy(np.ascontiguousarray(labeled.images[anchor_batch])).to(device)
-        y = torch.from_numpy(np.ascontiguousarray(labeled.masks[anchor_batch])).to(device)
-        anchor = supervised_anchor_loss(model(x), y)
+    if anchor_inputs is not None:
+        anchor = supervised_anchor_loss(anchor_logits[0], anchor_inputs[1])
         metrics["anchor_loss"] = float(anchor.detach())
         loss = loss + method.anchor_weight * anchor
     metrics["loss"] = float(loss.detach())
@@ -199,16 +274,27 @@ def finetune(
     selection: the best validation Dice wins, ties go to the earlier step) and on ``test`` (reporting
     only; never used to pick anything). Both are optional (None or empty): without ``val`` the final
     weights are the selected ones. The model ends holding the final weights.
-    ref_logits: float16/float32 (N, 1, H, W) base logits on ``data.images`` (needed unless sft_top).
+    ref_logits: float16/float32 (N, 1, H, W) base logits on ``data.images`` (needed for preference
+    objectives unless ``config.augment``, which recomputes them on each augmented batch with a frozen copy
+    of ``model``; that costs one forward pass per step).
+    Learning rate: ``config.lr`` times :func:`lr_factor`; gradients clipped to norm ``config.grad_clip``.
     checkpoint: file to resume from and to save progress to (atomically) at every evaluation.
     """
     if len(data) == 0:
         raise ValueError("finetune: data has no pairs; loosen the mining filters or use another miner")
-    if method.objective == "preference" and ref_logits is None:
-        raise ValueError("finetune: ref_logits are required for preference objectives")
+    if method.objective == "preference" and ref_logits is None and not config.augment:
+        raise ValueError("finetune: ref_logits are required for preference objectives without augmentation")
+    if method.objective == "pseudo_label" and ref_logits is None:
+        raise ValueError(
+            "finetune: ref_logits (the base model's logits on the pool) are required for pseudo_label"
+        )
     rank, world = _world()
     model.to(device)
     model.eval()  # dropout off and batch-norm frozen, for policy and reference alike
+    ref_model = None
+    if config.augment and method.objective == "preference":
+        ref_model = copy.deepcopy(model).requires_grad_(False)  # the frozen base, before any resume
+    teacher = copy.deepcopy(model).requires_grad_(False) if method.objective == "mean_teacher" else None
     train_model: nn.Module = model
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(model)
@@ -236,6 +322,8 @@ def finetune(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
+        if teacher is not None:
+            teacher.load_state_dict(state["teacher"])
         curve, log, start = [tuple(c) for c in state["curve"]], state["log"], state["step"]
         val_curve = [tuple(c) for c in state.get("val_curve", [])]
         best = {"step": state.get("selected_step", 0), "state": state.get("selected_model", best["state"])}
@@ -256,6 +344,8 @@ def finetune(
             "log": log,
             "step": step,
         }
+        if teacher is not None:
+            state["teacher"] = teacher.state_dict()
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp), checksum=True)
 
     bar = tqdm(
@@ -267,20 +357,38 @@ def finetune(
     )
     per_rank = max(1, math.ceil(config.batch_size / world))
     for step in bar:
-        batch = torch.randint(len(data), (per_rank * world,), generator=gen).numpy()[rank::world]
+        batch = torch.randint(len(data), (per_rank * world,), generator=gen).numpy()
         anchor_batch = None
         if method.anchor_weight > 0 and labeled is not None:
-            anchor_batch = torch.randint(len(labeled), (per_rank * world,), generator=gen).numpy()[
-                rank::world
-            ]
+            anchor_batch = torch.randint(len(labeled), (per_rank * world,), generator=gen).numpy()
         loss, metrics = _step_loss(
-            train_model, method, data, ref_logits, batch, labeled, anchor_batch, device
+            train_model,
+            method,
+            data,
+            ref_logits,
+            batch,
+            labeled,
+            anchor_batch,
+            device,
+            aug=gen if config.augment else None,
+            ref_model=ref_model,
+            teacher=teacher,
+            gen=gen,
+            part=slice(rank, None, world),
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"finetune: non-finite loss {float(loss)} at step {step + 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if config.grad_clip > 0:
+            metrics["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+        lr = config.lr * lr_factor(step, config)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        metrics["lr"] = lr
         opt.step()
+        if teacher is not None:
+            ema_update(teacher, model, method.ema_decay)
         metrics["step"] = float(step + 1)
         log.append(metrics)
         if on_step is not None:

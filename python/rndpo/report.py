@@ -1,7 +1,9 @@
 """Result files people read: results.json, results.csv, results.md and the plots.
 
-results.json holds ``runs`` (one row per method, judge, miner and seed, with its Dice ``curve``), the
-config and the package version. results.md gives mean +- std over seeds of each (method, judge, miner).
+results.json holds ``runs`` (one row per method, judge, miner and seed, with its Dice ``curve`` and
+``final_dice_per_image`` on the test images), ``ladder`` (the headroom ladder per seed, see
+:mod:`rndpo.ladder`; empty when the pool has no ground truth), the config and the package version.
+results.md starts with the ladder, then gives mean +- std over seeds of each (method, judge, miner).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from rndpo import __version__
 from rndpo.config import RunConfig, config_to_dict
+from rndpo.ladder import ladder_table
 from rndpo.storage import atomic_write, write_json, write_text
 
 __all__ = [
@@ -129,13 +132,18 @@ def write_reports(
     *,
     plots: bool = True,
     dataset: str = "",
+    ladder: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Write results.json, .csv, .md and (with ``plots``) curves.png into ``out``."""
     out = Path(out)
     runs = [{k: v for k, v in row.items() if k != "train_log"} for row in rows]
-    write_json(out / "results.json", {"version": __version__, "config": config_to_dict(config), "runs": runs})
+    write_json(
+        out / "results.json",
+        {"version": __version__, "config": config_to_dict(config), "ladder": list(ladder), "runs": runs},
+    )
     write_text(out / "results.csv", _csv_text(runs))
-    write_text(out / "results.md", summary_table(runs))
+    head = f"## Headroom ladder\n\n{ladder_table(ladder)}\n## All runs\n\n" if ladder else ""
+    write_text(out / "results.md", head + summary_table(runs))
     if plots:
         plot_curves(runs, out / "curves.png", dataset=dataset)
 
