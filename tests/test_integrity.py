@@ -57,7 +57,7 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "scores npz truncated": ("stages/scores-*.npz", _truncate),
     "pairs npz truncated": ("stages/pairs-*.npz", _truncate),
     "pairs npz, one byte flipped": ("stages/pairs-*.npz", _flip_middle_byte),
-    "run result json truncated": ("runs/*.json", _truncate),
+    "run result json truncated": ("runs/[!l]*.json", _truncate),  # [!l]: not the ladder runs
 }
 
 
