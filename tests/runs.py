@@ -64,6 +64,8 @@ def run_records(out: Path, names: set[str] | None = None) -> dict[str, dict]:
     """The fine-tuning records in out/runs (curve, train log, ...) by miner; only ``names`` if given."""
     found = {}
     for path in sorted((out / "runs").glob("*.json")):
+        if path.name.startswith("ladder-"):  # the headroom ladder's rungs are not method runs
+            continue
         if names is None or path.name in names:
             record = json.loads(path.read_text())
             found[record["miner"]] = record

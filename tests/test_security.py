@@ -81,7 +81,7 @@ def _base_model(target: Path) -> Path:
 
 
 def _checkpoint(target: Path) -> Path:
-    (result,) = (target / "runs").glob("*.json")
+    (result,) = (target / "runs").glob("[!l]*.json")  # [!l]: a method run, not a ladder rung
     result.unlink()  # the run is unfinished: its checkpoint is read on resume
     return result.with_suffix(".ckpt")
 
