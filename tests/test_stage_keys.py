@@ -11,7 +11,7 @@ import pytest
 
 from rndpo.mining import mine_pairs
 from rndpo.proposals import ProposalBank
-from runs import TINIEST, copy_run, rows, run, run_records, stage_files, tiny_run
+from runs import TINIEST, copy_run, rows, run, run_records, stage_files, tiny_run, write_config
 
 TWO_MINERS = TINIEST.replace('strategies = ["all_pairs"]', 'strategies = ["all_pairs", "top_vs_bottom"]')
 ORDER = ("base-", "bank-", "scores-", "pairs-", "dpo-")
@@ -97,3 +97,27 @@ def test_each_miners_pairs_equal_mine_pairs_called_directly(tiny: tuple[Path, Pa
         assert len(matches) == 1, miner
         assert by_miner[miner]["n_pairs"] == len(direct) > 0
     assert by_miner["all_pairs"]["n_pairs"] > by_miner["top_vs_bottom"]["n_pairs"]
+
+
+def test_the_runs_seed_drives_the_random_miners(tmp_path: Path) -> None:
+    """A seed reseeds the whole pipeline, mining included (it was fixed at 0)."""
+    text = (
+        TINIEST.replace("seeds = [0]", "seeds = [3]")
+        .replace("k = 3", "k = 8")
+        .replace('strategies = ["all_pairs"]', 'strategies = ["random"]')
+    )
+    out = tmp_path / "out"
+    assert run(write_config(tmp_path, text), out) == 0
+    (bank_dir,) = (out / "stages").glob("bank-*")
+    (scores_file,) = (out / "stages").glob("scores-*.npz")
+    (pairs_file,) = (out / "stages").glob("pairs-*.npz")
+    bank = ProposalBank.load(bank_dir)
+    with np.load(scores_file) as z:
+        scores = z["scores"]
+    with np.load(pairs_file) as z:
+        stored = {k: z[k] for k in z.files}
+    direct = {s: mine_pairs(bank.masks, scores, "random", min_region=1, seed=s) for s in (0, 3)}
+    pick = {s: np.stack([direct[s].chosen, direct[s].rejected]) for s in (0, 3)}
+    assert not np.array_equal(pick[0], pick[3])  # on this bank seed 0 would give other pairs
+    for field in ("image", "chosen", "rejected", "margin"):
+        np.testing.assert_array_equal(stored[field], getattr(direct[3], field), err_msg=field)

@@ -275,7 +275,10 @@ class _Stages:
         kwargs: dict[str, Any],
         model: UNet,
         snapshots: list[dict[str, torch.Tensor]],
+        true_dice: np.ndarray | None,
     ) -> tuple[str, np.ndarray, dict[str, Any]]:
+        """The judge's scores (N, K) of the bank, cached; with the bank's true Dice (N, K) (None for a
+        truly unlabeled pool) also the judge's reliability on it."""
         cfg = self.config
         extra = cfg.judges.qc_steps if name == "learned_qc" else None
         key = stage_key(bank_key, label, kwargs, extra, seed)
@@ -296,9 +299,8 @@ class _Stages:
             scores = np.asarray(judge.score(bank), dtype=np.float64)
             write_npz(path, checksum=True, scores=scores)
         scores = np.load(path)["scores"]
-        if bank.ground_truth is None:  # a truly unlabeled pool: no reliability to report
+        if true_dice is None:  # a truly unlabeled pool: no reliability to report
             return key, scores, {}
-        true_dice = OracleJudge().score(bank)
         rel = judge_reliability(scores, true_dice)
         return (
             key,
@@ -311,10 +313,11 @@ class _Stages:
         )
 
     def pairs(
-        self, scores_key: str, bank: ProposalBank, scores: np.ndarray, miner: str
+        self, scores_key: str, bank: ProposalBank, scores: np.ndarray, miner: str, seed: int
     ) -> tuple[str, PairSet]:
+        """The miner's pairs, cached; ``seed`` (the run's) drives the random strategies."""
         m = self.config.mining
-        key = stage_key(scores_key, miner, config_to_dict(m))
+        key = stage_key(scores_key, miner, config_to_dict(m), seed)
         path = self.stages / f"pairs-{key}.npz"
         if not stage_ready(path):
             strategy, min_margin = m.parse_strategy(miner)
@@ -326,7 +329,7 @@ class _Stages:
                 min_region=m.min_region,
                 max_region=m.max_region,
                 max_pairs_per_image=m.max_pairs_per_image,
-                seed=0,
+                seed=seed,
             )
             arrays = {f.name: getattr(pairs, f.name) for f in dataclasses.fields(pairs)}
             write_npz(path, checksum=True, **arrays)
@@ -453,6 +456,7 @@ def _training_data(
     scores: np.ndarray,
     true_dice: np.ndarray | None,
     miner: str,
+    seed: int,
 ) -> tuple[str, TrainingPairs, dict[str, Any]]:
     """Pairs of one miner (or the judge's top pick for ``top1``) and, where the pool's ground truth is
     known (``true_dice`` (N, K)), their quality; without it the quality fields are absent."""
@@ -466,7 +470,7 @@ def _training_data(
                 "harmful_leverage": None,
             }
         return stage_key(scores_key, "top1"), data, quality
-    pairs_key, pairs = stages.pairs(scores_key, bank, scores, miner)
+    pairs_key, pairs = stages.pairs(scores_key, bank, scores, miner, seed)
     quality = {"n_pairs": len(pairs)}
     if true_dice is not None:
         q = pair_quality(pairs, true_dice)
@@ -613,10 +617,10 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
         ladder["methods"][f"{method_name} (no judge)"] = row["final_dice"]
     for label, name, kwargs in config.judges.judge_labels():
         if _rank() == 0:
-            stages.scores(seed, bank_key, bank, label, name, kwargs, model, snapshots)
+            stages.scores(seed, bank_key, bank, label, name, kwargs, model, snapshots, true_dice)
         _barrier()
         scores_key, scores, judge_stats = stages.scores(
-            seed, bank_key, bank, label, name, kwargs, model, snapshots
+            seed, bank_key, bank, label, name, kwargs, model, snapshots, true_dice
         )
         ladder["judges"][label] = {
             "top1_dice": judge_stats.get("judge_top1_dice"),
@@ -627,7 +631,9 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
                 continue
             miners = ["top1"] if method.objective == "sft_top" else list(config.mining.strategies)
             for miner in miners:
-                pairs_key, data, quality = _training_data(stages, scores_key, bank, scores, true_dice, miner)
+                pairs_key, data, quality = _training_data(
+                    stages, scores_key, bank, scores, true_dice, miner, seed
+                )
                 key = stage_key(pairs_key, config_to_dict(method), ft)
                 run_id = f"{method_name}-{label}-{miner}-s{seed}-{key}".replace("@", "")
                 path = stages.out / "runs" / f"{run_id}.json"
