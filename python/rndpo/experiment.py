@@ -24,10 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import torch
@@ -85,6 +87,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("rndpo")
+
+_T = TypeVar("_T")
 
 #: which fine-tuned models an experiment writes to OUT/models: the validation-selected one of every run
 #: (and the base), also every run's final weights (``<run>-final.pt``), or none
@@ -436,17 +440,27 @@ class _log_file:
             log.setLevel(self.level)
 
 
+def _cached(stage: Callable[[], _T]) -> _T:
+    """A cached stage under torchrun: rank 0 computes and caches it first; after the barrier every rank
+    calls it again, which reads the cache. With one process it is simply called (twice: the second
+    call only reads)."""
+    if _rank() == 0:
+        stage()
+    _barrier()
+    return stage()
+
+
 def _shared_stages(
     stages: _Stages, seed: int
 ) -> tuple[str, UNet, list[dict[str, torch.Tensor]], str, ProposalBank]:
-    """Base model and bank; under torchrun rank 0 computes them and the other ranks read the cache."""
-    if _rank() == 0:
+    """Base model and bank of one seed (cached; see :func:`_cached`)."""
+
+    def both() -> tuple[str, UNet, list[dict[str, torch.Tensor]], str, ProposalBank]:
         base_key, model, snapshots = stages.base(seed)
-        stages.bank(seed, base_key, model, snapshots)
-    _barrier()
-    base_key, model, snapshots = stages.base(seed)
-    bank_key, bank = stages.bank(seed, base_key, model, snapshots)
-    return base_key, model, snapshots, bank_key, bank
+        bank_key, bank = stages.bank(seed, base_key, model, snapshots)
+        return base_key, model, snapshots, bank_key, bank
+
+    return _cached(both)
 
 
 def _training_data(
@@ -616,11 +630,8 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
         rows.append(row)
         ladder["methods"][f"{method_name} (no judge)"] = row["final_dice"]
     for label, name, kwargs in config.judges.judge_labels():
-        if _rank() == 0:
-            stages.scores(seed, bank_key, bank, label, name, kwargs, model, snapshots, true_dice)
-        _barrier()
-        scores_key, scores, judge_stats = stages.scores(
-            seed, bank_key, bank, label, name, kwargs, model, snapshots, true_dice
+        scores_key, scores, judge_stats = _cached(
+            partial(stages.scores, seed, bank_key, bank, label, name, kwargs, model, snapshots, true_dice)
         )
         ladder["judges"][label] = {
             "top1_dice": judge_stats.get("judge_top1_dice"),
