@@ -97,3 +97,20 @@ def test_strategy_with_its_own_margin() -> None:
     cfg = config_from_dict({"mining": {"strategies": ["top_vs_rest", "all_pairs:0.05"], "min_margin": 0.01}})
     assert cfg.mining.parse_strategy("all_pairs:0.05") == ("all_pairs", 0.05)
     assert cfg.mining.parse_strategy("top_vs_rest") == ("top_vs_rest", 0.01)
+
+
+def test_a_methods_loss_options_are_exactly_preference_losss_options() -> None:
+    import inspect
+
+    from rndpo.config import METHOD_PRESETS
+    from rndpo.losses import preference_loss
+
+    keyword_only = {
+        name
+        for name, p in inspect.signature(preference_loss).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    for preset in METHOD_PRESETS.values():
+        options = preset.loss_options()
+        assert set(options) == keyword_only
+        assert all(options[k] == getattr(preset, k) for k in options)

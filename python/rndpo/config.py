@@ -435,6 +435,16 @@ class MethodConfig:
         if not 0.5 <= self.confidence < 1.0:
             raise ConfigError(f"methods.<name>.confidence must be in [0.5, 1), got {self.confidence}")
 
+    def loss_options(self) -> dict[str, Any]:
+        """The keyword options of :func:`rndpo.losses.preference_loss` this method sets."""
+        return {
+            "beta": self.beta,
+            "loss_type": self.loss_type,
+            "region_power": self.region_power,
+            "label_smoothing": self.label_smoothing,
+            "normalization": self.normalization,
+        }
+
 
 # beta sets where the loss saturates: DPO sees the summed margin over D (|D| is typically 10^2-10^3
 # pixels), RN-DPO the mean over D, so RN-DPO needs a beta about |D| times larger. These defaults were

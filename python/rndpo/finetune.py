@@ -223,17 +223,7 @@ def _step_loss(
             assert ref is not None
             ref_batch = ref[torch.from_numpy(img[part])].to(device)
         logits = forward(images)
-        out = preference_loss(
-            logits,
-            ref_batch,
-            chosen,
-            rejected,
-            beta=method.beta,
-            loss_type=method.loss_type,
-            region_power=method.region_power,
-            label_smoothing=method.label_smoothing,
-            normalization=method.normalization,
-        )
+        out = preference_loss(logits, ref_batch, chosen, rejected, **method.loss_options())
         loss = out.loss
         valid = out.region_size > 0
         if bool(valid.any()):
