@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rndpo import __version__
-from rndpo.config import config_from_dict
+from rndpo.config import TOP_PICK, config_from_dict
 from rndpo.experiment import run_experiment
 from rndpo.ladder import ladder_table
 from rndpo.report import plot_curves, summary_table
@@ -220,7 +220,7 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     wins = m = 0
     best_diffs = []
     for judge in sorted({j for (_, j, _) in cells}):
-        sft = cells.get(("sft_top", judge, "top1"))
+        sft = cells.get(("sft_top", judge, TOP_PICK))
         rn = [g for (meth, j, _), g in cells.items() if meth == "rndpo" and j == judge]
         if not sft or not rn:
             continue
@@ -381,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_experiment(config, out, resume=True, progress=not args.quiet, keep="none")  # no models
         timings[name] = time.perf_counter() - start
         plot = report.parent / f"{report.stem}_{name}_curves.png"
-        plot_curves([r for r in result.rows if r["miner"] in ("top1", "top_vs_bottom")], plot, dataset=name)
+        plot_curves([r for r in result.rows if r["miner"] in (TOP_PICK, "top_vs_bottom")], plot, dataset=name)
         if (out / "examples.png").exists():
             shutil.copy(out / "examples.png", report.parent / f"{report.stem}_{name}_examples.png")
-        miners = {r["miner"] for r in result.rows} - {"top1", "pool"}
+        miners = {r["miner"] for r in result.rows} - {TOP_PICK, "pool"}
         table = mining_table(result.rows, "rndpo")[0] if len(miners) > 1 else ""
         sections.append(
             f"## {name}\n\n"

@@ -29,6 +29,7 @@ __all__ = [
     "METHOD_PRESETS",
     "PROPOSAL_SOURCES",
     "STRATEGIES",
+    "TOP_PICK",
     "BaseTrainConfig",
     "ConfigError",
     "DataConfig",
@@ -324,6 +325,8 @@ class JudgeConfig:
 Strategy = Literal["top_vs_bottom", "top_vs_rest", "adjacent", "all_pairs", "top_vs_random", "random"]
 """The pairing strategies of :func:`rndpo.mine_pairs` (the Rust core's ``Strategy::NAMES``, same order)."""
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+TOP_PICK = "top1"
+"""The miner name of ``sft_top`` runs: the judge's top-ranked proposal per image, not a pair strategy."""
 
 
 @dataclass(frozen=True, slots=True)

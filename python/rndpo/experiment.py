@@ -38,6 +38,7 @@ import torch.distributed as dist
 from rndpo import __version__
 from rndpo.config import (
     JUDGE_FREE,
+    TOP_PICK,
     ConfigError,
     DataConfig,
     MethodConfig,
@@ -474,7 +475,7 @@ def _training_data(
 ) -> tuple[str, TrainingPairs, dict[str, Any]]:
     """Pairs of one miner (or the judge's top pick for ``top1``) and, where the pool's ground truth is
     known (``true_dice`` (N, K)), their quality; without it the quality fields are absent."""
-    if miner == "top1":
+    if miner == TOP_PICK:
         data = top_choice_pairs(bank.images, bank.masks, scores)
         quality: dict[str, Any] = {"n_pairs": len(data)}
         if true_dice is not None:
@@ -483,7 +484,7 @@ def _training_data(
                 "pair_accuracy": float(np.mean(picked >= true_dice.max(axis=1))),
                 "harmful_leverage": None,
             }
-        return stage_key(scores_key, "top1"), data, quality
+        return stage_key(scores_key, TOP_PICK), data, quality
     pairs_key, pairs = stages.pairs(scores_key, bank, scores, miner, seed)
     quality = {"n_pairs": len(pairs)}
     if true_dice is not None:
@@ -640,7 +641,7 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
         for method_name, method in config.methods.items():
             if method.objective in JUDGE_FREE:
                 continue
-            miners = ["top1"] if method.objective == "sft_top" else list(config.mining.strategies)
+            miners = [TOP_PICK] if method.objective == "sft_top" else list(config.mining.strategies)
             for miner in miners:
                 pairs_key, data, quality = _training_data(
                     stages, scores_key, bank, scores, true_dice, miner, seed
@@ -703,7 +704,8 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
                 rows.append(row)
                 ladder["methods"][f"{method_name} ({label}, {miner})"] = row["final_dice"]
                 examples = stages.out / "examples.png"
-                if miner != "top1" and len(data) and _rank() == 0 and stages.plots and not examples.exists():
+                first_pairs = miner != TOP_PICK and len(data) and not examples.exists()
+                if first_pairs and _rank() == 0 and stages.plots:
                     plot_pair_examples(
                         bank.images,
                         bank.masks,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rndpo import __version__
-from rndpo.config import RunConfig, config_to_dict
+from rndpo.config import TOP_PICK, RunConfig, config_to_dict
 from rndpo.ladder import ladder_table
 from rndpo.storage import atomic_write, write_json, write_text
 
@@ -162,7 +162,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, dataset: st
     rows = [r for r in rows if r.get("curve")]
     if not rows:
         return
-    panels = sorted({(r["judge"], r["miner"] if r["miner"] != "top1" else "") for r in rows})
+    panels = sorted({(r["judge"], r["miner"] if r["miner"] != TOP_PICK else "") for r in rows})
     panels = [p for p in panels if p[1]] or panels
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, sharey=True)
     colors: dict[str, Any] = {}
@@ -171,7 +171,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, dataset: st
         if base:
             ax.axhline(float(np.mean(base)), color="0.4", linestyle="--", linewidth=1)
         for (method, j, m), group in sorted(_group(rows).items()):
-            if j != judge or (m != miner and m != "top1"):
+            if j != judge or (m != miner and m != TOP_PICK):
                 continue
             steps = np.array([s for s, _ in group[0]["curve"]])
             curves = np.array([[v for _, v in r["curve"]] for r in group if len(r["curve"]) == len(steps)])
