@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from factories import disks
 from oracles import oracle_rotate_nearest, oracle_segmentation_loss
+from rndpo.inference import rotate
 from rndpo.model import UNet
 from rndpo.supervised import (
     BaseTrainConfig,
     BaseTrainResult,
-    _rotate,
     augment_batch,
     segmentation_loss,
     snapshot_steps,
@@ -91,10 +91,10 @@ def test_segmentation_loss_closed_form_and_gradcheck() -> None:
 def test_rotate_matches_pixel_loop_oracle_and_rot90() -> None:
     img = np.random.default_rng(0).random((9, 14)).astype(np.float32)
     for deg in (30.0, -20.0, 180.0):
-        ours = _rotate(torch.from_numpy(img)[None, None], torch.tensor([math.radians(deg)]), "nearest")
+        ours = rotate(torch.from_numpy(img)[None, None], torch.tensor([math.radians(deg)]), mode="nearest")
         assert np.mean(ours[0, 0].numpy() != oracle_rotate_nearest(img, deg)) < 0.02
     sq = np.random.default_rng(1).random((8, 8)).astype(np.float32)
-    r90 = _rotate(torch.from_numpy(sq)[None, None], torch.tensor([math.pi / 2]), "bilinear")[0, 0].numpy()
+    r90 = rotate(torch.from_numpy(sq)[None, None], torch.tensor([math.pi / 2]), mode="bilinear")[0, 0].numpy()
     np.testing.assert_allclose(r90, np.rot90(sq, 1), atol=1e-5)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rndpo.model import restore_train_flags, save_train_flags
@@ -107,3 +108,22 @@ def predict_probs(
     """Eval-mode foreground probabilities float32 (N, H, W) = sigmoid of channel 0 of the logits."""
     logits = predict_logits(model, images, batch_size=batch_size, device=device)
     return torch.sigmoid(logits[:, 0]).numpy()
+
+
+def rotate(x: torch.Tensor, angles: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:
+    """Rotate x (B, C, H, W) about the centre by ``angles`` radians, (B,) or a scalar tensor, in pixel
+    geometry (any aspect ratio), sampling with ``mode`` and border padding.
+
+    cos and sin are taken in the dtype of ``angles`` (float64 for exact fixed angles) and the affine
+    matrix is then cast to x's dtype.
+    """
+    _, _, h, w = x.shape
+    angles = angles.to(x.device).expand(x.shape[0])
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    theta = torch.zeros(x.shape[0], 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = cos
+    theta[:, 0, 1] = -sin * h / w
+    theta[:, 1, 0] = sin * w / h
+    theta[:, 1, 1] = cos
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)

@@ -48,6 +48,7 @@ __all__ = [
     "PreferenceLossOutput",
     "preference_loss",
     "sft_top_loss",
+    "soft_dice_loss",
     "supervised_anchor_loss",
 ]
 
@@ -520,7 +521,6 @@ def _dice_ce(logits: Tensor, target: Tensor, dice_weight: float, target_name: st
     x = logits if logits.dtype == torch.float64 else logits.float()
     if x.shape[0] == 0:  # an empty batch: 0 with zero gradient, like preference_loss
         return x.sum() * 0.0
-    spatial = tuple(range(2, x.dim()))
     if classes == 1:
         onehot = target.unsqueeze(1).to(x.dtype)
         ce = F.binary_cross_entropy_with_logits(x, onehot)
@@ -530,10 +530,17 @@ def _dice_ce(logits: Tensor, target: Tensor, dice_weight: float, target_name: st
         ce = F.cross_entropy(x, labels)
         prob = torch.softmax(x, dim=1)
         onehot = F.one_hot(labels, classes).movedim(-1, 1).to(x.dtype)
+    return ce + dice_weight * soft_dice_loss(prob, onehot, smooth=_DICE_SMOOTH)
+
+
+def soft_dice_loss(prob: Tensor, onehot: Tensor, *, smooth: float) -> Tensor:
+    """Mean over images and channels of 1 - soft Dice, for probabilities and one-hot targets float
+    (B, C, *S): (2 |P T| + smooth) / (|P| + |T| + smooth) per (image, channel) over the spatial dims.
+    The one soft Dice of rndpo (the fine-tuning losses here, base training in ``rndpo.supervised``)."""
+    spatial = tuple(range(2, prob.dim()))
     inter = (prob * onehot).sum(spatial)
     denom = prob.sum(spatial) + onehot.sum(spatial)
-    dice = (1.0 - (2.0 * inter + _DICE_SMOOTH) / (denom + _DICE_SMOOTH)).mean()
-    return ce + dice_weight * dice
+    return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
 
 
 def sft_top_loss(policy_logits: Tensor, chosen: Tensor, *, dice_weight: float = 1.0) -> Tensor:

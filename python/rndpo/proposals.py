@@ -36,13 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
 from rndpo.config import PROPOSAL_SOURCES, ProposalConfig
-from rndpo.inference import as_image_tensor, forward_batched, predict_logits
+from rndpo.inference import as_image_tensor, forward_batched, predict_logits, rotate
 from rndpo.model import enable_mc_dropout, restore_train_flags, save_train_flags
 from rndpo.storage import atomic_dir
 
@@ -253,17 +252,9 @@ def allocate_sources(k: int, sources: Sequence[str]) -> list[tuple[str, int]]:
     return [(sources[j % s], j // s) for j in range(k)]
 
 
-def _rotate_logits(x: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Rotate (B, C, H, W) by ``degrees`` about the centre in pixel geometry (bilinear, border)."""
-    b, _, h, w = x.shape
-    a = math.radians(degrees)
-    theta = torch.tensor(
-        [[math.cos(a), -math.sin(a) * h / w, 0.0], [math.sin(a) * w / h, math.cos(a), 0.0]],
-        dtype=x.dtype,
-        device=x.device,
-    ).expand(b, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+def _radians(degrees: float) -> torch.Tensor:
+    """A fixed angle as a float64 scalar tensor (exact cos and sin before the cast to the images' dtype)."""
+    return torch.tensor(math.radians(degrees), dtype=torch.float64)
 
 
 def _tta_pair(variant: int, degrees: float) -> tuple[Any, Any]:
@@ -275,11 +266,11 @@ def _tta_pair(variant: int, degrees: float) -> tuple[Any, Any]:
             x = x.flip(-1)
         if vflip:
             x = x.flip(-2)
-        return _rotate_logits(x, angle) if angle else x
+        return rotate(x, _radians(angle)) if angle else x
 
     def inverse(y: torch.Tensor) -> torch.Tensor:
         if angle:
-            y = _rotate_logits(y, -angle)
+            y = rotate(y, _radians(-angle))
         if vflip:
             y = y.flip(-2)
         if hflip:

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from rndpo.config import BaseTrainConfig
 from rndpo.data import SegmentationDataset
-from rndpo.inference import predict_probs
+from rndpo.inference import predict_probs, rotate
+from rndpo.losses import soft_dice_loss
 from rndpo.metrics import dice
 
 __all__ = [
@@ -63,23 +64,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: flo
             f"target must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}"
         )
     bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    soft_dice = (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
-    return bce + (1 - soft_dice).mean()
-
-
-def _rotate(x: torch.Tensor, angles: torch.Tensor, mode: str) -> torch.Tensor:
-    """Rotate (B, C, H, W) by angles (B,) radians about the centre, in pixel geometry (any aspect)."""
-    _, _, h, w = x.shape
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    theta = torch.zeros(x.shape[0], 2, 3, dtype=x.dtype, device=x.device)
-    theta[:, 0, 0] = cos
-    theta[:, 0, 1] = -sin * h / w
-    theta[:, 1, 0] = sin * w / h
-    theta[:, 1, 1] = cos
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
+    return bce + soft_dice_loss(torch.sigmoid(logits), target, smooth=smooth)
 
 
 def augment_batch(
@@ -113,7 +98,7 @@ def augment_batch(
             if bool(sel.any()):
                 both[sel] = torch.rot90(both[sel], k, dims=(-2, -1))
     if max_rotation > 0:
-        both = _rotate(both, angles, mode="bilinear")
+        both = rotate(both, angles, mode="bilinear")
     c = images.shape[1]
     x, y = both[:, :c], (both[:, c:] > 0.5).to(masks.dtype)
     # intensity changes act on [lo, hi] = [min(0, image min), max(1, image max)] mapped to [0, 1]: exactly
