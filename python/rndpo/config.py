@@ -17,7 +17,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, cast
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +36,7 @@ __all__ = [
     "FinetuneConfig",
     "JudgeConfig",
     "MethodConfig",
+    "MinerSpec",
     "MiningConfig",
     "ModelConfig",
     "ProposalConfig",
@@ -329,6 +330,13 @@ TOP_PICK = "top1"
 """The miner name of ``sft_top`` runs: the judge's top-ranked proposal per image, not a pair strategy."""
 
 
+class MinerSpec(NamedTuple):
+    """One entry of ``mining.strategies`` parsed: the strategy and the min_margin it mines with."""
+
+    name: Strategy
+    min_margin: float
+
+
 @dataclass(frozen=True, slots=True)
 class MiningConfig:
     """How preference pairs are mined from judge scores (see :func:`rndpo.mine_pairs`)."""
@@ -360,15 +368,15 @@ class MiningConfig:
                 f"mining.max_region ({self.max_region}) must be >= min_region ({self.min_region})"
             )
 
-    def parse_strategy(self, spec: str) -> tuple[str, float]:
-        """``"all_pairs:0.05"`` -> ("all_pairs", 0.05); a bare name gets ``min_margin``."""
+    def parse_strategy(self, spec: str) -> MinerSpec:
+        """``"all_pairs:0.05"`` -> MinerSpec("all_pairs", 0.05); a bare name gets ``min_margin``."""
         name, _, margin = spec.partition(":")
         if name not in STRATEGIES:
             raise ConfigError(
                 f"mining.strategies: unknown strategy {name!r}; valid choices: {list(STRATEGIES)}"
             )
         if not margin:
-            return name, self.min_margin
+            return MinerSpec(cast(Strategy, name), self.min_margin)
         try:
             value = float(margin)
         except ValueError:
@@ -377,7 +385,7 @@ class MiningConfig:
             ) from None
         if not value >= 0:
             raise ConfigError(f"mining.strategies: margin of {spec!r} must be >= 0, got {value}")
-        return name, value
+        return MinerSpec(cast(Strategy, name), value)
 
 
 OBJECTIVES = ("sft_top", "preference", "mean_teacher", "pseudo_label")

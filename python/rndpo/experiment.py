@@ -67,7 +67,7 @@ from rndpo.finetune import (
 )
 from rndpo.judges import Judge, LearnedQCJudge, OracleJudge, make_judge
 from rndpo.ladder import LADDER_METHOD, mask_pairs, oracle_pairs, perfect_label_pairs, pool_dice
-from rndpo.mining import PairSet, Strategy, mine_pairs
+from rndpo.mining import PairSet, mine_pairs
 from rndpo.model import UNet
 from rndpo.model_io import save_model
 from rndpo.proposals import ProposalBank, generate_proposals
@@ -325,12 +325,12 @@ class _Stages:
         key = stage_key(scores_key, miner, config_to_dict(m), seed)
         path = self.stages / f"pairs-{key}.npz"
         if not stage_ready(path):
-            strategy, min_margin = m.parse_strategy(miner)
+            spec = m.parse_strategy(miner)
             pairs = mine_pairs(
                 bank.masks,
                 scores,
-                cast(Strategy, strategy),
-                min_margin=min_margin,
+                spec.name,
+                min_margin=spec.min_margin,
                 min_region=m.min_region,
                 max_region=m.max_region,
                 max_pairs_per_image=m.max_pairs_per_image,
