@@ -35,13 +35,16 @@ __all__ = [
     "DataConfig",
     "FinetuneConfig",
     "JudgeConfig",
+    "LossType",
     "MethodConfig",
     "MinerSpec",
     "MiningConfig",
     "ModelConfig",
+    "Normalization",
     "ProposalConfig",
     "RunConfig",
     "Strategy",
+    "UncertaintyMode",
     "check_path_name",
     "config_from_dict",
     "config_to_dict",
@@ -279,6 +282,8 @@ class ProposalConfig:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
 
 
+UncertaintyMode = Literal["confidence", "entropy", "boundary"]
+"""The modes of the uncertainty judge."""
 JUDGE_NAMES = ("oracle", "noisy_oracle", "agreement", "consensus", "uncertainty", "learned_qc")
 
 
@@ -292,9 +297,7 @@ class JudgeConfig:
     reliabilities: tuple[float, ...] = field(
         default=(0.7,), metadata=_help("noisy_oracle: target Spearman correlations with true Dice")
     )
-    uncertainty_mode: Literal["confidence", "entropy", "boundary"] = field(
-        default="confidence", metadata=_help("uncertainty judge score")
-    )
+    uncertainty_mode: UncertaintyMode = field(default="confidence", metadata=_help("uncertainty judge score"))
     qc_steps: int = field(default=300, metadata=_help("learned_qc: training steps"))
 
     def __post_init__(self) -> None:
@@ -390,7 +393,11 @@ class MiningConfig:
 
 OBJECTIVES = ("sft_top", "preference", "mean_teacher", "pseudo_label")
 JUDGE_FREE = ("mean_teacher", "pseudo_label")  # semi-supervised baselines: no judge, no pairs
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "cdpo")
+LossType = Literal["sigmoid", "ipo", "hinge", "robust", "cdpo"]
+"""The loss types of :func:`rndpo.losses.preference_loss`."""
+LOSS_TYPES: tuple[str, ...] = typing.get_args(LossType)
+Normalization = Literal["margin", "weight"]
+"""Where :func:`rndpo.losses.preference_loss` applies 1 / |D|**p: inside the sigmoid, or as a pair weight."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,9 +409,7 @@ class MethodConfig:
     objective: Literal["sft_top", "preference", "mean_teacher", "pseudo_label"] = field(
         default="preference", metadata=_help("objective family")
     )
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "cdpo"] = field(
-        default="sigmoid", metadata=_help("preference loss type")
-    )
+    loss_type: LossType = field(default="sigmoid", metadata=_help("preference loss type"))
     beta: float = field(
         default=5.0,
         metadata=_help(
@@ -413,7 +418,7 @@ class MethodConfig:
         ),
     )
     region_power: float = field(default=1.0, metadata=_help("margin divided by |D|**p: 1 RN-DPO, 0 DPO"))
-    normalization: Literal["margin", "weight"] = field(
+    normalization: Normalization = field(
         default="margin", metadata=_help("apply 1/|D|**p inside the sigmoid (margin) or as a pair weight")
     )
     label_smoothing: float = field(default=0.0, metadata=_help("robust/cdpo: assumed label-flip rate"))

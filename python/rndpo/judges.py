@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from scipy import stats
 
+from rndpo.config import UncertaintyMode
 from rndpo.metrics import dice_from_counts, spearman
 from rndpo.proposals import ProposalBank
 from rndpo.qc_model import QCFitResult, QCNet, fit_qc_model, load_qc_model, predict_qc, save_qc_model
@@ -410,9 +412,9 @@ class UncertaintyJudge:
     """
 
     name = "uncertainty"
-    MODES: ClassVar[tuple[str, ...]] = ("confidence", "entropy", "boundary")
+    MODES: ClassVar[tuple[str, ...]] = typing.get_args(UncertaintyMode)
 
-    def __init__(self, mode: Literal["confidence", "entropy", "boundary"] = "confidence") -> None:
+    def __init__(self, mode: UncertaintyMode = "confidence") -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {list(self.MODES)}, got {mode!r}")
         self.mode = mode

@@ -34,12 +34,14 @@ import math
 import numbers
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from rndpo.config import LOSS_TYPES, LossType, Normalization
 
 __all__ = [
     "LossType",
@@ -52,10 +54,7 @@ __all__ = [
     "supervised_anchor_loss",
 ]
 
-LossType = Literal["sigmoid", "ipo", "hinge", "robust", "cdpo"]
-Normalization = Literal["margin", "weight"]
 
-_LOSS_TYPES: tuple[str, ...] = get_args(LossType)
 _NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 _LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _SMOOTHED = ("robust", "cdpo")
@@ -204,8 +203,8 @@ def _check_options(
         raise ValueError(f"beta must be > 0, got {beta}")
     if region_power < 0:
         raise ValueError(f"region_power must be >= 0, got {region_power}")
-    if loss_type not in _LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {', '.join(map(repr, _LOSS_TYPES))}, got {loss_type!r}")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {', '.join(map(repr, LOSS_TYPES))}, got {loss_type!r}")
     if normalization not in _NORMALIZATIONS:
         raise ValueError(
             f"normalization must be one of {', '.join(map(repr, _NORMALIZATIONS))}, got {normalization!r}"
