@@ -31,4 +31,5 @@ def mine_pairs(
     npt.NDArray[np.int64],
     npt.NDArray[np.float64],
 ]:
-    """(N, K, P) uint8 masks, (N, K) float64 scores -> (image, chosen, rejected, region_size, margin)."""
+    """(N, K, P) uint8 masks, (N * K,) float64 scores (row-major (N, K)) -> (image, chosen, rejected,
+    region_size, margin)."""

@@ -261,7 +261,7 @@ def mine_pairs(
     values = _as_scores(scores, bank.shape[0], bank.shape[1])
     image, chosen, rejected, region_size, margin = _core.mine_pairs(
         bank,
-        values,
+        values.reshape(-1),  # a view: the core reads (N, K) row-major and checks its length
         args.strategy,
         args.min_margin,
         args.min_region,

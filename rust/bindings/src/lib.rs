@@ -11,7 +11,7 @@ mod pool;
 #[pymodule(gil_used = false)]
 mod _core {
     use numpy::{
-        PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3,
+        PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3,
         PyUntypedArrayMethods,
     };
     use pyo3::prelude::*;
@@ -72,14 +72,15 @@ mod _core {
         ))
     }
 
-    /// (N, K, P) uint8 masks, (N, K) float64 scores -> (image, chosen, rejected, `region_size`, margin).
+    /// (N, K, P) uint8 masks, (N * K,) float64 scores (row-major (N, K); the core checks the length)
+    /// -> (image, chosen, rejected, `region_size`, margin).
     #[pyfunction]
     #[pyo3(signature = (masks, scores, strategy, min_margin, min_region, max_region, max_pairs_per_image, seed))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
     fn mine_pairs<'py>(
         py: Python<'py>,
         masks: PyReadonlyArray3<'py, u8>,
-        scores: PyReadonlyArray2<'py, f64>,
+        scores: PyReadonlyArray1<'py, f64>,
         strategy: &str,
         min_margin: f64,
         min_region: u64,
@@ -90,15 +91,6 @@ mod _core {
         let [n, k, p] = shape3(&masks);
         let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
         let score_values = scores.as_slice().map_err(|_| not_contiguous("scores"))?;
-        let score_shape = scores.shape();
-        if score_shape != [n, k] {
-            return Err(CoreError(rndpo_core::Error::Shape {
-                argument: "scores",
-                expected: format!("(N, K) = ({n}, {k})"),
-                got: format!("({}, {})", score_shape[0], score_shape[1]),
-            })
-            .into());
-        }
         let params = MiningParams {
             strategy: strategy.parse().map_err(CoreError)?,
             min_margin,
