@@ -481,3 +481,10 @@ def test_closed_form_starting_correlation_gives_the_spearman_asked_for(rho: floa
     assert abs(stats.spearmanr(x, y).statistic - rho) < 0.005
     assert (6 / np.pi) * np.arcsin(r / 2) == pytest.approx(rho, abs=1e-12)
     assert pearson_for_spearman(0.0) == 0.0 and pearson_for_spearman(1.0) == pytest.approx(1.0)
+
+
+def test_the_judge_factory_knows_exactly_the_configs_judge_names() -> None:
+    from rndpo import judges
+    from rndpo.config import JUDGE_NAMES
+
+    assert tuple(judges._FACTORIES) == JUDGE_NAMES == judges.JUDGE_NAMES

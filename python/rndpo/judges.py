@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from scipy import stats
 
-from rndpo.config import UncertaintyMode
+from rndpo.config import JUDGE_NAMES, UncertaintyMode
 from rndpo.metrics import dice_from_counts, spearman
 from rndpo.proposals import ProposalBank
 from rndpo.qc_model import QCFitResult, QCNet, fit_qc_model, load_qc_model, predict_qc, save_qc_model
@@ -51,7 +51,6 @@ __all__ = [
     "proposal_dice",
 ]
 
-JUDGE_NAMES = ("oracle", "noisy_oracle", "agreement", "consensus", "uncertainty", "learned_qc")
 
 # Images are processed in chunks so that boolean temporaries stay around this many bytes.
 _CHUNK_BYTES = 1 << 26
