@@ -113,6 +113,17 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
         {"anchor_weight": 1.0},
     ),
+    "lr2e-3+aug+anchor300": (
+        {
+            "steps": 300,
+            "lr": 2e-3,
+            "schedule": "cosine",
+            "warmup_steps": 30,
+            "augment": True,
+            "grad_clip": 1.0,
+        },
+        {"anchor_weight": 1.0},
+    ),
     "lr3e-4+aug+anchor": (
         {
             "steps": 150,
