@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from rndpo.config import METHOD_PRESETS, config_from_dict
-from rndpo.experiment import _Stages, load_data, split_data
-from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve
+from rndpo.experiment import _Stages, load_data, load_pool, split_data
+from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, summarize_selection
 from rndpo.judges import OracleJudge
 from rndpo.ladder import LADDER_METHOD, mask_pairs, perfect_label_pairs
 from rndpo.mining import mine_pairs
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / args.data
     config = config_from_dict({"data": DATASETS[args.data], "seeds": args.seeds})
     splits = split_data(config.data, load_data(config.data))
-    stages = _Stages(config, out, splits, progress=False)
+    stages = _Stages(config, out, splits, load_pool(config.data, splits), False, "none", args.data)
     for seed in args.seeds:
         base_key, model, snapshots = stages.base(seed)
         _, bank = stages.bank(seed, base_key, model, snapshots)
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     method,
                     ft,
                     splits.test,
+                    val=splits.val,
                     seed=seed,
                     ref_logits=ref,
                     labeled=splits.labeled,
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     "judge": "truth" if name in ("perfect_label", "labeled_only") else args.judge,
                     "seed": seed,
                     **s,
+                    **summarize_selection(res.curve, res.val_curve, res.selected_step),
                     "gain_final": s["final_dice"] - s["base_dice"],
                     "gain_peak": s["peak_dice"] - s["base_dice"],
                     "reward_acc_last": acc,
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 print(
                     f"{variant:24s} {name:14s} s{seed} base {s['base_dice']:.4f} peak {s['peak_dice']:.4f} "
-                    f"final {s['final_dice']:.4f} gain {rec['gain_final']:+.4f} ({rec['seconds']:.0f} s)",
+                    f"final {s['final_dice']:.4f} gain {rec['gain_final']:+.4f} selected {rec['selected_dice']:.4f} "
+                    f"({rec['seconds']:.0f} s)",
                     flush=True,
                 )
                 with open(Path(args.out) / "recipe.jsonl", "a") as f:
