@@ -94,22 +94,23 @@ GRIDS: dict[str, dict[str, Any]] = {
         "methods": ["sft_top", "dpo", "rndpo"],
     },
     # issue 14: the headroom ladder, RN-DPO against DPO, sft_top and two semi-supervised baselines, with
-    # paired bootstrap verdicts; package-default fine-tuning recipe (CPU: about 14 min per seed and
-    # dataset on a loaded 2-core machine; add "agreement" to the judges for the realistic judge)
+    # paired bootstrap verdicts, for a study judge (noisy oracle) and a realistic one (agreement);
+    # package-default fine-tuning recipe (a GPU: benches/gpu_study.sh; CPU: about half an hour per seed
+    # and dataset on 2 cores)
     "ladder": {
         "seeds": [0, 1, 2, 3, 4],
-        "judges": {"names": ["noisy_oracle"], "reliabilities": [0.7]},
+        "judges": {"names": ["noisy_oracle", "agreement"], "reliabilities": [0.7]},
         "mining": {"strategies": ["top_vs_bottom"]},
         "finetune": {"eval_every": 25},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
-    # issue 14: where DPO is unstable: 3x the default learning rate, twice the steps, a noisy judge
+    # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
     # (Spearman about 0.4) and top-ranked mining
     "stability": {
         "seeds": [0, 1, 2],
         "judges": {"names": ["noisy_oracle"], "reliabilities": [0.4]},
         "mining": {"strategies": ["top_vs_rest"]},
-        "finetune": {"steps": 300, "lr": 3e-3, "warmup_steps": 30, "eval_every": 25},
+        "finetune": {"steps": 600, "lr": 3e-3, "warmup_steps": 60, "eval_every": 50},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
     # the full grid of the issue (GPU): every judge, noisy oracles 0.9..0.3, every loss type, 3 seeds

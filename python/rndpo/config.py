@@ -485,7 +485,7 @@ METHOD_PRESETS: dict[str, MethodConfig] = {
 class FinetuneConfig:
     """Preference fine-tuning against the frozen base model."""
 
-    steps: int = field(default=150, metadata=_help("optimizer steps per run"))
+    steps: int = field(default=300, metadata=_help("optimizer steps per run"))
     batch_size: int = field(default=16, metadata=_help("pairs per step"))
     lr: float = field(default=1e-3, metadata=_help("AdamW peak learning rate"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
@@ -493,13 +493,13 @@ class FinetuneConfig:
         default="cosine",
         metadata=_help("learning rate after warm-up: constant, or cosine decay to 5% of lr"),
     )
-    warmup_steps: int = field(default=15, metadata=_help("linear learning-rate warm-up from lr/warmup_steps"))
+    warmup_steps: int = field(default=30, metadata=_help("linear learning-rate warm-up from lr/warmup_steps"))
     grad_clip: float = field(default=1.0, metadata=_help("clip the gradient norm to this (0: no clipping)"))
     augment: bool = field(
         default=True,
         metadata=_help("augment each batch like base training (preference: reference recomputed on it)"),
     )
-    eval_every: int = field(default=15, metadata=_help("steps between test-set evaluations"))
+    eval_every: int = field(default=25, metadata=_help("steps between test-set evaluations"))
     final_window: int = field(
         default=3, metadata=_help("final (sustained) Dice = mean of the last N evaluations")
     )
