@@ -6,10 +6,11 @@ The math is the module docstring of :mod:`rndpo.losses`; here it is laid out for
    program reduces its block of pixels to partial sums (accumulation dtype): the margin term summed over
    D, the chosen log-ratio summed over D, |D|, and the number of non-finite policy and reference values
    (the inputs' finiteness check rides on the same read). Partials go to a (2, B, NB) float and a
-   (3, B, NB) int32 buffer (a two-stage reduction: deterministic, no atomics).
+   (3, B, NB) int64 buffer (a two-stage reduction: deterministic, no atomics).
 2. ``_pair_kernel``, one program: sums the partials per pair and computes every per-pair output (losses,
    rewards, margins, accuracies, |D|), the batch loss, and the per-pair coefficient
-   dlosses_b / dmargin_sum_b that the backward needs.
+   dlosses_b / dmargin_sum_b that the backward needs; when an input holds a non-finite value, every
+   float output and coefficient is NaN (so the gradient is too).
 3. ``_region_grad_kernel``, grid (B, ceil(P / BLOCK)), in backward: reads the two masks and writes the
    gradient w.r.t. the policy logits, c_b * (2 y_w - 1) on D (binary) or +c_b at class y_w and -c_b at
    class y_l on D (multi-class), 0 elsewhere, with c_b = (dL/dloss / n_valid + dL/dlosses_b) *
@@ -18,13 +19,17 @@ The math is the module docstring of :mod:`rndpo.losses`; here it is laid out for
 Scalars (beta, label smoothing, region power) are passed as two float32 halves (hi + lo), because Triton
 passes Python floats as float32 and float64 accumulation needs them to about 48 bits.
 
+Launches go through :class:`rndpo._triton_launch.Launcher`: after the first launch of a
+specialization the compiled kernel is called directly, without the JIT's per-call binding; all
+per-call buffers come from two allocations (one float, one int64), split into views.
+
 Under ``TRITON_INTERPRET=1`` (set before this module is imported) the same kernels run on CPU tensors
 through Triton's interpreter; that is how they are tested without a GPU.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import struct
 from typing import Any
 
@@ -34,7 +39,9 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["INTERPRETED", "LOSS_CODES", "region_preference_loss", "triton_version"]
+from rndpo._triton_launch import Launcher
+
+__all__ = ["INTERPRETED", "LAUNCHERS", "LOSS_CODES", "region_preference_loss", "triton_version"]
 
 LOSS_CODES = {"sigmoid": 0, "ipo": 1, "hinge": 2, "robust": 3, "cdpo": 4}
 BLOCK = 2048  # pixels per program in the two pixel passes
@@ -165,10 +172,25 @@ def _pair_kernel(
     power = (zero + power_hi) + power_lo
     # Accumulate tiles elementwise and reduce after each loop: a reduction feeding a loop-carried sum
     # trips an assertion in Triton 3.6's TritonGPUOptimizeThreadLocality pass (seen on an H200).
-    loss_acc = tl.zeros([BLOCK_B], dtype=ACC)
-    valid_acc = tl.zeros([BLOCK_B], dtype=tl.int32)
+    # First the non-finite counts, so that every output can be poisoned with NaN when an input is bad.
     bad_p = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.int32)
     bad_r = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.int32)
+    for start in range(0, B, BLOCK_B):
+        pairs = start + tl.arange(0, BLOCK_B)
+        pm = pairs < B
+        for j0 in range(0, NB, BLOCK_J):
+            cols = j0 + tl.arange(0, BLOCK_J)
+            at = pairs[:, None] * NB + cols[None, :]
+            am = pm[:, None] & (cols[None, :] < NB)
+            bad_p += tl.load(counts + B * NB + at, mask=am, other=0).to(tl.int32)
+            bad_r += tl.load(counts + 2 * B * NB + at, mask=am, other=0).to(tl.int32)
+    n_bad_p = tl.sum(tl.sum(bad_p, axis=1), axis=0)
+    n_bad_r = tl.sum(tl.sum(bad_r, axis=1), axis=0)
+    tl.store(bad, n_bad_p)
+    tl.store(bad + 1, n_bad_r)
+    poison = tl.where(n_bad_p + n_bad_r > 0, float("nan"), 0.0).to(ACC)  # NaN + x = NaN, 0 + x = x
+    loss_acc = tl.zeros([BLOCK_B], dtype=ACC)
+    valid_acc = tl.zeros([BLOCK_B], dtype=tl.int32)
     for start in range(0, B, BLOCK_B):
         pairs = start + tl.arange(0, BLOCK_B)
         pm = pairs < B
@@ -181,9 +203,7 @@ def _pair_kernel(
             am = pm[:, None] & (cols[None, :] < NB)
             m_tile += tl.load(sums + at, mask=am, other=0.0)
             l_tile += tl.load(sums + B * NB + at, mask=am, other=0.0)
-            n_tile += tl.load(counts + at, mask=am, other=0)
-            bad_p += tl.load(counts + B * NB + at, mask=am, other=0)
-            bad_r += tl.load(counts + 2 * B * NB + at, mask=am, other=0)
+            n_tile += tl.load(counts + at, mask=am, other=0).to(tl.int32)
         msum = tl.sum(m_tile, axis=1)
         lsum = tl.sum(l_tile, axis=1)
         n = tl.sum(n_tile, axis=1)
@@ -221,13 +241,13 @@ def _pair_kernel(
         else:  # cdpo
             f = -(1.0 - eps) * _log_sigmoid(h) - eps * _log_sigmoid(-h)
             dfdh = -(1.0 - eps) * _sigmoid(-h) + eps * _sigmoid(h)
-        losses = tl.where(valid, f * weight, 0.0)
-        coef = tl.where(valid, dfdh * weight * scale, 0.0)  # dlosses / dmargin_sum (dh/dm = scale)
+        losses = tl.where(valid, f * weight, 0.0) + poison
+        coef = tl.where(valid, dfdh * weight * scale, 0.0) + poison  # dlosses / dmargin_sum (dh/dm = scale)
         tl.store(losses_out + pairs, losses, mask=pm)
-        tl.store(stats + pairs, scale * lsum, mask=pm)
-        tl.store(stats + B + pairs, scale * (lsum - msum), mask=pm)
-        tl.store(stats + 2 * B + pairs, h, mask=pm)
-        tl.store(stats + 3 * B + pairs, tl.where(h > 0.0, 1.0, 0.0).to(ACC), mask=pm)
+        tl.store(stats + pairs, scale * lsum + poison, mask=pm)
+        tl.store(stats + B + pairs, scale * (lsum - msum) + poison, mask=pm)
+        tl.store(stats + 2 * B + pairs, h + poison, mask=pm)
+        tl.store(stats + 3 * B + pairs, tl.where(h > 0.0, 1.0, 0.0).to(ACC) + poison, mask=pm)
         tl.store(aux + pairs, coef, mask=pm)
         tl.store(sizes + pairs, n.to(tl.int64), mask=pm)
         loss_acc += tl.where(pm, losses, 0.0)
@@ -235,8 +255,6 @@ def _pair_kernel(
     inv = 1.0 / tl.maximum(tl.sum(valid_acc, axis=0), 1).to(ACC)
     tl.store(loss_out, tl.sum(loss_acc, axis=0) * inv)
     tl.store(aux + B, inv)
-    tl.store(bad, tl.sum(tl.sum(bad_p, axis=1), axis=0))
-    tl.store(bad + 1, tl.sum(tl.sum(bad_r, axis=1), axis=0))
 
 
 @triton.jit
@@ -311,8 +329,10 @@ class _TritonPreferenceFunction(torch.autograd.Function):
     Inputs: policy, ref (B, C, *S) contiguous float, chosen, rejected (B, *S) contiguous bool/integer,
     acc_dtype, options (beta, loss_type, region_power, label_smoothing, normalization). Outputs: loss
     () acc, losses (B,) acc (both differentiable w.r.t. policy and ref), chosen_rewards, rejected_rewards,
-    margins, accuracies (B,) acc, region_size (B,) int64, bad (2,) int32 (non-finite values in policy, ref).
-    Saved for backward: the two masks (references) and aux (B + 1,) (per-pair coefficients, 1 / n_valid).
+    margins, accuracies (B,) acc, region_size (B,) int64, bad (2,) int64 (non-finite values in policy, ref).
+    When bad is nonzero every float output and the gradient are NaN (the kernel poisons them), so a
+    caller that checks ``bad`` late still never sees a plausible number. Saved for backward: the two
+    masks (references) and aux (B + 1,) (per-pair coefficients, 1 / n_valid).
     """
 
     @staticmethod
@@ -325,49 +345,37 @@ class _TritonPreferenceFunction(torch.autograd.Function):
         acc_dtype: torch.dtype,
         options: tuple[float, str, float, float, str],
     ) -> tuple[Tensor, ...]:
-        beta, loss_type, region_power, label_smoothing, normalization = options
         batch, classes = policy.shape[:2]
-        pixels = math.prod(policy.shape[2:])
+        pixels = policy.numel() // (batch * classes)
         nb = triton.cdiv(pixels, BLOCK)
         device = policy.device
-        # few allocations and one split: each tensor op costs host time, which dominates on a GPU
-        losses = torch.empty(batch, dtype=acc_dtype, device=device)
-        loss = torch.empty((), dtype=acc_dtype, device=device)
-        work = torch.empty(2 * batch * nb + 5 * batch + 1, dtype=acc_dtype, device=device)
-        sums, *stats, aux = work.split([2 * batch * nb, batch, batch, batch, batch, batch + 1])
-        counts = torch.empty((3, batch, nb), dtype=torch.int32, device=device)
-        sizes = torch.empty(batch, dtype=torch.int64, device=device)
-        bad = torch.empty(2, dtype=torch.int32, device=device)
-        acc = tl.float64 if acc_dtype == torch.float64 else tl.float32
-        _region_sums_kernel[(batch, nb)](
-            policy, ref, chosen, rejected, sums, counts, batch, pixels, nb, C=classes, ACC=acc, BLOCK=BLOCK
+        index = device.index if device.index is not None else 0
+        # two allocations and two splits: each tensor op costs host time, which dominates on a GPU
+        work = torch.empty(2 * batch * nb + 6 * batch + 2, dtype=acc_dtype, device=device)
+        loss, losses, *stats, aux, sums = work.split(
+            [1, batch, batch, batch, batch, batch, batch + 1, 2 * batch * nb]
         )
-        power = 0 if region_power == 0 else 1 if region_power == 1 else 2
-        _pair_kernel[(1,)](
-            sums,
-            counts,
-            losses,
-            loss,
-            stats[0],  # the four rows of stats lie one after another in work
-            aux,
-            sizes,
-            bad,
-            batch,
-            nb,
-            *_split(beta),
-            *_split(label_smoothing),
-            *_split(region_power),
-            ACC=acc,
-            LOSS=LOSS_CODES[loss_type],
-            WEIGHT=normalization == "weight",
-            POWER=power,
-            BLOCK_B=BLOCK_B,
-            BLOCK_J=BLOCK_J,
+        ints = torch.empty(batch + 2 + 3 * batch * nb, dtype=torch.int64, device=device)
+        sizes, bad, counts = ints.split([batch, 2, 3 * batch * nb])
+        acc, scalars, pair_constexprs = _constants(acc_dtype, options)
+        _SUMS(
+            (batch, nb, 1),
+            index,
+            (policy, ref, chosen, rejected, sums, counts, batch, pixels, nb),
+            (classes, acc, BLOCK),
         )
+        # the four rows of stats lie one after another in work: stats[0] is their start
+        _PAIR(
+            (1, 1, 1),
+            index,
+            (sums, counts, losses, loss, stats[0], aux, sizes, bad, batch, nb, *scalars),
+            pair_constexprs,
+        )
+        loss = loss.view(())
         # undefined output gradients stay None: materialising them would cost one fill kernel each
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(chosen, rejected, aux)
-        ctx.meta = (policy.shape, policy.dtype, ref.dtype)  # type: ignore[attr-defined]
+        ctx.meta = (policy.shape, policy.dtype, ref.dtype, index)  # type: ignore[attr-defined]
         outputs = (loss, losses, *stats, sizes, bad)
         ctx.mark_non_differentiable(*outputs[2:])
         return outputs
@@ -381,25 +389,46 @@ class _TritonPreferenceFunction(torch.autograd.Function):
         if not (need_policy or need_ref) or (grad_loss is None and grad_losses is None):
             return None, None, None, None, None, None
         chosen, rejected, aux = ctx.saved_tensors
-        shape, dtype, ref_dtype = ctx.meta
-        batch, classes, pixels = shape[0], shape[1], math.prod(shape[2:])
+        shape, dtype, ref_dtype, index = ctx.meta
+        batch, classes = shape[0], shape[1]
+        pixels = chosen.numel() // batch
         grad = torch.empty(shape, dtype=dtype, device=aux.device)
-        _region_grad_kernel[(batch, triton.cdiv(pixels, BLOCK))](
-            chosen,
-            rejected,
-            aux,
-            aux if grad_loss is None else _as_acc(grad_loss, aux.dtype),
-            aux if grad_losses is None else _as_acc(grad_losses, aux.dtype),
-            grad,
-            batch,
-            pixels,
-            C=classes,
-            HAS_LOSS=grad_loss is not None,
-            HAS_LOSSES=grad_losses is not None,
-            BLOCK=BLOCK,
+        _GRAD(
+            (batch, triton.cdiv(pixels, BLOCK), 1),
+            index,
+            (
+                chosen,
+                rejected,
+                aux,
+                aux if grad_loss is None else _as_acc(grad_loss, aux.dtype),
+                aux if grad_losses is None else _as_acc(grad_losses, aux.dtype),
+                grad,
+                batch,
+                pixels,
+            ),
+            (classes, grad_loss is not None, grad_losses is not None, BLOCK),
         )
         grad_ref = -grad.to(ref_dtype) if need_ref else None
         return (grad if need_policy else None), grad_ref, None, None, None, None
+
+
+_SUMS = Launcher(_region_sums_kernel, ("C", "ACC", "BLOCK"))
+_PAIR = Launcher(_pair_kernel, ("ACC", "LOSS", "WEIGHT", "POWER", "BLOCK_B", "BLOCK_J"))
+_GRAD = Launcher(_region_grad_kernel, ("C", "HAS_LOSS", "HAS_LOSSES", "BLOCK"))
+LAUNCHERS = (_SUMS, _PAIR, _GRAD)
+
+
+@functools.lru_cache(maxsize=64)
+def _constants(
+    acc_dtype: torch.dtype, options: tuple[float, str, float, float, str]
+) -> tuple[Any, tuple[float, ...], tuple[Any, ...]]:
+    """Per-options launch constants, computed once: the Triton accumulation dtype, the six float32
+    halves of beta, label smoothing and region power, and the constexprs of the per-pair kernel."""
+    beta, loss_type, region_power, label_smoothing, normalization = options
+    acc = tl.float64 if acc_dtype == torch.float64 else tl.float32
+    scalars = (*_split(beta), *_split(label_smoothing), *_split(region_power))
+    power = 0 if region_power == 0 else 1 if region_power == 1 else 2
+    return acc, scalars, (acc, LOSS_CODES[loss_type], normalization == "weight", power, BLOCK_B, BLOCK_J)
 
 
 def region_preference_loss(
@@ -421,7 +450,8 @@ def region_preference_loss(
     (B, *S) bool/integer, on the logits' device (CUDA, or CPU under ``TRITON_INTERPRET=1``); B, P > 0.
     Returns (loss, losses, chosen_rewards, rejected_rewards, margins, accuracies, region_size, bad) as
     documented on ``_TritonPreferenceFunction``; ``bad`` holds the non-finite counts of policy and ref,
-    which the caller must check (finite inputs are assumed by every other output).
+    which the caller must check (with bad inputs every float output is NaN). Kernels launch through
+    :class:`rndpo._triton_launch.Launcher` (``RNDPO_TRITON_LAUNCH=jit|direct``).
     """
     options = (float(beta), loss_type, float(region_power), float(label_smoothing), normalization)
     outputs: tuple[Tensor, ...] = _TritonPreferenceFunction.apply(

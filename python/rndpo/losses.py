@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, get_args
@@ -48,6 +49,7 @@ __all__ = [
     "Normalization",
     "PreferenceLoss",
     "PreferenceLossOutput",
+    "check_nonfinite",
     "preference_loss",
     "sft_top_loss",
     "soft_dice_loss",
@@ -355,7 +357,10 @@ def preference_loss(
     Per-pair sums accumulate in float32 (float64 if either logits tensor is float64); the gradient w.r.t.
     policy_logits has its dtype. Validation reads the whole inputs (a device sync on CUDA). On CUDA with
     Triton the finiteness of the logits is checked by the loss kernel itself (one read, one sync), after
-    the checks of shapes, dtypes and label values; the errors raised are the same.
+    the checks of shapes, dtypes and label values; the errors raised are the same. With
+    ``RNDPO_TRITON_FINITE=deferred`` (and always inside CUDA graph capture) that sync is avoided: a
+    non-finite input gives NaN outputs and gradient, and the ValueError is raised by the next call (or
+    :func:`check_nonfinite`); see ``_FiniteCheck``.
     ``beta`` may be any real number (a NumPy float too). A beta so large that beta * margin overflows
     float32/float64 raises FloatingPointError naming beta instead of returning an infinite loss (on the
     CPU path; the Triton path does not check it, to keep its single sync).
@@ -443,10 +448,15 @@ def _triton_preference_loss(
     options: tuple[float, str, float, float, str],
 ) -> PreferenceLossOutput:
     """The Triton path of :func:`preference_loss`: policy, ref (B, C, *S), masks (B, *S), validated
-    except for finiteness, which the kernel counts (the full check then words the error)."""
+    except for finiteness, which the kernel counts; :data:`FINITE_CHECK` says when that count is read."""
     module = _triton_module()
     assert module is not None
     beta, loss_type, region_power, label_smoothing, normalization = options
+    deferred = FINITE_CHECK.mode == "deferred" or (
+        policy.is_cuda and torch.cuda.is_current_stream_capturing()
+    )
+    if deferred:
+        FINITE_CHECK.raise_pending()
     *outputs, bad = module.region_preference_loss(
         policy,
         ref,
@@ -459,10 +469,76 @@ def _triton_preference_loss(
         label_smoothing=label_smoothing,
         normalization=normalization,
     )
-    if any(bad.tolist()):  # one small copy, the only sync of this path; the full checks word the error
+    if deferred:
+        FINITE_CHECK.defer(bad)
+    elif any(bad.tolist()):  # one small copy, the only sync of this path; the full checks word the error
         _check_logits("policy_logits", policy)
         _check_logits("ref_logits", ref)
     return PreferenceLossOutput(*outputs)
+
+
+class _FiniteCheck:
+    """When the Triton path reads the kernel's non-finite counts (``RNDPO_TRITON_FINITE``).
+
+    * ``sync`` (default): at once, with one 16-byte device-to-host copy that waits for the kernels
+      (a host sync per call); a NaN/inf input raises ValueError from that very call.
+    * ``deferred``: the counts are copied without blocking into pinned host memory behind a CUDA event,
+      and read at the start of the next Triton-path call (by then the copy is long done, so the host
+      never waits on the current step) or by :func:`check_nonfinite`. The step with the bad input
+      returns NaN loss, outputs and gradient (the kernel poisons them: never a plausible number), and
+      the ValueError comes one call later, naming the call it was found in.
+    * While a CUDA graph is being captured (``torch.cuda.graph``) no copy or sync is possible: the
+      check is the NaN poisoning alone, and the counts stay in the ``bad`` tensor of that call.
+    """
+
+    def __init__(self, mode: str) -> None:
+        if mode not in ("sync", "deferred"):
+            raise ValueError(f"RNDPO_TRITON_FINITE must be 'sync' or 'deferred', got {mode!r}")
+        self.mode = mode
+        self.calls = 0
+        self._host: Tensor | None = None
+        self._event: Any = None
+        self._pending: int | None = None  # the call number whose counts wait in _host
+
+    def defer(self, bad: Tensor) -> None:
+        """Start the copy of ``bad`` (2,) int64 to the host (no wait), to be read later."""
+        self.calls += 1
+        if bad.is_cuda and torch.cuda.is_current_stream_capturing():
+            return
+        if not bad.is_cuda:  # the interpreter on CPU: nothing to overlap
+            self._host, self._event = bad, None
+        else:
+            if self._host is None or self._host.device.type != "cpu" or not self._host.is_pinned():
+                self._host = torch.empty(2, dtype=torch.int64, pin_memory=True)
+            self._host.copy_(bad, non_blocking=True)
+            if self._event is None:
+                self._event = torch.cuda.Event()
+            self._event.record()
+        self._pending = self.calls
+
+    def raise_pending(self) -> None:
+        """Raise ValueError if the deferred counts of an earlier call are nonzero (waits for that copy)."""
+        if self._pending is None or self._host is None:
+            return
+        if self._event is not None:
+            self._event.synchronize()
+        call, (bad_policy, bad_ref) = self._pending, self._host.tolist()
+        self._pending = None
+        if bad_policy or bad_ref:
+            raise ValueError(
+                f"policy_logits and ref_logits must be finite, got {bad_policy} and {bad_ref} non-finite "
+                f"values in preference_loss call {call} (found late: RNDPO_TRITON_FINITE=deferred; that call "
+                "returned NaN loss and gradient)"
+            )
+
+
+FINITE_CHECK = _FiniteCheck(os.environ.get("RNDPO_TRITON_FINITE") or "sync")
+
+
+def check_nonfinite() -> None:
+    """Raise the pending non-finite error of the CUDA path's deferred check (``RNDPO_TRITON_FINITE=
+    deferred``), if any; call it after the last step. A no-op in the default ``sync`` mode."""
+    FINITE_CHECK.raise_pending()
 
 
 class PreferenceLoss(nn.Module):
