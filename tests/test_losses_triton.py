@@ -13,6 +13,7 @@ import math
 import os
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ pytest.importorskip("triton")
 
 from factories import boundary_masks
 from oracles import naive_preference_loss
-from rndpo import _triton_loss, losses
+from rndpo import _triton_launch, _triton_loss, losses
 from rndpo.losses import preference_loss
 
 LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "cdpo"]
@@ -246,6 +247,62 @@ def test_non_finite_logits_raise(which: str, value: float) -> None:
         preference_loss(policy.to(DEVICE), ref.to(DEVICE), chosen.to(DEVICE), rejected.to(DEVICE), beta=0.5)
 
 
+def test_non_finite_input_poisons_every_float_output() -> None:
+    policy, ref, chosen, rejected = (t.to(DEVICE) for t in _pairs(4, 3, 3, (4, 4), dtype=torch.float32))
+    ref[2, 1, 0, 0] = math.nan
+    *outputs, bad = _triton_loss.region_preference_loss(
+        policy.requires_grad_(),
+        ref,
+        chosen,
+        rejected,
+        acc_dtype=torch.float32,
+        beta=0.5,
+        loss_type="sigmoid",
+        region_power=1.0,
+        label_smoothing=0.0,
+        normalization="margin",
+    )
+    assert bad.tolist() == [0, 1]
+    for value in outputs[:6]:  # loss, losses, rewards, margins, accuracies
+        assert bool(torch.isnan(value).all()), value
+    assert outputs[6].tolist() == [int(n) for n in (chosen != rejected).flatten(1).sum(1)]  # |D| stays exact
+    (grad,) = torch.autograd.grad(outputs[0], policy)
+    assert int(torch.isnan(grad).sum()) == 2 * int((chosen != rejected).sum())  # classes y_w, y_l on D
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_deferred_non_finite_check_raises_at_the_next_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "FINITE_CHECK", losses._FiniteCheck("deferred"))
+    policy, ref, chosen, rejected = (t.to(DEVICE) for t in _pairs(4, 2, 1, (4, 4), dtype=torch.float32))
+    good = preference_loss(policy, ref, chosen, rejected, beta=0.5)  # call 1: finite
+    assert bool(torch.isfinite(good.loss))
+    bad_policy = policy.clone()
+    bad_policy[1, 0, 2, 3] = math.inf
+    out = preference_loss(bad_policy.requires_grad_(), ref, chosen, rejected, beta=0.5)  # call 2: no raise
+    assert bool(torch.isnan(out.loss)) and bool(torch.isnan(out.losses).all())
+    (grad,) = torch.autograd.grad(out.loss, bad_policy)
+    assert bool(torch.isnan(grad).any())
+    with pytest.raises(ValueError, match=r"got 1 and 0 non-finite values in preference_loss call 2"):
+        preference_loss(policy, ref, chosen, rejected, beta=0.5)
+    again = preference_loss(policy, ref, chosen, rejected, beta=0.5)  # the error is raised once
+    assert torch.equal(again.loss, good.loss)
+    losses.check_nonfinite()  # nothing pending after finite inputs
+    preference_loss(policy, ref, chosen, bad_policy.detach()[:, 0] > 0, beta=0.5)  # finite logits
+    preference_loss(policy, ref * math.nan, chosen, rejected, beta=0.5)
+    with pytest.raises(ValueError, match=r"got 0 and 32 non-finite values"):
+        losses.check_nonfinite()
+    with pytest.raises(ValueError, match="RNDPO_TRITON_FINITE must be 'sync' or 'deferred', got 'later'"):
+        losses._FiniteCheck("later")
+
+
+@pytest.mark.skipif(not _triton_loss.INTERPRETED, reason="the interpreter only")
+def test_interpreter_falls_back_to_the_jit_path() -> None:
+    inputs = _pairs(2, 2, 1, (4, 4))
+    _run(inputs, DEVICE, torch.zeros(2, dtype=torch.float64), beta=0.5)
+    for launcher in _triton_loss.LAUNCHERS:  # the interpreter returns no compiled kernel to launch
+        assert not launcher.direct_available and launcher.direct_launches == 0 and launcher.jit_launches > 0
+
+
 # --- CUDA only: realistic sizes, float64 finite differences --------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -287,3 +344,99 @@ def test_cuda_gradcheck_float64(classes: int, loss_type: str) -> None:
         return out.loss, out.losses
 
     assert torch.autograd.gradcheck(fn, (policy, ref), eps=1e-6, atol=1e-7)
+
+
+def _launch_mode_run(
+    mode: str, inputs: tuple[torch.Tensor, ...], weights: torch.Tensor, **options: object
+) -> Any:
+    previous = _triton_launch.launch_mode()
+    _triton_launch.set_launch_mode(mode)
+    try:
+        return _run(inputs, "cuda", weights, **options)
+    finally:
+        _triton_launch.set_launch_mode(previous)
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize(
+    ("classes", "dtype", "loss_type"),
+    [
+        (1, torch.float32, "sigmoid"),
+        (3, torch.float32, "robust"),
+        (1, torch.bfloat16, "ipo"),
+        (2, torch.float64, "cdpo"),
+    ],
+)
+def test_cuda_direct_launch_equals_jit_bit_for_bit(classes: int, dtype: torch.dtype, loss_type: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    batch, size = 8, 96
+    chosen, rejected = boundary_masks(batch, size, gen)
+    if classes > 1:
+        chosen, rejected = chosen.long(), rejected.long() * (classes - 1)
+    policy = torch.randn(batch, classes, size, size, generator=gen).to(dtype)
+    ref = (policy.float() + 0.1 * torch.randn(policy.shape, generator=gen)).to(dtype)
+    weights = torch.randn(batch, generator=gen).to(torch.float64 if dtype == torch.float64 else torch.float32)
+    options = dict(beta=0.5, loss_type=loss_type, region_power=0.5, label_smoothing=_eps(loss_type))
+    inputs = (policy, ref, chosen, rejected)
+    jit = _launch_mode_run("jit", inputs, weights, **options)
+    before = [launcher.direct_launches for launcher in _triton_loss.LAUNCHERS]
+    direct = [_launch_mode_run("direct", inputs, weights, **options) for _ in range(2)]  # 2nd: cached
+    after = [launcher.direct_launches for launcher in _triton_loss.LAUNCHERS]
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+    for got in direct:
+        for name in FIELDS:
+            assert torch.equal(got[0][name], jit[0][name]), name
+        assert torch.equal(got[1], jit[1])
+    _assert_same(jit, _naive(inputs, weights.double(), **options), atol=1e-4, rtol=1e-3, grad_rtol=1e-2)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_graph_capture_of_forward_and_backward() -> None:
+    gen = torch.Generator().manual_seed(4)
+    batch, size = 4, 64
+    chosen, rejected = (m.cuda() for m in boundary_masks(batch, size, gen))
+    policy = torch.randn(batch, 1, size, size, generator=gen).cuda().requires_grad_()
+    ref = (policy.detach() + 0.1 * torch.randn(policy.shape, generator=gen).cuda()).contiguous()
+
+    def step() -> torch.Tensor:
+        policy.grad = None
+        out = preference_loss(policy, ref, chosen, rejected, beta=0.5)
+        out.loss.backward()
+        return out.loss
+
+    want_loss = step().detach().clone()
+    want_grad = policy.grad.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    policy.grad = None
+    with torch.cuda.graph(graph):
+        out = preference_loss(policy, ref, chosen, rejected, beta=0.5)
+        out.loss.backward()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out.loss, want_loss) and torch.equal(policy.grad, want_grad)
+    ref[0, 0, 0, 0] = math.nan  # the capture-safe check: NaN poisoning, no sync
+    graph.replay()
+    torch.cuda.synchronize()
+    assert bool(torch.isnan(out.loss)) and bool(torch.isnan(policy.grad).any())
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_deferred_non_finite_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "FINITE_CHECK", losses._FiniteCheck("deferred"))
+    policy, ref, chosen, rejected = (t.cuda() for t in _pairs(6, 3, 1, (32, 32), dtype=torch.float32))
+    policy[2, 0, 5, 5] = math.nan
+    out = preference_loss(policy, ref, chosen, rejected, beta=0.5)
+    assert bool(torch.isnan(out.loss))
+    policy[2, 0, 5, 5] = 0.0
+    with pytest.raises(ValueError, match=r"got 1 and 0 non-finite values"):
+        preference_loss(policy, ref, chosen, rejected, beta=0.5)
+    assert bool(torch.isfinite(preference_loss(policy, ref, chosen, rejected, beta=0.5).loss))
