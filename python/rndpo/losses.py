@@ -452,10 +452,8 @@ def _triton_preference_loss(
     module = _triton_module()
     assert module is not None
     beta, loss_type, region_power, label_smoothing, normalization = options
-    deferred = FINITE_CHECK.mode == "deferred" or (
-        policy.is_cuda and torch.cuda.is_current_stream_capturing()
-    )
-    if deferred:
+    capturing = policy.is_cuda and torch.cuda.is_current_stream_capturing()  # no copy, no sync allowed
+    if FINITE_CHECK.mode == "deferred" and not capturing:
         FINITE_CHECK.raise_pending()
     *outputs, bad = module.region_preference_loss(
         policy,
@@ -469,7 +467,9 @@ def _triton_preference_loss(
         label_smoothing=label_smoothing,
         normalization=normalization,
     )
-    if deferred:
+    if capturing:
+        pass  # the check is the kernel's NaN poisoning alone (``_FiniteCheck``)
+    elif FINITE_CHECK.mode == "deferred":
         FINITE_CHECK.defer(bad)
     elif any(bad.tolist()):  # one small copy, the only sync of this path; the full checks word the error
         _check_logits("policy_logits", policy)
@@ -503,8 +503,6 @@ class _FiniteCheck:
     def defer(self, bad: Tensor) -> None:
         """Start the copy of ``bad`` (2,) int64 to the host (no wait), to be read later."""
         self.calls += 1
-        if bad.is_cuda and torch.cuda.is_current_stream_capturing():
-            return
         if not bad.is_cuda:  # the interpreter on CPU: nothing to overlap
             self._host, self._event = bad, None
         else:
