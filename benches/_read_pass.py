@@ -1,8 +1,8 @@
 """The read-pass baseline of benches/bench_losses.py: one Triton kernel that reads every input once.
 
 Policy and reference logits (B, 1, P) float and both masks (B, P) bool are read with the grid and block
-size of the loss's first kernel (``rndpo._triton_loss``), and each program writes one float (the sum of
-what it read, so that no load can be optimised away). No loss over these inputs can read less.
+size of the loss's first kernel (``rndpo._triton_loss``), launched the same way (``RNDPO_TRITON_LAUNCH``),
+and each program writes one float (the sum of what it read, so that no load can be optimised away). No loss over these inputs can read less.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from rndpo import _triton_loss
+from rndpo._triton_launch import Launcher
 
 __all__ = ["read_pass"]
 
@@ -29,6 +30,9 @@ def _read_kernel(policy, ref, chosen, rejected, out, P, NB, BLOCK: tl.constexpr)
     tl.store(out + b * NB + j, tl.sum(z + zr + yw + yl, axis=0))
 
 
+_LAUNCH = Launcher(_read_kernel, ("BLOCK",))  # launched like the loss's kernels (RNDPO_TRITON_LAUNCH)
+
+
 def read_pass(
     policy: torch.Tensor, ref: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
 ) -> torch.Tensor:
@@ -38,14 +42,7 @@ def read_pass(
     block = _triton_loss.BLOCK
     nb = triton.cdiv(pixels, block)
     out = torch.empty((batch, nb), dtype=torch.float32, device=policy.device)
-    _read_kernel[(batch, nb)](
-        policy.detach(),
-        ref,
-        chosen.view(torch.uint8),
-        rejected.view(torch.uint8),
-        out,
-        pixels,
-        nb,
-        BLOCK=block,
-    )
+    index = policy.device.index or 0
+    args = (policy.detach(), ref, chosen.view(torch.uint8), rejected.view(torch.uint8), out, pixels, nb)
+    _LAUNCH((batch, nb, 1), index, args, (block,))
     return out

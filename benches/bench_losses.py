@@ -29,6 +29,21 @@ Time: median over interleaved repeats of the wall time per step (CUDA: 10 steps 
 synchronisations, divided by 10); "GPU ms" is the device time of all kernels, copies and memsets of one
 step, from the PyTorch profiler (what the step costs the GPU, without the host's launch overhead).
 
+Launch path and finiteness check (CUDA, Triton): the kernels launch as ``RNDPO_TRITON_LAUNCH`` says
+(``direct``, the default: the cached compiled kernel is called without the JIT's per-call binding;
+``jit``: Triton's own ``kernel[grid](...)``; the read pass launches the same way), printed in the
+header; ``benches/gpu_checks.sh`` runs the script once per mode. "fused" checks the inputs' finiteness
+with one device-to-host copy per call (a host sync, the default ``RNDPO_TRITON_FINITE=sync``);
+"deferred" is the same step with ``RNDPO_TRITON_FINITE=deferred`` (the copy does not block; the error
+comes one call later; ``rndpo.losses._FiniteCheck``).
+
+CUDA graphs (``--graphs``, CUDA only): the same forward + backward captured once in a
+``torch.cuda.CUDAGraph`` (after warm-up on a side stream) and replayed CUDA_INNER times between two
+synchronisations; "graph ms" is the median wall time per replay, which carries no Python, dispatcher
+or launch overhead, so it separates the host's share of the eager wall time from the device's. Inside
+capture the fused path's finiteness check is the kernel's NaN poisoning alone (capture allows no
+sync). A path that cannot be captured shows "-".
+
 ``--steps``: one fine-tuning step of the default U-Net (``rndpo.model.UNet()``, eval mode as in
 ``rndpo.finetune``, AdamW) on B = 16 images at 128 x 128 and 256 x 256, everything already on the
 device: "supervised" = forward, ``rndpo.supervised.segmentation_loss`` (BCE + soft Dice), backward,
@@ -100,6 +115,19 @@ def gather_step(inputs: Inputs) -> None:
         losses._use_triton = use_triton  # type: ignore[assignment]
 
 
+def deferred_step(inputs: Inputs) -> None:
+    """The fused path with the deferred finiteness check (no host sync per call)."""
+    check = losses.FINITE_CHECK
+    losses.FINITE_CHECK = _DEFERRED
+    try:
+        fused_step(inputs)
+    finally:
+        losses.FINITE_CHECK = check
+
+
+_DEFERRED = losses._FiniteCheck("deferred")
+
+
 def naive_step(inputs: Inputs) -> None:
     policy, ref, chosen, rejected = inputs
     naive_preference_loss(policy, ref, chosen, rejected, beta=0.5)["loss"].backward()
@@ -157,6 +185,41 @@ def _cuda_device_ms(step: Callable[[], None], inner: int = CUDA_INNER) -> float:
     return total_us / 1e3 / inner
 
 
+def _graph_ms(step: Callable[[Inputs], None], inputs: Inputs, repeats: int) -> float:
+    """Median wall ms per replay of ``step`` captured in a CUDA graph (module docstring); nan when the
+    step cannot be captured."""
+    policy = inputs[0]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (compilation, allocator) outside the capture
+        for _ in range(3):
+            policy.grad = None
+            step(inputs)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    policy.grad = None
+    try:
+        with torch.cuda.graph(graph):
+            step(inputs)
+    except RuntimeError as err:  # e.g. a host sync inside the step
+        print(f"(CUDA graph capture failed for {getattr(step, '__name__', step)}: {err})", file=sys.stderr)
+        torch.cuda.synchronize()
+        return float("nan")
+    times = []
+    graph.replay()
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(CUDA_INNER):
+            graph.replay()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) / CUDA_INNER)
+    policy.grad = None
+    del graph
+    return 1e3 * statistics.median(times)
+
+
 def _median_times(steps: dict[str, Callable[[], None]], device: str, repeats: int) -> dict[str, float]:
     """Median wall ms per step, interleaved repeats (CUDA: CUDA_INNER steps per sample)."""
     inner = CUDA_INNER if device == "cuda" else 1
@@ -175,12 +238,15 @@ def _median_times(steps: dict[str, Callable[[], None]], device: str, repeats: in
     return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
-def measure(scenario: str, device: str, repeats: int, batch: int | None = None) -> dict[str, float]:
+def measure(
+    scenario: str, device: str, repeats: int, batch: int | None = None, graphs: bool = False
+) -> dict[str, float]:
     """Median step times (ms) and peak extra memory (MiB) of every path, and the ratios to naive.
 
-    Keys: {path}_ms, {path}_mib for path in fused, naive (and gather, read on CUDA; fused is the
-    Triton path there when Triton is installed), {path}_gpu_ms on CUDA, speedup, memory_ratio,
-    read_ratio (CUDA: fused ms / read-pass ms), region_fraction."""
+    Keys: {path}_ms, {path}_mib for path in fused, naive (and gather, read, deferred on CUDA; fused is
+    the Triton path there when Triton is installed), {path}_gpu_ms on CUDA, speedup, memory_ratio,
+    read_ratio (CUDA: fused ms / read-pass ms), region_fraction; with ``graphs`` (CUDA) also
+    {path}_graph_ms for fused, naive and read (nan where capture failed)."""
     batch = batch or (CUDA_BATCH if device == "cuda" else CPU_BATCH)
     inputs = make_inputs(scenario, device, batch=batch)
     paths: dict[str, Callable[[Inputs], None]] = {"fused": fused_step, "naive": naive_step}
@@ -188,6 +254,7 @@ def measure(scenario: str, device: str, repeats: int, batch: int | None = None) 
         paths["gather"] = gather_step
         if losses._use_triton(inputs[0]):
             paths["read"] = read_pass_step
+            paths["deferred"] = deferred_step
 
     def bound(step: Callable[[Inputs], None]) -> Callable[[], None]:
         def run() -> None:
@@ -203,6 +270,10 @@ def measure(scenario: str, device: str, repeats: int, batch: int | None = None) 
         result[f"{name}_mib"] = peak(step, inputs) / 2**20
         if device == "cuda":
             result[f"{name}_gpu_ms"] = _cuda_device_ms(steps[name])
+    if graphs and device == "cuda":
+        for name in ("fused", "naive", "read"):
+            if name in paths:
+                result[f"{name}_graph_ms"] = _graph_ms(paths[name], inputs, repeats)
     result["speedup"] = result["naive_ms"] / result["fused_ms"]
     result["memory_ratio"] = result["fused_mib"] / result["naive_mib"]
     if "read_ms" in result:
@@ -261,15 +332,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-batch", type=int, default=CPU_BATCH)
     parser.add_argument("--cuda-batch", type=int, default=CUDA_BATCH)
     parser.add_argument("--steps", action="store_true", help="also time U-Net fine-tuning steps")
+    parser.add_argument(
+        "--graphs", action="store_true", help="CUDA: also time the steps as CUDA graph replays"
+    )
+    parser.add_argument("--masks", choices=["boundary", "random", "all"], default="all")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     triton = any(d == "cuda" for d in devices) and losses._triton_module() is not None
+    from rndpo import _triton_launch
+
+    launch = (
+        f", launch {_triton_launch.launch_mode()}, finite check {losses.FINITE_CHECK.mode}" if triton else ""
+    )
     print(
         f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, {SIZE} x {SIZE}, float32; "
-        f"CUDA fused path: {'triton' if triton else 'gather'}"
+        f"CUDA fused path: {'triton' if triton else 'gather'}{launch}"
     )
     print()
     print(
@@ -280,11 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     cuda_rows: list[tuple[str, dict[str, float]]] = []
     for device in devices:
         batch = args.cuda_batch if device == "cuda" else args.cpu_batch
-        for scenario in ("boundary", "random"):
-            r = measure(scenario, device, args.repeats, batch)
+        for scenario in ("boundary", "random") if args.masks == "all" else (args.masks,):
+            r = measure(scenario, device, args.repeats, batch, graphs=args.graphs)
             fused = "triton" if device == "cuda" and triton else "gather"
             rows = [(fused, r["fused_ms"], r["fused_mib"])]
             if device == "cuda":
+                if "deferred_ms" in r:
+                    rows.append(("triton deferred", r["deferred_ms"], r["deferred_mib"]))
                 rows.append(("gather", r["gather_ms"], r["gather_mib"]))
                 cuda_rows.append((scenario, r))
             for path, ms, mib in rows:
@@ -307,6 +389,26 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {scenario} | {read_ms:.3f} | {r['fused_ms']:.3f} | {r['fused_ms'] / read_ms:.2f}x "
                 f"| {read_gpu:.3f} | {r['fused_gpu_ms']:.3f} | {r['gather_gpu_ms']:.3f} | {r['naive_gpu_ms']:.3f} |"
+            )
+    if cuda_rows and args.graphs:
+        print()
+        print(
+            "CUDA, wall ms per step: eager (fused: sync / deferred finiteness check) and replayed as a CUDA graph "
+            "(no host overhead):"
+        )
+        print()
+        print(
+            "| masks | fused ms | deferred ms | fused graph ms | naive ms | naive graph ms | read pass graph ms "
+            "| graph speedup | fused graph / read pass graph |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        nan = float("nan")
+        for scenario, r in cuda_rows:
+            fused_g, naive_g, read_g = (r.get(f"{k}_graph_ms", nan) for k in ("fused", "naive", "read"))
+            print(
+                f"| {scenario} | {r['fused_ms']:.3f} | {r.get('deferred_ms', nan):.3f} | {fused_g:.3f} "
+                f"| {r['naive_ms']:.3f} | {naive_g:.3f} | {read_g:.3f} | {naive_g / fused_g:.2f}x "
+                f"| {fused_g / read_g:.2f}x |"
             )
     if args.steps:
         print()

@@ -13,7 +13,9 @@
 #            all of tests/test_losses_triton.py (its small cases run compiled on CUDA, plus realistic sizes
 #            and float64 finite differences);
 #   losses   the loss benchmark on CUDA (B = 64, 256 x 256: Triton and gather paths vs the naive
-#            composition and a read pass; U-Net step times, RN-DPO vs supervised) -> $OUT/bench_losses.md;
+#            composition and a read pass, eager and as CUDA graph replays), once per Triton launch mode:
+#            RNDPO_TRITON_LAUNCH=direct (the default; with U-Net step times, RN-DPO vs supervised)
+#            -> $OUT/bench_losses.md, and RNDPO_TRITON_LAUNCH=jit (boundary masks) -> $OUT/bench_losses_jit.md;
 #   harness  the speed harness with its torch CUDA column and the loss rows (benches/bench_miners_sweep.py);
 #   study    the first minutes of the full study grid on the synthetic set (one seed, learned-QC judge),
 #            whose log gives the base-training, proposal, judge and per-run times behind the full grid's
@@ -36,13 +38,16 @@ python3 -c "import rndpo, torch, triton; print('rndpo', rndpo.__version__, 'torc
 if has tests; then
     echo "== tests: CUDA tests"
     timeout 120 python3 -m pytest tests/test_losses.py -m cuda -p no:cacheprovider -q -o addopts="" 2>&1 | tee "$OUT/cuda_tests.log"
-    timeout 200 python3 -m pytest tests/test_losses_triton.py -p no:cacheprovider -q -o addopts="" -ra 2>&1 | tee -a "$OUT/cuda_tests.log"
+    timeout 200 python3 -m pytest tests/test_losses_triton.py tests/test_triton_launch.py -p no:cacheprovider -q \
+        -o addopts="" -ra 2>&1 | tee -a "$OUT/cuda_tests.log"
 fi
 
 if has losses; then
-    echo "== losses: loss benchmark and U-Net step times"
-    timeout 200 python3 benches/bench_losses.py --device cuda --repeats 15 --steps 2>&1 \
-        | grep -v "^USDT\|^STAGE:" | tee "$OUT/bench_losses.md"
+    echo "== losses: loss benchmark (launch mode jit), then (launch mode direct) with U-Net step times"
+    RNDPO_TRITON_LAUNCH=jit timeout 60 python3 benches/bench_losses.py --device cuda --repeats 10 \
+        --masks boundary --graphs 2>&1 | grep -v "^USDT\|^STAGE:" | tee "$OUT/bench_losses_jit.md"
+    RNDPO_TRITON_LAUNCH=direct timeout 120 python3 benches/bench_losses.py --device cuda --repeats 10 \
+        --graphs --steps 2>&1 | grep -v "^USDT\|^STAGE:" | tee "$OUT/bench_losses.md"
 fi
 
 if has harness; then

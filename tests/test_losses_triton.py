@@ -407,6 +407,7 @@ def test_cuda_graph_capture_of_forward_and_backward() -> None:
         return out.loss
 
     want_loss = step().detach().clone()
+    assert policy.grad is not None
     want_grad = policy.grad.clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -421,11 +422,13 @@ def test_cuda_graph_capture_of_forward_and_backward() -> None:
         out.loss.backward()
     graph.replay()
     torch.cuda.synchronize()
-    assert torch.equal(out.loss, want_loss) and torch.equal(policy.grad, want_grad)
+    grad = policy.grad
+    assert grad is not None
+    assert torch.equal(out.loss, want_loss) and torch.equal(grad, want_grad)
     ref[0, 0, 0, 0] = math.nan  # the capture-safe check: NaN poisoning, no sync
     graph.replay()
     torch.cuda.synchronize()
-    assert bool(torch.isnan(out.loss)) and bool(torch.isnan(policy.grad).any())
+    assert bool(torch.isnan(out.loss)) and bool(torch.isnan(grad).any())
 
 
 @pytest.mark.cuda

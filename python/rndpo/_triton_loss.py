@@ -241,9 +241,9 @@ def _pair_kernel(
         else:  # cdpo
             f = -(1.0 - eps) * _log_sigmoid(h) - eps * _log_sigmoid(-h)
             dfdh = -(1.0 - eps) * _sigmoid(-h) + eps * _sigmoid(h)
-        losses = tl.where(valid, f * weight, 0.0) + poison
+        losses = tl.where(valid, f * weight, 0.0)  # poisoned when stored, so no reduction feeds loss_acc
         coef = tl.where(valid, dfdh * weight * scale, 0.0) + poison  # dlosses / dmargin_sum (dh/dm = scale)
-        tl.store(losses_out + pairs, losses, mask=pm)
+        tl.store(losses_out + pairs, losses + poison, mask=pm)
         tl.store(stats + pairs, scale * lsum + poison, mask=pm)
         tl.store(stats + B + pairs, scale * (lsum - msum) + poison, mask=pm)
         tl.store(stats + 2 * B + pairs, h + poison, mask=pm)
@@ -253,7 +253,7 @@ def _pair_kernel(
         loss_acc += tl.where(pm, losses, 0.0)
         valid_acc += (pm & valid).to(tl.int32)
     inv = 1.0 / tl.maximum(tl.sum(valid_acc, axis=0), 1).to(ACC)
-    tl.store(loss_out, tl.sum(loss_acc, axis=0) * inv)
+    tl.store(loss_out, tl.sum(loss_acc, axis=0) * inv + poison)
     tl.store(aux + B, inv)
 
 
