@@ -178,3 +178,21 @@ def test_bad_mode_and_argument_are_named() -> None:
         _triton_launch._read_mode("x")
     with pytest.raises(TypeError, match="unsupported kernel argument of type str"):
         _launcher(FakeKernel())((1, 1, 1), 0, ("s",), (1, 16))
+
+
+def test_hooks_idle_reads_triton_launch_hooks() -> None:
+    triton = pytest.importorskip("triton")
+    runtime = getattr(getattr(triton, "knobs", None), "runtime", None)
+    if runtime is None or not hasattr(runtime.launch_enter_hook, "add"):
+        pytest.skip("this Triton has no HookChain launch hooks")
+
+    def hook(metadata: object) -> None:
+        pass
+
+    assert _triton_launch._hooks_idle()
+    runtime.launch_enter_hook.add(hook)
+    try:
+        assert not _triton_launch._hooks_idle()
+    finally:
+        runtime.launch_enter_hook.remove(hook)
+    assert _triton_launch._hooks_idle()

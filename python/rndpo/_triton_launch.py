@@ -72,27 +72,41 @@ def _arg_key(value: object) -> Hashable:
     raise TypeError(f"Launcher: unsupported kernel argument of type {type(value).__name__}")
 
 
-def _hooks_idle() -> bool:
-    """Whether no Triton launch hook is registered (the direct launch passes none)."""
+def _knobs_runtime() -> Any:
+    """triton.knobs.runtime (Triton >= 3.4), or None."""
     try:
         import triton
     except ImportError:  # pragma: no cover - Launcher is only built where triton imports
-        return True
-    runtime = getattr(getattr(triton, "knobs", None), "runtime", None)
-    if runtime is None:
-        return True
-    for name in ("launch_enter_hook", "launch_exit_hook"):
-        hook = getattr(runtime, name, None)
-        if hook is not None and getattr(hook, "calls", True):
-            return False
-    return True
+        return None
+    return getattr(getattr(triton, "knobs", None), "runtime", None)
 
 
-def _current_stream(device: int) -> int:
+_RUNTIME = _knobs_runtime()
+
+
+def _hooks_idle() -> bool:
+    """Whether no Triton launch hook is registered (the direct launch passes none). Hooks are
+    ``HookChain`` objects in Triton 3.6-3.9 (idle when their ``calls`` list is empty), None in some
+    other versions."""
+    if _RUNTIME is None:
+        return True
+    enter, leave = _RUNTIME.launch_enter_hook, _RUNTIME.launch_exit_hook
+    return (enter is None or not getattr(enter, "calls", True)) and (
+        leave is None or not getattr(leave, "calls", True)
+    )
+
+
+_stream_getter: Callable[[int], Any] | None = None
+
+
+def _current_stream(device: int) -> Any:
     """The raw handle of torch's current CUDA stream on ``device`` (what Triton launches on)."""
-    from triton.runtime import driver
+    global _stream_getter
+    if _stream_getter is None:
+        from triton.runtime import driver
 
-    return int(driver.active.get_current_stream(device))
+        _stream_getter = driver.active.get_current_stream
+    return _stream_getter(device)
 
 
 class Launcher:
@@ -109,7 +123,7 @@ class Launcher:
         kernel: Any,
         constexpr_names: Sequence[str],
         *,
-        stream: Callable[[int], int] = _current_stream,
+        stream: Callable[[int], Any] = _current_stream,
         hooks_idle: Callable[[], bool] = _hooks_idle,
     ) -> None:
         self.kernel = kernel
