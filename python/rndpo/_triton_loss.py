@@ -347,16 +347,16 @@ class _TritonPreferenceFunction(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         batch, classes = policy.shape[:2]
         pixels = policy.numel() // (batch * classes)
-        nb = triton.cdiv(pixels, BLOCK)
+        nb = -(-pixels // BLOCK)  # ceil; triton.cdiv is a jit function, slow to call from Python
         device = policy.device
         index = device.index if device.index is not None else 0
         # two allocations and two splits: each tensor op costs host time, which dominates on a GPU
         work = torch.empty(2 * batch * nb + 6 * batch + 2, dtype=acc_dtype, device=device)
-        loss, losses, *stats, aux, sums = work.split(
+        loss, losses, *stats, aux, sums = work.split_with_sizes(
             [1, batch, batch, batch, batch, batch, batch + 1, 2 * batch * nb]
         )
         ints = torch.empty(batch + 2 + 3 * batch * nb, dtype=torch.int64, device=device)
-        sizes, bad, counts = ints.split([batch, 2, 3 * batch * nb])
+        sizes, bad, counts = ints.split_with_sizes([batch, 2, 3 * batch * nb])
         acc, scalars, pair_constexprs = _constants(acc_dtype, options)
         _SUMS(
             (batch, nb, 1),
@@ -394,7 +394,7 @@ class _TritonPreferenceFunction(torch.autograd.Function):
         pixels = chosen.numel() // batch
         grad = torch.empty(shape, dtype=dtype, device=aux.device)
         _GRAD(
-            (batch, triton.cdiv(pixels, BLOCK), 1),
+            (batch, -(-pixels // BLOCK), 1),
             index,
             (
                 chosen,
