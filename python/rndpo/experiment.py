@@ -9,6 +9,7 @@ on, and every file is written atomically, so an interrupted experiment (even ``k
     OUT/stages/bank-<key>/              proposal bank (memory-mappable .npy files)
     OUT/stages/scores-<key>.npz         judge scores (N, K) and the judge's reliability
     OUT/stages/pairs-<key>.npz          mined pairs
+    OUT/stages/policy-<key>.pt          a round's selected weights (``finetune.rounds > 1``, rndpo.rounds)
     OUT/runs/<run>.json                 one fine-tuning run (curves, train log); .ckpt while running
     OUT/models/<run>.pt|json            the run's validation-selected model (``keep``), base.pt|json
     OUT/results.json|csv|md, curves.png, examples.png, rndpo.log
