@@ -14,6 +14,7 @@ import torch
 import rndpo.finetune as finetune_module
 from rndpo.config import ConfigError, FinetuneConfig, config_from_dict
 from rndpo.proposals import ProposalBank
+from rndpo.report import rounds_table
 from rndpo.rounds import choose_reference, finetune_key, round_seed
 from rndpo.storage import load_weights
 from runs import copy_run, rows, run, stage_files, tiny_run
@@ -191,3 +192,24 @@ def test_rounds_one_reuses_round_one_of_a_two_round_run_unchanged(
     assert {k: v for k, v in row.items() if k != "model"} == {
         k: v for k, v in record.items() if k != "train_log"
     }
+
+
+def test_rounds_table_gives_mean_and_std_over_seeds_per_round() -> None:
+    def row(seed: int, dice: tuple[float, float]) -> dict[str, Any]:
+        entries = [{"round": r + 1, "selected_dice": d, "n_pairs": 10 + r} for r, d in enumerate(dice)]
+        return {
+            "method": "rndpo",
+            "judge": "agreement",
+            "miner": "top_vs_rest",
+            "seed": seed,
+            "rounds": entries,
+        }
+
+    table = rounds_table([row(0, (0.5, 0.6)), row(1, (0.7, 0.8)), {"method": "mean_teacher"}])
+    lines = table.splitlines()
+    assert len(lines) == 4 and "mean_teacher" not in table
+    cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells[:5] == ["rndpo", "agreement", "top_vs_rest", "2", "2"]
+    assert cells[6] == f"0.7000 ± {np.std([0.6, 0.8], ddof=1):.4f}" and cells[8] == "11.0000"
+    assert cells[5] == "-"  # start_dice absent
+    assert rounds_table([{"method": "dpo", "judge": "j", "miner": "m"}]) == ""
