@@ -210,6 +210,6 @@ def test_rounds_table_gives_mean_and_std_over_seeds_per_round() -> None:
     assert len(lines) == 4 and "mean_teacher" not in table
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
     assert cells[:5] == ["rndpo", "agreement", "top_vs_rest", "2", "2"]
-    assert cells[6] == f"0.7000 ± {np.std([0.6, 0.8], ddof=1):.4f}" and cells[8] == "11.0000"
+    assert cells[6] == f"0.7000 ± {np.std([0.6, 0.8], ddof=1):.4f}" and cells[8] == "11.0000 ± 0.0000"
     assert cells[5] == "-"  # start_dice absent
     assert rounds_table([{"method": "dpo", "judge": "j", "miner": "m"}]) == ""
