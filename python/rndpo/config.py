@@ -503,9 +503,19 @@ class FinetuneConfig:
     final_window: int = field(
         default=3, metadata=_help("final (sustained) Dice = mean of the last N evaluations")
     )
+    rounds: int = field(
+        default=1,
+        metadata=_help(
+            "judge-driven runs: rounds of regenerate, re-score, re-mine, fine-tune from the last policy"
+        ),
+    )
+    reference: Literal["base", "previous"] = field(
+        default="base",
+        metadata=_help("preference reference in rounds >= 2: the base model, or the previous round's policy"),
+    )
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "eval_every", "final_window"):
+        for key in ("steps", "batch_size", "eval_every", "final_window", "rounds"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"finetune.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 < self.lr < math.inf:

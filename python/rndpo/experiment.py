@@ -9,6 +9,7 @@ on, and every file is written atomically, so an interrupted experiment (even ``k
     OUT/stages/bank-<key>/              proposal bank (memory-mappable .npy files)
     OUT/stages/scores-<key>.npz         judge scores (N, K) and the judge's reliability
     OUT/stages/pairs-<key>.npz          mined pairs
+    OUT/stages/policy-<key>.pt          a round's selected weights (``finetune.rounds > 1``, rndpo.rounds)
     OUT/runs/<run>.json                 one fine-tuning run (curves, train log); .ckpt while running
     OUT/models/<run>.pt|json            the run's validation-selected model (``keep``), base.pt|json
     OUT/results.json|csv|md, curves.png, examples.png, rndpo.log
@@ -73,8 +74,17 @@ from rndpo.model_io import save_model
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.reliability import judge_reliability, pair_quality
 from rndpo.report import has_matplotlib, plot_pair_examples, write_reports
+from rndpo.rounds import JudgeRun, RoundOne, Rounds, finetune_key, round_note, round_seed
 from rndpo.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
-from rndpo.storage import atomic_dir, load_weights, stage_key, stage_ready, write_json, write_npz
+from rndpo.storage import (
+    atomic_dir,
+    atomic_write,
+    load_weights,
+    stage_key,
+    stage_ready,
+    write_json,
+    write_npz,
+)
 from rndpo.supervised import train_base
 
 __all__ = [
@@ -281,24 +291,28 @@ class _Stages:
         model: UNet,
         snapshots: list[dict[str, torch.Tensor]],
         true_dice: np.ndarray | None,
+        *,
+        round: int = 1,
+        qc_dir: Path | None = None,
     ) -> tuple[str, np.ndarray, dict[str, Any]]:
         """The judge's scores (N, K) of the bank, cached; with the bank's true Dice (N, K) (None for a
-        truly unlabeled pool) also the judge's reliability on it."""
+        truly unlabeled pool) also the judge's reliability on it.
+
+        round: the fine-tuning round whose bank this is (rounds >= 2 key and reseed the noisy oracle by
+        round); qc_dir: the learned QC judge's folder (default ``qc-<key>``), loaded when it is there,
+        else fitted on the base model's labeled proposals and saved there (later rounds reuse round 1's).
+        """
         cfg = self.config
         extra = cfg.judges.qc_steps if name == "learned_qc" else None
-        key = stage_key(bank_key, label, kwargs, extra, seed)
+        key = stage_key(bank_key, label, kwargs, extra, seed, *([round] if round > 1 else []))
         path = self.stages / f"scores-{key}.npz"
         if not stage_ready(path):
-            log.info("seed %d: scoring proposals with judge %s", seed, label)
+            log.info("seed %d: scoring proposals with judge %s%s", seed, label, round_note(round))
             judge: Judge
             if name == "noisy_oracle":
-                judge = make_judge(name, seed=seed, **kwargs)
+                judge = make_judge(name, seed=round_seed(seed, round), **kwargs)
             elif name == "learned_qc":
-                judge = qc = LearnedQCJudge(**kwargs)
-                labeled = self.splits.labeled
-                train_bank = self._proposals(model, snapshots, labeled.images, labeled.masks, seed)
-                qc.fit(train_bank, steps=cfg.judges.qc_steps, seed=seed, progress=self.progress)
-                qc.save(self.stages / f"qc-{key}")
+                judge = self._qc_judge(kwargs, seed, model, snapshots, qc_dir or self.stages / f"qc-{key}")
             else:
                 judge = make_judge(name, **kwargs)
             scores = np.asarray(judge.score(bank), dtype=np.float64)
@@ -316,6 +330,25 @@ class _Stages:
                 "judge_top1_dice": rel.top1_dice,
             },
         )
+
+    def _qc_judge(
+        self,
+        kwargs: dict[str, Any],
+        seed: int,
+        model: UNet,
+        snapshots: list[dict[str, torch.Tensor]],
+        folder: Path,
+    ) -> LearnedQCJudge:
+        """The learned QC judge saved in ``folder``, or one fitted on the labeled images' proposals of
+        the base ``model`` (and saved there)."""
+        if stage_ready(folder):
+            return LearnedQCJudge.load(folder)
+        qc = LearnedQCJudge(**kwargs)
+        labeled = self.splits.labeled
+        train_bank = self._proposals(model, snapshots, labeled.images, labeled.masks, seed)
+        qc.fit(train_bank, steps=self.config.judges.qc_steps, seed=seed, progress=self.progress)
+        qc.save(folder)
+        return qc
 
     def pairs(
         self, scores_key: str, bank: ProposalBank, scores: np.ndarray, miner: str, seed: int
@@ -573,7 +606,8 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
         _save_base(stages, seed, model)
     has_truth = true_dice is not None and test is not None
     ladder: dict[str, Any] = {"seed": seed, "judges": {}, "methods": {}}
-    ft = config_to_dict(config.finetune)
+    ft = finetune_key(config.finetune)
+    multi = Rounds(stages, model, snapshots, base_state, base_hd95) if config.finetune.rounds > 1 else None
     if test is not None:
         base_eval = evaluate(model, test, distances=False, device=config.device)
         ladder |= {"base_dice": float(base_eval.dice.mean()), "base_dice_per_image": base_eval.dice.tolist()}
@@ -648,59 +682,23 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
                 )
                 key = stage_key(pairs_key, config_to_dict(method), ft)
                 run_id = f"{method_name}-{label}-{miner}-s{seed}-{key}".replace("@", "")
-                path = stages.out / "runs" / f"{run_id}.json"
-                model_path = stages.out / "models" / f"{run_id}.pt"
-                if not stage_ready(path):
-                    log.info("fine-tuning %s on %d pairs", run_id, len(data))
-                    model.load_state_dict(base_state)
-                    record, selected, final = _finetune_run(
-                        stages, model, data, method, seed, ref, path, base_hd95
-                    )
-                    record.update(
-                        run=run_id,
-                        method=method_name,
-                        judge=label,
-                        miner=miner,
-                        seed=seed,
-                        **quality,
-                        **judge_stats,
-                    )
-                    if _rank() == 0:
-                        if stages.keep != "none":
-                            info = _model_info(
-                                stages,
-                                method=method_name,
-                                method_config=config_to_dict(method),
-                                judge=label,
-                                miner=miner,
-                                seed=seed,
-                                selected_step=record["selected_step"],
-                                val_dice=record["selected_val_dice"],
-                                test_dice=record["selected_dice"],
-                            )
-                            save_model(model_path, model, state_dict=selected, **info)
-                            if stages.keep == "all":
-                                final_info = {**info, "selected_step": config.finetune.steps}
-                                final_info |= {
-                                    "val_dice": record["final_val_dice"],
-                                    "test_dice": record["final_test_dice"],
-                                }
-                                save_model(
-                                    model_path.with_name(f"{run_id}-final.pt"),
-                                    model,
-                                    state_dict=final,
-                                    **final_info,
-                                )
-                        write_json(path, record, checksum=True)
-                        path.with_suffix(".ckpt").unlink(missing_ok=True)
-                        path.with_suffix(".ckpt.sha256").unlink(missing_ok=True)
-                    _barrier()
-                elif stages.keep != "none" and not model_path.exists():
-                    log.warning(
-                        "run %s is cached but its model was not kept (an earlier --keep none)", run_id
-                    )
-                row = json.loads(path.read_text())
-                row["model"] = str(model_path.relative_to(stages.out)) if model_path.exists() else None
+                run = JudgeRun(method_name, method, label, name, kwargs, miner, seed)
+                row = _judge_run(
+                    stages,
+                    model,
+                    base_state,
+                    data,
+                    run,
+                    ref,
+                    base_hd95,
+                    run_id,
+                    {**quality, **judge_stats},
+                    last=multi is None,
+                    policy=None if multi is None else stages.stages / f"policy-{key}.pt",
+                )
+                if multi is not None:
+                    first = RoundOne(key, row, bank, true_dice, stages.stages / f"qc-{scores_key}")
+                    row = multi.run(run, first)
                 rows.append(row)
                 ladder["methods"][f"{method_name} ({label}, {miner})"] = row["final_dice"]
                 examples = stages.out / "examples.png"
@@ -722,6 +720,76 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
     return rows, ladder if has_truth else None
 
 
+def _judge_run(
+    stages: _Stages,
+    model: UNet,
+    start_state: dict[str, torch.Tensor],
+    data: TrainingPairs,
+    run: JudgeRun,
+    ref: torch.Tensor,
+    base_hd95: float | None,
+    run_id: str,
+    fields: dict[str, Any],
+    *,
+    last: bool = True,
+    policy: Path | None = None,
+    round: int = 1,
+    reference: torch.nn.Module | None = None,
+) -> dict[str, Any]:
+    """One judge-driven fine-tuning run from ``start_state``, cached as OUT/runs/<run_id>.json with the
+    run's identity and ``fields`` (pair quality, judge reliability); the row, with ``model``.
+
+    last: the run's model goes to OUT/models (the last round of a run); policy: a stage file that keeps
+    the validation-selected weights for the next round (None: not kept); round: written to the record
+    when > 1; reference: the frozen reference model for augmented preference runs (None: the start).
+    """
+    config = stages.config
+    path = stages.out / "runs" / f"{run_id}.json"
+    model_path = stages.out / "models" / f"{run_id}.pt"
+    if not (stage_ready(path) and (policy is None or stage_ready(policy))):
+        log.info("fine-tuning %s on %d pairs", run_id, len(data))
+        model.load_state_dict(start_state)
+        record, selected, final = _finetune_run(
+            stages, model, data, run.method, run.seed, ref, path, base_hd95, reference
+        )
+        record.update(run=run_id, method=run.method_name, judge=run.label, miner=run.miner, seed=run.seed)
+        record.update(({"round": round} if round > 1 else {}), **fields)
+        if _rank() == 0:
+            if last and stages.keep != "none":
+                info = _model_info(
+                    stages,
+                    method=run.method_name,
+                    method_config=config_to_dict(run.method),
+                    judge=run.label,
+                    miner=run.miner,
+                    seed=run.seed,
+                    selected_step=record["selected_step"],
+                    val_dice=record["selected_val_dice"],
+                    test_dice=record["selected_dice"],
+                )
+                save_model(model_path, model, state_dict=selected, **info)
+                if stages.keep == "all":
+                    final_info = {**info, "selected_step": config.finetune.steps}
+                    final_info |= {
+                        "val_dice": record["final_val_dice"],
+                        "test_dice": record["final_test_dice"],
+                    }
+                    save_model(
+                        model_path.with_name(f"{run_id}-final.pt"), model, state_dict=final, **final_info
+                    )
+            if policy is not None:
+                atomic_write(policy, partial(torch.save, {"selected": selected}), checksum=True)
+            write_json(path, record, checksum=True)
+            path.with_suffix(".ckpt").unlink(missing_ok=True)
+            path.with_suffix(".ckpt.sha256").unlink(missing_ok=True)
+        _barrier()
+    elif last and stages.keep != "none" and not model_path.exists():
+        log.warning("run %s is cached but its model was not kept (an earlier --keep none)", run_id)
+    row = cast(dict[str, Any], json.loads(path.read_text()))
+    row["model"] = str(model_path.relative_to(stages.out)) if last and model_path.exists() else None
+    return row
+
+
 def _finetune_run(
     stages: _Stages,
     model: UNet,
@@ -731,8 +799,10 @@ def _finetune_run(
     ref: torch.Tensor,
     path: Path,
     base_hd95: float | None,
+    reference: torch.nn.Module | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The run's record (summaries and curves), its validation-selected weights and its final weights."""
+    """The run's record (summaries and curves), its validation-selected weights and its final weights;
+    ``reference``: see :func:`rndpo.finetune.finetune`."""
     config = stages.config
     test, val = stages.test, stages.splits.val
     if len(data) == 0:
@@ -761,6 +831,7 @@ def _finetune_run(
         device=config.device,
         checkpoint=path.with_suffix(".ckpt"),
         progress=stages.progress,
+        reference=reference,
     )
     record = _record(
         stages,

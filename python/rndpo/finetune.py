@@ -257,6 +257,7 @@ def finetune(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    reference: nn.Module | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``data`` with ``method``; select the weights on ``val``.
 
@@ -269,6 +270,8 @@ def finetune(
     of ``model``; that costs one forward pass per step).
     Learning rate: ``config.lr`` times :func:`lr_factor`; gradients clipped to norm ``config.grad_clip``.
     checkpoint: file to resume from and to save progress to (atomically) at every evaluation.
+    reference: the frozen reference model of a preference objective with ``config.augment`` (default: a
+    copy of ``model`` as it starts); it must match ``ref_logits`` when both are given.
     """
     if len(data) == 0:
         raise ValueError("finetune: data has no pairs; loosen the mining filters or use another miner")
@@ -283,7 +286,9 @@ def finetune(
     model.eval()  # dropout off and batch-norm frozen, for policy and reference alike
     ref_model = None
     if config.augment and method.objective == "preference":
-        ref_model = copy.deepcopy(model).requires_grad_(False)  # the frozen base, before any resume
+        start_model = model if reference is None else reference
+        ref_model = copy.deepcopy(start_model).requires_grad_(False)  # the frozen base, before any resume
+        ref_model.to(device).eval()
     teacher = copy.deepcopy(model).requires_grad_(False) if method.objective == "mean_teacher" else None
     train_model: nn.Module = model
     if world > 1:

@@ -3,7 +3,8 @@
 results.json holds ``runs`` (one row per method, judge, miner and seed, with its Dice ``curve`` and
 ``final_dice_per_image`` on the test images), ``ladder`` (the headroom ladder per seed, see
 :mod:`rndpo.ladder`; empty when the pool has no ground truth), the config and the package version.
-results.md starts with the ladder, then gives mean +- std over seeds of each (method, judge, miner).
+results.md starts with the ladder, then gives mean +- std over seeds of each (method, judge, miner), and
+for ``finetune.rounds > 1`` a table per round (rows carry ``rounds``: one dict per round).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "output_listing",
     "plot_curves",
     "plot_pair_examples",
+    "rounds_table",
     "summary_table",
     "write_reports",
 ]
@@ -94,6 +96,38 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the per-round figures results.md shows for runs with ``finetune.rounds > 1`` (see :mod:`rndpo.rounds`)
+_ROUND_SUMMARY = (
+    "start_dice",
+    "selected_dice",
+    "final_dice",
+    "n_pairs",
+    "pair_accuracy",
+    "judge_spearman",
+    "judge_top1_accuracy",
+    "pool_base_dice",
+    "pool_best_of_k_dice",
+)
+
+
+def rounds_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of multi-round runs: one line per (method, judge, miner, round), mean ± sample std
+    over seeds of each round's figures (``start_dice``: test Dice of the round's starting policy;
+    ``pool_*``: the round's proposal bank on the pool). Empty when no row has ``rounds``."""
+    multi = [r for r in rows if r.get("rounds")]
+    if not multi:
+        return ""
+    head = ["method", "judge", "miner", "round", "seeds", *_ROUND_SUMMARY]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (method, judge, miner), group in sorted(_group(multi).items()):
+        for i in range(max(len(r["rounds"]) for r in group)):
+            entries = [r["rounds"][i] for r in group if len(r["rounds"]) > i]
+            cells = [method, judge, miner, str(i + 1), str(len(entries))]
+            cells += [_mean_std([e.get(f) for e in entries]) for f in _ROUND_SUMMARY]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[*ROW_FIELDS, "curve", "val_curve"], extrasaction="ignore")
@@ -143,7 +177,9 @@ def write_reports(
     )
     write_text(out / "results.csv", _csv_text(runs))
     head = f"## Headroom ladder\n\n{ladder_table(ladder)}\n## All runs\n\n" if ladder else ""
-    write_text(out / "results.md", head + summary_table(runs))
+    rounds = rounds_table(runs)
+    tail = f"\n## Rounds\n\n{rounds}" if rounds else ""
+    write_text(out / "results.md", head + summary_table(runs) + tail)
     if plots:
         plot_curves(runs, out / "curves.png", dataset=dataset)
 

@@ -1,0 +1,212 @@
+"""Rounds that compound: ``finetune.rounds = N`` repeats each judge-driven run N times.
+
+Round 1 is the ordinary run from the base model (same stage keys and numbers as ``rounds = 1``). Round
+r >= 2 starts from round r-1's validation-selected weights (what the product keeps), generates a new
+proposal bank on the pool with that policy (same proposal config, seed :func:`round_seed`; the
+``snapshot`` source keeps the base model's training snapshots), scores it with the same judge (the
+learned QC judge is round 1's network, reused, not refitted: it was trained on labeled proposals and
+judges any mask), mines it with the same miner and fine-tunes against the reference that
+``finetune.reference`` names: the base model (``"base"``) or round r-1's policy (``"previous"``).
+
+Every round's bank, scores, pairs, run record and selected weights are stages keyed on the previous
+round's run key, so changing round 1 recomputes round 2 and an interrupted round resumes from its
+checkpoint. Judge-free methods and the ladder's rungs run once. Output of round r >= 2::
+
+    OUT/stages/bank-<key>/, scores-<key>.npz, pairs-<key>.npz   the round's bank, scores and pairs
+    OUT/stages/policy-<run key>.pt                              a round's selected weights (rounds > 1)
+    OUT/runs/<method>-<judge>-<miner>-s<seed>-r<round>-<key>.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from rndpo.config import FinetuneConfig, MethodConfig, config_to_dict
+from rndpo.finetune import reference_logits
+from rndpo.judges import OracleJudge
+from rndpo.ladder import pool_dice
+from rndpo.proposals import ProposalBank
+from rndpo.storage import load_weights, stage_key, stage_ready
+
+if TYPE_CHECKING:
+    from rndpo.experiment import _Stages
+    from rndpo.model import UNet
+
+__all__ = [
+    "ROUND_FIELDS",
+    "JudgeRun",
+    "RoundOne",
+    "Rounds",
+    "choose_reference",
+    "finetune_key",
+    "round_entry",
+    "round_note",
+    "round_seed",
+]
+
+#: the figures of one round in a row's ``rounds`` list (None where the pool or test set lacks ground truth)
+ROUND_FIELDS: tuple[str, ...] = (
+    "round",
+    "run",
+    "start_dice",
+    "selected_dice",
+    "final_dice",
+    "peak_dice",
+    "selected_val_dice",
+    "n_pairs",
+    "pair_accuracy",
+    "judge_spearman",
+    "judge_top1_accuracy",
+    "judge_top1_dice",
+    "pool_base_dice",
+    "pool_median_proposal_dice",
+    "pool_best_of_k_dice",
+)
+
+
+def finetune_key(config: FinetuneConfig) -> dict[str, Any]:
+    """The part of ``[finetune]`` a run's stage key depends on: everything but ``rounds`` and
+    ``reference``, which key the rounds >= 2 themselves (so round 1 keeps the keys of ``rounds = 1``)."""
+    return {k: v for k, v in config_to_dict(config).items() if k not in ("rounds", "reference")}
+
+
+def round_seed(seed: int, round: int) -> int:
+    """The seed of round ``round``'s proposals and noisy-oracle noise: ``seed`` itself in round 1."""
+    return seed if round <= 1 else seed + 100_003 * (round - 1)
+
+
+def round_note(round: int) -> str:
+    """ " (round r)" for log lines of rounds >= 2, "" in round 1."""
+    return f" (round {round})" if round > 1 else ""
+
+
+def choose_reference(reference: str, base: torch.nn.Module, previous: torch.nn.Module) -> torch.nn.Module:
+    """The frozen reference of a round >= 2: the ``base`` model or the ``previous`` round's policy."""
+    if reference == "base":
+        return base
+    if reference == "previous":
+        return previous
+    raise ValueError(f"reference must be 'base' or 'previous', got {reference!r}")
+
+
+def round_entry(
+    round: int, record: dict[str, Any], bank: ProposalBank, true_dice: np.ndarray | None
+) -> dict[str, Any]:
+    """One round's figures (:data:`ROUND_FIELDS`) from its run record and its bank on the pool.
+
+    ``calibration`` is the place for the judge's validation calibration of this round (None until the
+    calibration stage is wired per round).
+    """
+    pool = pool_dice(bank, true_dice) if true_dice is not None and bank.probs is not None else {}
+    entry = {f: record.get(f) for f in ROUND_FIELDS}
+    entry |= {"round": round, "start_dice": record.get("base_dice"), **pool, "calibration": None}
+    return entry
+
+
+@dataclass(frozen=True)
+class JudgeRun:
+    """What every round of one judge-driven run repeats: method, judge and miner of one seed."""
+
+    method_name: str
+    method: MethodConfig
+    label: str
+    judge: str
+    kwargs: dict[str, Any]
+    miner: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class RoundOne:
+    """Round 1 of a run: its stage key, its row, the base bank, its true Dice (N, K) or None, and the
+    folder of its learned QC judge (used only by ``learned_qc``)."""
+
+    key: str
+    row: dict[str, Any]
+    bank: ProposalBank
+    true_dice: np.ndarray | None
+    qc_dir: Path
+
+
+class Rounds:
+    """Runs rounds 2..N of the judge-driven runs of one seed (see the module docstring)."""
+
+    def __init__(
+        self,
+        stages: _Stages,
+        base: UNet,
+        snapshots: list[dict[str, torch.Tensor]],
+        base_state: dict[str, torch.Tensor],
+        base_hd95: float | None,
+    ) -> None:
+        self.stages = stages
+        self.snapshots = snapshots
+        self.base_state = base_state
+        self.base_hd95 = base_hd95
+        self.base = stages._model()
+        self.base.load_state_dict(base_state)
+        self.base.eval()
+
+    def run(self, run: JudgeRun, first: RoundOne) -> dict[str, Any]:
+        """Rounds 2..N of ``run`` after ``first``; the row of the last round with ``rounds`` (one
+        :func:`round_entry` per round) and the base figures of round 1."""
+        from rndpo import experiment as ex  # the stage helpers; experiment imports this module
+
+        stages, cfg = self.stages, self.stages.config
+        total = cfg.finetune.rounds
+        entries = [round_entry(1, first.row, first.bank, first.true_dice)]
+        prev_key, row = first.key, first.row
+        for r in range(2, total + 1):
+            policy = stages._model()
+            policy.load_state_dict(load_weights(stages.stages / f"policy-{prev_key}.pt")["selected"])
+            policy.eval()
+            bank_key, bank = ex._cached(partial(self._bank, policy, prev_key, run.seed, r))
+            true_dice = OracleJudge().score(bank) if bank.ground_truth is not None else None
+            score = partial(stages.scores, run.seed, bank_key, bank, run.label, run.judge, run.kwargs)
+            scores_key, scores, judge_stats = ex._cached(
+                partial(score, self.base, self.snapshots, true_dice, round=r, qc_dir=first.qc_dir)
+            )
+            pairs_key, data, quality = ex._training_data(
+                stages, scores_key, bank, scores, true_dice, run.miner, run.seed
+            )
+            reference = choose_reference(cfg.finetune.reference, self.base, policy)
+            ref = reference_logits(reference, bank.images, device=cfg.device)
+            key = stage_key(pairs_key, config_to_dict(run.method), finetune_key(cfg.finetune), r)
+            key = stage_key(key, cfg.finetune.reference)
+            run_id = f"{run.method_name}-{run.label}-{run.miner}-s{run.seed}-r{r}-{key}".replace("@", "")
+            row = ex._judge_run(
+                stages,
+                policy,
+                {k: v.clone() for k, v in policy.state_dict().items()},
+                data,
+                run,
+                ref,
+                self.base_hd95,
+                run_id,
+                {**quality, **judge_stats},
+                last=r == total,
+                policy=None if r == total else stages.stages / f"policy-{key}.pt",
+                round=r,
+                reference=reference,
+            )
+            entries.append(round_entry(r, row, bank, true_dice))
+            prev_key = key
+        base_fields = ("base_dice", "base_val_dice", "base_hd95")
+        return {**row, **{f: first.row.get(f) for f in base_fields}, "rounds": entries}
+
+    def _bank(self, policy: UNet, prev_key: str, seed: int, round: int) -> tuple[str, ProposalBank]:
+        """Round ``round``'s proposal bank on the pool, generated with ``policy`` (cached)."""
+        stages, cfg = self.stages, self.stages.config
+        key = stage_key(prev_key, "round", round, config_to_dict(cfg.proposals), cfg.data.max_unlabeled, seed)
+        folder = stages.stages / f"bank-{key}"
+        if not stage_ready(folder):
+            proposal_seed = round_seed(seed, round)
+            bank = stages._proposals(policy, self.snapshots, stages.pool, stages.pool_truth, proposal_seed)
+            bank.save(folder)
+        return key, ProposalBank.load(folder, mmap=True)
