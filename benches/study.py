@@ -100,8 +100,7 @@ GRIDS: dict[str, dict[str, Any]] = {
     "ladder": {
         "seeds": [0, 1, 2, 3, 4],
         "judges": {"names": ["noisy_oracle", "agreement"], "reliabilities": [0.7]},
-        "mining": {"strategies": ["top_vs_bottom"]},
-        "finetune": {"eval_every": 25},
+        "mining": {"strategies": ["top_vs_bottom", "top_vs_rest"]},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
     # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
@@ -238,12 +237,18 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _per_image(rows: list[dict[str, Any]], method: str, judge: str) -> dict[int, np.ndarray]:
-    """seed -> final per-image test Dice of the one run of (method, judge) per seed (any miner)."""
+def _per_image(
+    rows: list[dict[str, Any]], method: str, judge: str, miner: str | None = None
+) -> dict[int, np.ndarray]:
+    """seed -> final per-image test Dice of the one run of (method, judge, miner) per seed (miner None:
+    any miner, for methods that run with one)."""
     return {
         r["seed"]: np.asarray(r["final_dice_per_image"])
         for r in rows
-        if r["method"] == method and r["judge"] == judge and "final_dice_per_image" in r
+        if r["method"] == method
+        and r["judge"] == judge
+        and (miner is None or r["miner"] == miner)
+        and "final_dice_per_image" in r
     }
 
 
@@ -273,26 +278,30 @@ def paired_claims(rows: list[dict[str, Any]], ladder: list[dict[str, Any]]) -> s
         for e in ladder
         if "perfect_label_dice_per_image" in e
     }
-    judges = sorted({r["judge"] for r in rows if r["method"] == "rndpo"})
+    cells = sorted({(r["judge"], r["miner"]) for r in rows if r["method"] == "rndpo"})
+    judges = sorted({judge for judge, _ in cells})
+    several = len({miner for _, miner in cells}) > 1
     baselines = sorted({r["method"] for r in rows if r["judge"] == "none"})
     lines = [
         "| claim | mean paired difference | 95% interval | seeds x images | verdict |",
         "|---|---|---|---|---|",
     ]
-    for judge in judges:
-        rn = _per_image(rows, "rndpo", judge)
+    for judge, miner in cells:
+        rn = _per_image(rows, "rndpo", judge, miner)
+        tag = f"{judge}, {miner}" if several else judge
         cands = [
-            (f"RN-DPO ({judge}) >= base + 0.02", base, {"margin": 0.02}),
-            (f"RN-DPO ({judge}) > base", base, {}),
-            (f"RN-DPO ({judge}) > labeled-only control", control, {}),
-            (f"RN-DPO ({judge}) > DPO ({judge})", _per_image(rows, "dpo", judge), {}),
-            (f"RN-DPO ({judge}) > sft_top ({judge})", _per_image(rows, "sft_top", judge), {}),
+            (f"RN-DPO ({tag}) >= base + 0.02", base, {"margin": 0.02}),
+            (f"RN-DPO ({tag}) > base", base, {}),
+            (f"RN-DPO ({tag}) > labeled-only control", control, {}),
+            (f"RN-DPO ({tag}) > DPO ({tag})", _per_image(rows, "dpo", judge, miner), {}),
+            (f"RN-DPO ({tag}) > sft_top ({judge})", _per_image(rows, "sft_top", judge), {}),
         ]
-        cands += [(f"RN-DPO ({judge}) > {m}", _per_image(rows, m, "none"), {}) for m in baselines]
+        cands += [(f"RN-DPO ({tag}) > {m}", _per_image(rows, m, "none"), {}) for m in baselines]
         for claim, other, kw in cands:
             line = _verdict_line(claim, rn, other, **kw)
             if line:
                 lines.append(line)
+    for judge in judges:
         line = _verdict_line(
             f"sft_top ({judge}) > labeled-only control", _per_image(rows, "sft_top", judge), control
         )
@@ -311,17 +320,18 @@ def paired_claims(rows: list[dict[str, Any]], ladder: list[dict[str, Any]]) -> s
         if line:
             lines.append(line)
     # stability: the drop from peak to final, one value per seed (no image dimension)
-    for judge in judges:
+    for judge, miner in cells:
         drop = {
             m: {
                 r["seed"]: np.asarray([r["peak_dice"] - r["final_dice"]])
                 for r in rows
-                if r["method"] == m and r["judge"] == judge
+                if r["method"] == m and r["judge"] == judge and r["miner"] == miner
             }
             for m in ("rndpo", "dpo")
         }
+        tag = f"{judge}, {miner}" if several else judge
         line = _verdict_line(
-            f"RN-DPO ({judge}) drops less from peak to final than DPO",
+            f"RN-DPO ({tag}) drops less from peak to final than DPO",
             drop["rndpo"],
             drop["dpo"],
             direction=-1,

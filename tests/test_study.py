@@ -46,7 +46,10 @@ def test_smoke_grid_writes_a_report_with_the_three_claims(tmp_path: Path) -> Non
     assert text.count("the claim **holds**") + text.count("the claim **does not hold**") == 3
     # issue 14: the ladder first, then paired verdicts with intervals, then the stability table
     assert text.index("### Headroom ladder") < text.index("### Claims, paired") < text.index("### Stability")
-    assert "| RN-DPO (oracle) > DPO (oracle) | " in text
+    # several miners: each claim names its (judge, miner) cell, DPO paired on the same miner
+    for miner in ("top_vs_bottom", "top_vs_rest", "adjacent", "all_pairs:0.05"):
+        assert f"| RN-DPO (oracle, {miner}) > DPO (oracle, {miner}) | " in text
+    assert "| RN-DPO (oracle, top_vs_bottom) > sft_top (oracle) | " in text
     assert "perfect-label ceiling" in text and "labeled images alone" in text
     assert (tmp_path / "results_synthetic_curves.png").stat().st_size > 0  # <report stem>_<dataset>_curves
     # rerunning reuses every cached stage and rewrites the same report
