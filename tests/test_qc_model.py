@@ -6,12 +6,13 @@ tests/test_judges.py.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from factories import disc_bank
 from rndpo.judges import LearnedQCJudge, OracleJudge
 from rndpo.proposals import ProposalBank
-from rndpo.qc_model import QCNet, fit_qc_model, load_qc_model
+from rndpo.qc_model import QCNet, fit_qc_model, load_qc_model, synthetic_training_set
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +46,42 @@ def test_qc_load_rejects_other_format(qc_bank: ProposalBank, tmp_path) -> None:
     cfg.write_text(cfg.read_text().replace('"format": 1', '"format": 99'))
     with pytest.raises(ValueError, match="format must be 1, got 99"):
         load_qc_model(path)
+
+
+def test_qc_fit_validates_new_arguments(qc_bank: ProposalBank) -> None:
+    truth = OracleJudge().score(qc_bank)
+    args = (qc_bank.images, qc_bank.masks, truth)
+    with pytest.raises(ValueError, match=r"ground_truth .* is needed when n_synthetic > 0, got None"):
+        fit_qc_model(*args, n_synthetic=2, progress=False)
+    with pytest.raises(ValueError, match=r"ground_truth must have shape \(N, H, W\) = \(16, 16, 16\)"):
+        fit_qc_model(*args, ground_truth=qc_bank.ground_truth[:3], n_synthetic=2, progress=False)
+    with pytest.raises(ValueError, match="n_synthetic must be a non-negative int, got -1"):
+        fit_qc_model(*args, n_synthetic=-1, progress=False)
+    with pytest.raises(ValueError, match="rank_weight must be a finite float >= 0, got -1"):
+        fit_qc_model(*args, rank_weight=-1.0, progress=False)
+    with pytest.raises(ValueError, match=r"jitter must lie in \[0, 1\), got 1.0"):
+        fit_qc_model(*args, jitter=1.0, progress=False)
+    with pytest.raises(ValueError, match="group must be a positive int, got 0"):
+        fit_qc_model(*args, group=0, progress=False)
+    for kwargs in ({"n_synthetic": -1}, {"rank_weight": float("nan")}, {"jitter": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            LearnedQCJudge(**kwargs)
+
+
+def test_synthetic_training_set_matches_numpy_dice(qc_bank: ProposalBank) -> None:
+    gt = qc_bank.ground_truth[:4]
+    masks, dice = synthetic_training_set(gt, 6, seed=1)
+    assert masks.shape == (4, 6, 16, 16) and masks.dtype == np.uint8
+    assert dice.shape == (4, 6) and dice.dtype == np.float64
+    inter = (masks.astype(bool) & gt[:, None].astype(bool)).sum(axis=(2, 3))
+    total = masks.sum(axis=(2, 3)) + gt[:, None].sum(axis=(2, 3))
+    np.testing.assert_allclose(dice, 2 * inter / total, atol=1e-12)
+    again, _ = synthetic_training_set(gt, 6, seed=1)
+    other, _ = synthetic_training_set(gt, 6, seed=2)
+    assert np.array_equal(masks, again) and not np.array_equal(masks, other)
+
+
+def test_synthetic_corruptions_enter_training(qc_bank: ProposalBank) -> None:
+    judge = LearnedQCJudge(width=2, n_synthetic=3, rank_weight=1.0, jitter=0.1)
+    fit = judge.fit(qc_bank, steps=2, val_fraction=0.25, progress=False)
+    assert (fit.n_train_proposals, fit.n_val_proposals) == (12 * (4 + 3), 4 * 4)  # val: real proposals only

@@ -285,7 +285,13 @@ class _Stages:
         """The judge's scores (N, K) of the bank, cached; with the bank's true Dice (N, K) (None for a
         truly unlabeled pool) also the judge's reliability on it."""
         cfg = self.config
-        extra = cfg.judges.qc_steps if name == "learned_qc" else None
+        j = cfg.judges
+        qc_settings = {
+            "n_synthetic": j.qc_synthetic,
+            "rank_weight": j.qc_rank_weight,
+            "jitter": j.qc_jitter,
+        }
+        extra = [j.qc_steps, qc_settings] if name == "learned_qc" else None
         key = stage_key(bank_key, label, kwargs, extra, seed)
         path = self.stages / f"scores-{key}.npz"
         if not stage_ready(path):
@@ -294,7 +300,7 @@ class _Stages:
             if name == "noisy_oracle":
                 judge = make_judge(name, seed=seed, **kwargs)
             elif name == "learned_qc":
-                judge = qc = LearnedQCJudge(**kwargs)
+                judge = qc = LearnedQCJudge(**qc_settings, **kwargs)
                 labeled = self.splits.labeled
                 train_bank = self._proposals(model, snapshots, labeled.images, labeled.masks, seed)
                 qc.fit(train_bank, steps=cfg.judges.qc_steps, seed=seed, progress=self.progress)
