@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     masks = np.asarray(bank.masks)
     rows: list[dict[str, Any]] = []
     j = config.judges  # the package defaults, overridden by --judge
-    kwargs = {"n_synthetic": j.qc_synthetic, "rank_weight": j.qc_rank_weight, "jitter": j.qc_jitter}
+    kwargs: dict[str, Any] = {
+        "n_synthetic": j.qc_synthetic,
+        "rank_weight": j.qc_rank_weight,
+        "jitter": j.qc_jitter,
+    }
     kwargs |= json.loads(args.judge)
     steps = args.steps if args.steps is not None else config.judges.qc_steps
     labeled = splits.labeled

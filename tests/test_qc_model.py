@@ -12,7 +12,7 @@ import pytest
 from factories import disc_bank
 from rndpo.judges import LearnedQCJudge, OracleJudge
 from rndpo.proposals import ProposalBank
-from rndpo.qc_model import QCNet, fit_qc_model, load_qc_model, synthetic_training_set
+from rndpo.qc_model import QCNet, fit_qc_model, load_qc_model, predict_qc, synthetic_training_set
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,19 @@ def test_synthetic_corruptions_enter_training(qc_bank: ProposalBank) -> None:
     judge = LearnedQCJudge(width=2, n_synthetic=3, rank_weight=1.0, jitter=0.1)
     fit = judge.fit(qc_bank, steps=2, val_fraction=0.25, progress=False)
     assert (fit.n_train_proposals, fit.n_val_proposals) == (12 * (4 + 3), 4 * 4)  # val: real proposals only
+
+
+def test_predict_tta_is_the_mean_over_the_eight_views(qc_bank: ProposalBank) -> None:
+    truth = OracleJudge().score(qc_bank)
+    model, _ = fit_qc_model(qc_bank.images, qc_bank.masks, truth, steps=10, width=4, progress=False)
+    views = []
+    for r in range(4):
+        for flip in (False, True):
+            x, m = np.rot90(qc_bank.images, r, axes=(2, 3)), np.rot90(qc_bank.masks, r, axes=(2, 3))
+            if flip:
+                x, m = x[..., ::-1], m[..., ::-1]
+            views.append(predict_qc(model, np.ascontiguousarray(x), np.ascontiguousarray(m)))
+    np.testing.assert_allclose(
+        predict_qc(model, qc_bank.images, qc_bank.masks, tta=True), np.mean(views, 0), atol=1e-6
+    )
+    assert np.abs(views[0] - views[3]).max() > 1e-6  # the views differ: the mean is not one of them

@@ -286,7 +286,7 @@ class _Stages:
         truly unlabeled pool) also the judge's reliability on it."""
         cfg = self.config
         j = cfg.judges
-        qc_settings = {
+        qc_settings: dict[str, Any] = {
             "n_synthetic": j.qc_synthetic,
             "rank_weight": j.qc_rank_weight,
             "jitter": j.qc_jitter,

@@ -470,6 +470,7 @@ class LearnedQCJudge:
         n_synthetic: int = 0,
         rank_weight: float = 0.0,
         jitter: float = 0.0,
+        tta: bool = False,
         device: str = "cpu",
     ) -> None:
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -493,6 +494,7 @@ class LearnedQCJudge:
         self.n_synthetic = n_synthetic
         self.rank_weight = float(rank_weight)
         self.jitter = float(jitter)
+        self.tta = bool(tta)
         self.device = device
         self.model: QCNet | None = None
         self.fit_result: QCFitResult | None = None
@@ -546,7 +548,12 @@ class LearnedQCJudge:
                 f"got {images.shape[1]} (shape {images.shape})"
             )
         scores = predict_qc(
-            self.model, images, masks, batch_size=max(self.batch_size, 128), device=self.device
+            self.model,
+            images,
+            masks,
+            batch_size=max(self.batch_size, 128),
+            device=self.device,
+            tta=self.tta,
         )
         return _finite_scores(scores, self.name, masks.shape[:2])
 
@@ -560,6 +567,7 @@ class LearnedQCJudge:
             "n_synthetic": self.n_synthetic,
             "rank_weight": self.rank_weight,
             "jitter": self.jitter,
+            "tta": self.tta,
         }
         return save_qc_model(path, self.model, self.fit_result, extra=extra)
 
@@ -575,6 +583,7 @@ class LearnedQCJudge:
             n_synthetic=int(extra.get("n_synthetic", 0)),
             rank_weight=float(extra.get("rank_weight", 0.0)),
             jitter=float(extra.get("jitter", 0.0)),
+            tta=bool(extra.get("tta", False)),
             device=device,
         )
         judge.model = model

@@ -300,9 +300,16 @@ def fit_qc_model(
 
 @torch.no_grad()
 def predict_qc(
-    model: QCNet, images: np.ndarray, masks: np.ndarray, *, batch_size: int = 256, device: str = "cpu"
+    model: QCNet,
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    tta: bool = False,
 ) -> np.ndarray:
-    """Predicted Dice float64 (N, K) in [0, 1] for images (N, C, H, W) and masks (N, K, H, W)."""
+    """Predicted Dice float64 (N, K) in [0, 1] for images (N, C, H, W) and masks (N, K, H, W); with
+    ``tta`` the mean prediction over the 8 flips / 90-degree rotations of each (image, mask)."""
     images, masks = _check_inputs(images, masks)
     n, k = masks.shape[:2]
     if images.shape[1] != model.in_channels:
@@ -316,7 +323,15 @@ def predict_qc(
         stop = min(n * k, start + batch_size)
         idx = torch.arange(start, stop, device=device) // k
         m = torch.as_tensor(np.ascontiguousarray(flat_masks[start:stop], dtype=np.float32), device=device)
-        out[start:stop] = model(img_t[idx], m).double().cpu().numpy()
+        x = img_t[idx]
+        views = [(r, f) for r in range(4) for f in (False, True)] if tta else [(0, False)]
+        total = torch.zeros(stop - start, dtype=torch.float64, device=device)
+        for r, f in views:
+            xv, mv = torch.rot90(x, r, dims=(2, 3)), torch.rot90(m, r, dims=(2, 3))
+            if f:
+                xv, mv = torch.flip(xv, dims=(3,)), torch.flip(mv, dims=(3,))
+            total += model(xv, mv).double()
+        out[start:stop] = (total / len(views)).cpu().numpy()
     restore_train_flags(flags)
     return out.reshape(n, k)
 
