@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="QC training steps (default: the config's)")
     p.add_argument("--tag", default="", help="a label for this variant in the JSON lines")
     p.add_argument("--no-agreement", action="store_true", help="skip the agreement judge")
+    p.add_argument(
+        "--fit-on",
+        choices=("labeled", "labeled+val"),
+        default="labeled",
+        help="which labeled images' proposals train the QC judge (the validation split is unseen by the base)",
+    )
     args = p.parse_args(argv)
     config = config_from_dict({"data": DATASETS[args.data], "seeds": [args.seed]})
     splits = split_data(config.data, load_data(config.data))
@@ -88,16 +94,26 @@ def main(argv: list[str] | None = None) -> int:
         "n_synthetic": j.qc_synthetic,
         "rank_weight": j.qc_rank_weight,
         "jitter": j.qc_jitter,
+        "tta": j.qc_tta,
     }
     kwargs |= json.loads(args.judge)
     steps = args.steps if args.steps is not None else config.judges.qc_steps
-    labeled = splits.labeled
-    train_bank = stages._proposals(model, snapshots, labeled.images, labeled.masks, args.seed)
+    images, gt = splits.labeled.images, splits.labeled.masks
+    if args.fit_on == "labeled+val":
+        images = np.concatenate([images, splits.val.images])
+        gt = np.concatenate([gt, splits.val.masks])
+    train_bank = stages._proposals(model, snapshots, images, gt, args.seed)
     t0 = time.perf_counter()
     qc = LearnedQCJudge(**kwargs)
     fit = qc.fit(train_bank, steps=steps, seed=args.seed, progress=False)
     fit_s = time.perf_counter() - t0
-    row = {"judge": "learned_qc", "kwargs": kwargs, "steps": steps, "fit_seconds": fit_s}
+    row = {
+        "judge": "learned_qc",
+        "kwargs": kwargs,
+        "steps": steps,
+        "fit_on": args.fit_on,
+        "fit_seconds": fit_s,
+    }
     row |= {"val_spearman": fit.val_spearman, "val_mae": fit.val_mae}
     row |= _measure(qc.score(bank), truth, masks)
     rows.append(row)

@@ -307,6 +307,9 @@ class JudgeConfig:
         metadata=_help("learned_qc: weight of the pairwise ranking loss (0: Dice regression only)"),
     )
     qc_jitter: float = field(default=0.1, metadata=_help("learned_qc: training intensity jitter, in [0, 1)"))
+    qc_tta: bool = field(
+        default=True, metadata=_help("learned_qc: score as the mean over the 8 flips / 90-degree rotations")
+    )
 
     def __post_init__(self) -> None:
         _check_literals(self, "judges")

@@ -290,6 +290,7 @@ class _Stages:
             "n_synthetic": j.qc_synthetic,
             "rank_weight": j.qc_rank_weight,
             "jitter": j.qc_jitter,
+            "tta": j.qc_tta,
         }
         extra = [j.qc_steps, qc_settings] if name == "learned_qc" else None
         key = stage_key(bank_key, label, kwargs, extra, seed)

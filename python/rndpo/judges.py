@@ -454,7 +454,10 @@ class LearnedQCJudge:
     """A small CNN (:class:`rndpo.qc_model.QCNet`) that predicts a proposal's Dice from (image, mask).
 
     Train it with :meth:`fit` on a bank of proposals for labeled images (their true Dice is known),
-    then :meth:`score` any bank with the same number of image channels. :meth:`save` / :meth:`load`
+    then :meth:`score` any bank with the same number of image channels. ``n_synthetic`` corruptions of
+    each training image's true mask (:mod:`rndpo.corruptions`) join the proposals, ``rank_weight``
+    weighs a pairwise ranking loss among each image's masks, ``jitter`` is the training intensity
+    jitter, and ``tta`` scores as the mean over the 8 flips / 90-degree rotations. :meth:`save` / :meth:`load`
     keep the network and its fit result in a folder.
     """
 
