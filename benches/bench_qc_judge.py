@@ -27,23 +27,8 @@ from rndpo.judges import LearnedQCJudge, OracleJudge, make_judge
 from rndpo.mining import mine_pairs
 from rndpo.reliability import judge_reliability, pair_quality
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS: dict[str, dict[str, Any]] = {
-    "kvasir_seg": {
-        "kind": "npz",
-        "path": "../shared/data/kvasir_seg/data.npz",
-        "image_size": 64,
-        "label_budget": 0.1,
-    },
-    "hc18": {
-        "kind": "npz",
-        "path": "../shared/data/hc18/data.npz",
-        "image_size": 64,
-        "label_budget": 0.1,
-        "group_by": "id_prefix",
-        "max_unlabeled": 300,
-    },
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe_search import DATASETS  # the study settings: 64 x 64, 10% labels
 
 
 def _measure(scores: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
