@@ -101,3 +101,26 @@ def test_predict_tta_is_the_mean_over_the_eight_views(qc_bank: ProposalBank) -> 
         predict_qc(model, qc_bank.images, qc_bank.masks, tta=True), np.mean(views, 0), atol=1e-6
     )
     assert np.abs(views[0] - views[3]).max() > 1e-6  # the views differ: the mean is not one of them
+
+
+def test_experiment_fits_the_qc_judge_with_the_config_settings(tmp_path) -> None:
+    """``rndpo run`` with judge learned_qc: the saved QC judge carries judges.qc_* and a changed key
+    gives a new scores stage (the settings are part of its cache key)."""
+    import json
+
+    from runs import TINIEST, run, stage_files, write_config
+
+    def config(n_synthetic: int) -> str:
+        return TINIEST.replace('names = ["noisy_oracle"]', 'names = ["learned_qc"]').replace(
+            "qc_steps = 2", f"qc_steps = 2\nqc_synthetic = {n_synthetic}\nqc_jitter = 0.2\nqc_tta = false"
+        )
+
+    out = tmp_path / "out"
+    assert run(write_config(tmp_path / "a", config(2)), out) == 0
+    (qc,) = (out / "stages").glob("qc-*")
+    extra = json.loads((qc / "config.json").read_text())["extra"]
+    assert (extra["n_synthetic"], extra["jitter"], extra["tta"], extra["rank_weight"]) == (2, 0.2, False, 1.0)
+    before = {n for n in stage_files(out) if n.startswith("scores-") and n.endswith(".npz")}
+    assert run(write_config(tmp_path / "b", config(3)), out, "--resume") == 0
+    after = {n for n in stage_files(out) if n.startswith("scores-") and n.endswith(".npz")}
+    assert len(before) == 1 and len(after) == 2
