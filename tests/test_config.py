@@ -114,3 +114,12 @@ def test_a_methods_loss_options_are_exactly_preference_losss_options() -> None:
         options = preset.loss_options()
         assert set(options) == keyword_only
         assert all(options[k] == getattr(preset, k) for k in options)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("qc_synthetic", -1), ("qc_rank_weight", -0.5), ("qc_rank_weight", float("inf")), ("qc_jitter", 1.0)],
+)
+def test_learned_qc_keys_are_checked(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"judges.{key}"):
+        config_from_dict({"judges": {key: value}})

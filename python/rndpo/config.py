@@ -299,6 +299,17 @@ class JudgeConfig:
     )
     uncertainty_mode: UncertaintyMode = field(default="confidence", metadata=_help("uncertainty judge score"))
     qc_steps: int = field(default=300, metadata=_help("learned_qc: training steps"))
+    qc_synthetic: int = field(
+        default=16, metadata=_help("learned_qc: synthetic corruptions of each labeled mask added to training")
+    )
+    qc_rank_weight: float = field(
+        default=1.0,
+        metadata=_help("learned_qc: weight of the pairwise ranking loss (0: Dice regression only)"),
+    )
+    qc_jitter: float = field(default=0.1, metadata=_help("learned_qc: training intensity jitter, in [0, 1)"))
+    qc_tta: bool = field(
+        default=True, metadata=_help("learned_qc: score as the mean over the 8 flips / 90-degree rotations")
+    )
 
     def __post_init__(self) -> None:
         _check_literals(self, "judges")
@@ -312,6 +323,12 @@ class JudgeConfig:
                 raise ConfigError(f"judges.reliabilities must lie in [0, 1], got {rho}")
         if self.qc_steps < 1:
             raise ConfigError(f"judges.qc_steps must be >= 1, got {self.qc_steps}")
+        if self.qc_synthetic < 0:
+            raise ConfigError(f"judges.qc_synthetic must be >= 0, got {self.qc_synthetic}")
+        if not (math.isfinite(self.qc_rank_weight) and self.qc_rank_weight >= 0):
+            raise ConfigError(f"judges.qc_rank_weight must be a finite float >= 0, got {self.qc_rank_weight}")
+        if not 0.0 <= self.qc_jitter < 1.0:
+            raise ConfigError(f"judges.qc_jitter must lie in [0, 1), got {self.qc_jitter}")
 
     def judge_labels(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(label, judge name, kwargs) for each judge to run; one noisy oracle per reliability."""

@@ -303,7 +303,14 @@ class _Stages:
         else fitted on the base model's labeled proposals and saved there (later rounds reuse round 1's).
         """
         cfg = self.config
-        extra = cfg.judges.qc_steps if name == "learned_qc" else None
+        j = cfg.judges
+        qc_settings: dict[str, Any] = {
+            "n_synthetic": j.qc_synthetic,
+            "rank_weight": j.qc_rank_weight,
+            "jitter": j.qc_jitter,
+            "tta": j.qc_tta,
+        }
+        extra = [j.qc_steps, qc_settings] if name == "learned_qc" else None
         key = stage_key(bank_key, label, kwargs, extra, seed, *([round] if round > 1 else []))
         path = self.stages / f"scores-{key}.npz"
         if not stage_ready(path):
@@ -312,7 +319,9 @@ class _Stages:
             if name == "noisy_oracle":
                 judge = make_judge(name, seed=round_seed(seed, round), **kwargs)
             elif name == "learned_qc":
-                judge = self._qc_judge(kwargs, seed, model, snapshots, qc_dir or self.stages / f"qc-{key}")
+                judge = self._qc_judge(
+                    {**qc_settings, **kwargs}, seed, model, snapshots, qc_dir or self.stages / f"qc-{key}"
+                )
             else:
                 judge = make_judge(name, **kwargs)
             scores = np.asarray(judge.score(bank), dtype=np.float64)

@@ -454,7 +454,10 @@ class LearnedQCJudge:
     """A small CNN (:class:`rndpo.qc_model.QCNet`) that predicts a proposal's Dice from (image, mask).
 
     Train it with :meth:`fit` on a bank of proposals for labeled images (their true Dice is known),
-    then :meth:`score` any bank with the same number of image channels. :meth:`save` / :meth:`load`
+    then :meth:`score` any bank with the same number of image channels. ``n_synthetic`` corruptions of
+    each training image's true mask (:mod:`rndpo.corruptions`) join the proposals, ``rank_weight``
+    weighs a pairwise ranking loss among each image's masks, ``jitter`` is the training intensity
+    jitter, and ``tta`` scores as the mean over the 8 flips / 90-degree rotations. :meth:`save` / :meth:`load`
     keep the network and its fit result in a folder.
     """
 
@@ -467,6 +470,10 @@ class LearnedQCJudge:
         stem_stride: int = 2,
         batch_size: int = 64,
         lr: float = 3e-3,
+        n_synthetic: int = 0,
+        rank_weight: float = 0.0,
+        jitter: float = 0.0,
+        tta: bool = False,
         device: str = "cpu",
     ) -> None:
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -477,10 +484,20 @@ class LearnedQCJudge:
             raise ValueError(f"lr must be a positive finite float, got {lr!r}")
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
+        if isinstance(n_synthetic, bool) or not isinstance(n_synthetic, int) or n_synthetic < 0:
+            raise ValueError(f"n_synthetic must be a non-negative int, got {n_synthetic!r}")
+        if not (isinstance(rank_weight, (int, float)) and rank_weight >= 0 and math.isfinite(rank_weight)):
+            raise ValueError(f"rank_weight must be a finite float >= 0, got {rank_weight!r}")
+        if not (isinstance(jitter, (int, float)) and 0 <= jitter < 1):
+            raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
         self.width = width
         self.stem_stride = stem_stride
         self.batch_size = batch_size
         self.lr = float(lr)
+        self.n_synthetic = n_synthetic
+        self.rank_weight = float(rank_weight)
+        self.jitter = float(jitter)
+        self.tta = bool(tta)
         self.device = device
         self.model: QCNet | None = None
         self.fit_result: QCFitResult | None = None
@@ -494,8 +511,9 @@ class LearnedQCJudge:
         seed: int = 0,
         progress: bool = True,
     ) -> QCFitResult:
-        """Train on ``bank`` (needs images and ground truth); the last ``val_fraction`` of images
-        (a seeded split by image, never by proposal) is held out for the returned validation metrics."""
+        """Train on ``bank`` (needs images and ground truth) plus ``n_synthetic`` corruptions of each
+        training image's true mask; a ``val_fraction`` of images (a seeded split by image, never by
+        proposal) is held out for the returned validation metrics (on the real proposals)."""
         masks = _bank_masks(bank)
         images = _bank_images(bank, "LearnedQCJudge.fit")
         truth = OracleJudge().score(bank)
@@ -503,6 +521,10 @@ class LearnedQCJudge:
             images,
             masks,
             truth,
+            ground_truth=_bank_ground_truth(bank, "LearnedQCJudge.fit"),
+            n_synthetic=self.n_synthetic,
+            rank_weight=self.rank_weight,
+            jitter=self.jitter,
             val_fraction=val_fraction,
             steps=steps,
             batch_size=self.batch_size,
@@ -529,7 +551,12 @@ class LearnedQCJudge:
                 f"got {images.shape[1]} (shape {images.shape})"
             )
         scores = predict_qc(
-            self.model, images, masks, batch_size=max(self.batch_size, 128), device=self.device
+            self.model,
+            images,
+            masks,
+            batch_size=max(self.batch_size, 128),
+            device=self.device,
+            tta=self.tta,
         )
         return _finite_scores(scores, self.name, masks.shape[:2])
 
@@ -537,7 +564,14 @@ class LearnedQCJudge:
         """Write the network (model.pt), its config and fit result (config.json) into folder ``path``."""
         if self.model is None:
             raise ValueError("LearnedQCJudge has no trained model to save: call fit(bank) first")
-        extra = {"batch_size": self.batch_size, "lr": self.lr}
+        extra = {
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "n_synthetic": self.n_synthetic,
+            "rank_weight": self.rank_weight,
+            "jitter": self.jitter,
+            "tta": self.tta,
+        }
         return save_qc_model(path, self.model, self.fit_result, extra=extra)
 
     @classmethod
@@ -549,6 +583,10 @@ class LearnedQCJudge:
             stem_stride=model.stem_stride,
             batch_size=int(extra.get("batch_size", 64)),
             lr=float(extra.get("lr", 3e-3)),
+            n_synthetic=int(extra.get("n_synthetic", 0)),
+            rank_weight=float(extra.get("rank_weight", 0.0)),
+            jitter=float(extra.get("jitter", 0.0)),
+            tta=bool(extra.get("tta", False)),
             device=device,
         )
         judge.model = model

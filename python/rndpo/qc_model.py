@@ -18,12 +18,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from rndpo.corruptions import corruption_set
 from rndpo.inference import as_image_tensor
 from rndpo.metrics import spearman
 from rndpo.model import restore_train_flags, save_train_flags
 from rndpo.storage import atomic_dir
 
-__all__ = ["QCFitResult", "QCNet", "fit_qc_model", "load_qc_model", "predict_qc", "save_qc_model"]
+__all__ = [
+    "QCFitResult",
+    "QCNet",
+    "fit_qc_model",
+    "load_qc_model",
+    "predict_qc",
+    "save_qc_model",
+    "synthetic_training_set",
+]
 
 _FORMAT = 1
 
@@ -115,15 +124,45 @@ def _check_inputs(images: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _augment(
-    images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator
+    images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator, jitter: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random flip / 90-degree rotation for the whole batch (Dice is invariant to them)."""
+    """The same random flip / 90-degree rotation for the whole batch (Dice is invariant to them), and
+    with ``jitter`` > 0 a per-sample intensity jitter x -> clamp(x * (1 + a) + b, 0, 1) with a, b
+    uniform in [-jitter, jitter] and [-jitter / 2, jitter / 2]."""
     k = int(torch.randint(0, 4, (1,), generator=gen))
     if k:
         images, masks = torch.rot90(images, k, dims=(2, 3)), torch.rot90(masks, k, dims=(2, 3))
     if int(torch.randint(0, 2, (1,), generator=gen)):
         images, masks = torch.flip(images, dims=(3,)), torch.flip(masks, dims=(3,))
+    if jitter > 0:
+        ab = (torch.rand(images.shape[0], 2, 1, 1, generator=gen) * 2 - 1).to(images.device) * jitter
+        images = (images * (1 + ab[:, :1]) + 0.5 * ab[:, 1:]).clamp(0.0, 1.0)
     return images, masks
+
+
+def synthetic_training_set(
+    ground_truth: np.ndarray, n_synthetic: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n_synthetic`` corruptions per true mask (:func:`rndpo.corruptions.corruption_set`, Dice spread
+    evenly over [0, 1]) of ``ground_truth`` (N, H, W) in {0, 1}: (masks uint8 (N, n_synthetic, H, W),
+    their true Dice float64 (N, n_synthetic)). Seeded by ``seed``."""
+    rng = np.random.default_rng([seed, 20])
+    sets = [corruption_set(np.asarray(g, dtype=np.uint8), n_synthetic, rng) for g in ground_truth]
+    return np.stack([m for m, _ in sets]), np.stack([d for _, d in sets])
+
+
+def _pairwise_rank_loss(
+    logits: torch.Tensor, target: torch.Tensor, group: int, margin: float = 0.02
+) -> torch.Tensor:
+    """Mean logistic loss softplus(-(s_i - s_j)) over the pairs (i, j) inside each consecutive group of
+    ``group`` samples (one image's masks) whose true Dice differ by more than ``margin``, i better."""
+    s = logits.view(-1, group)
+    t = target.view(-1, group)
+    ds = s.unsqueeze(2) - s.unsqueeze(1)
+    better = (t.unsqueeze(2) - t.unsqueeze(1)) > margin
+    if not bool(better.any()):
+        return logits.sum() * 0.0
+    return nn.functional.softplus(-ds[better]).mean()
 
 
 def fit_qc_model(
@@ -131,6 +170,11 @@ def fit_qc_model(
     masks: np.ndarray,
     true_dice: np.ndarray,
     *,
+    ground_truth: np.ndarray | None = None,
+    n_synthetic: int = 0,
+    rank_weight: float = 0.0,
+    group: int = 8,
+    jitter: float = 0.0,
     val_fraction: float = 0.2,
     steps: int = 300,
     batch_size: int = 64,
@@ -144,10 +188,14 @@ def fit_qc_model(
     """Train a :class:`QCNet` to predict ``true_dice`` float64 (N, K) from (images, masks).
 
     Images are split (seeded, by image, never by proposal) into training and a held-out
-    ``val_fraction`` (at least one image when > 0). Each step draws ``batch_size`` random (image,
-    proposal) pairs of the training images, applies one random flip/rotation, and takes an Adam step on
-    the binary cross-entropy with the true Dice as soft target (cosine learning-rate decay).
-    Deterministic per ``seed`` on CPU; the global torch RNG is left untouched.
+    ``val_fraction`` (at least one image when > 0). With ``ground_truth`` (N, H, W) in {0, 1} and
+    ``n_synthetic`` > 0, each training image also gets ``n_synthetic`` synthetic corruptions of its true
+    mask (:func:`synthetic_training_set`) as extra training masks; validation uses the real proposals
+    only. Each step draws ``batch_size // group`` training images and ``group`` of their masks each
+    (real or synthetic, with replacement), applies one random flip/rotation and a per-sample intensity
+    ``jitter``, and takes an Adam step on the binary cross-entropy with the true Dice as soft target plus
+    ``rank_weight`` times a pairwise logistic ranking loss among each image's masks (cosine
+    learning-rate decay). Deterministic per ``seed`` on CPU; the global torch RNG is left untouched.
     """
     images, masks = _check_inputs(images, masks)
     n, k = masks.shape[:2]
@@ -158,10 +206,21 @@ def fit_qc_model(
         raise ValueError("true_dice must be finite and lie in [0, 1]")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("group", group)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(n_synthetic, bool) or not isinstance(n_synthetic, int) or n_synthetic < 0:
+        raise ValueError(f"n_synthetic must be a non-negative int, got {n_synthetic!r}")
+    if n_synthetic and ground_truth is None:
+        raise ValueError("ground_truth (N, H, W) is needed when n_synthetic > 0, got None")
+    if ground_truth is not None and np.shape(ground_truth) != (n, *masks.shape[2:]):
+        raise ValueError(
+            f"ground_truth must have shape (N, H, W) = {(n, *masks.shape[2:])}, got {np.shape(ground_truth)}"
+        )
+    if not (math.isfinite(rank_weight) and rank_weight >= 0):
+        raise ValueError(f"rank_weight must be a finite float >= 0, got {rank_weight!r}")
+    if not (math.isfinite(jitter) and 0 <= jitter < 1):
+        raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
     n_val = 0 if val_fraction == 0.0 else max(1, round(val_fraction * n))
     if n - n_val < 1:
         raise ValueError(
@@ -177,10 +236,18 @@ def fit_qc_model(
         torch.manual_seed(seed)
         model = QCNet(int(images.shape[1]), width, stem_stride).to(device)
     gen = torch.Generator().manual_seed(seed)
+    train_masks = np.asarray(masks[train_idx], dtype=np.uint8)
+    train_dice = true_dice[train_idx]
+    if n_synthetic:
+        assert ground_truth is not None
+        syn_masks, syn_dice = synthetic_training_set(np.asarray(ground_truth)[train_idx], n_synthetic, seed)
+        train_masks = np.concatenate([train_masks, syn_masks], axis=1)
+        train_dice = np.concatenate([train_dice, syn_dice], axis=1)
+    kt = train_masks.shape[1]
     img_t = torch.as_tensor(np.ascontiguousarray(images[train_idx], dtype=np.float32), device=device)
-    msk_t = torch.as_tensor(np.ascontiguousarray(masks[train_idx], dtype=np.uint8), device=device)
-    tgt_t = torch.as_tensor(true_dice[train_idx], dtype=torch.float32, device=device)
-    n_pairs = len(train_idx) * k
+    msk_t = torch.as_tensor(np.ascontiguousarray(train_masks), device=device)
+    tgt_t = torch.as_tensor(train_dice, dtype=torch.float32, device=device)
+    n_images_per_batch = max(1, batch_size // group)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))
     loss_fn = nn.BCEWithLogitsLoss()
@@ -193,10 +260,14 @@ def fit_qc_model(
 
         iterator = tqdm(iterator, desc="learned QC", leave=False, disable=None)  # off without a terminal
     for step in iterator:
-        flat = torch.randint(0, n_pairs, (min(batch_size, n_pairs),), generator=gen)
-        ii, kk = (flat // k).to(device), (flat % k).to(device)
-        x, m = _augment(img_t[ii], msk_t[ii, kk].unsqueeze(1).float(), gen)
-        loss = loss_fn(model.logits(x, m), tgt_t[ii, kk])
+        ii = torch.randint(0, len(train_idx), (n_images_per_batch,), generator=gen).repeat_interleave(group)
+        kk = torch.randint(0, kt, (n_images_per_batch * group,), generator=gen)
+        ii, kk = ii.to(device), kk.to(device)
+        x, m = _augment(img_t[ii], msk_t[ii, kk].unsqueeze(1).float(), gen, jitter)
+        logits, target = model.logits(x, m), tgt_t[ii, kk]
+        loss = loss_fn(logits, target)
+        if rank_weight > 0 and group > 1:
+            loss = loss + rank_weight * _pairwise_rank_loss(logits, target, group)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -216,7 +287,7 @@ def fit_qc_model(
         steps=steps,
         n_train_images=len(train_idx),
         n_val_images=n_val,
-        n_train_proposals=n_pairs,
+        n_train_proposals=len(train_idx) * kt,
         n_val_proposals=n_val * k,
         train_loss=float(np.mean(tail_losses)),
         val_mae=val_mae,
@@ -229,9 +300,16 @@ def fit_qc_model(
 
 @torch.no_grad()
 def predict_qc(
-    model: QCNet, images: np.ndarray, masks: np.ndarray, *, batch_size: int = 256, device: str = "cpu"
+    model: QCNet,
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    tta: bool = False,
 ) -> np.ndarray:
-    """Predicted Dice float64 (N, K) in [0, 1] for images (N, C, H, W) and masks (N, K, H, W)."""
+    """Predicted Dice float64 (N, K) in [0, 1] for images (N, C, H, W) and masks (N, K, H, W); with
+    ``tta`` the mean prediction over the 8 flips / 90-degree rotations of each (image, mask)."""
     images, masks = _check_inputs(images, masks)
     n, k = masks.shape[:2]
     if images.shape[1] != model.in_channels:
@@ -245,7 +323,15 @@ def predict_qc(
         stop = min(n * k, start + batch_size)
         idx = torch.arange(start, stop, device=device) // k
         m = torch.as_tensor(np.ascontiguousarray(flat_masks[start:stop], dtype=np.float32), device=device)
-        out[start:stop] = model(img_t[idx], m).double().cpu().numpy()
+        x = img_t[idx]
+        views = [(r, f) for r in range(4) for f in (False, True)] if tta else [(0, False)]
+        total = torch.zeros(stop - start, dtype=torch.float64, device=device)
+        for r, f in views:
+            xv, mv = torch.rot90(x, r, dims=(2, 3)), torch.rot90(m, r, dims=(2, 3))
+            if f:
+                xv, mv = torch.flip(xv, dims=(3,)), torch.flip(mv, dims=(3,))
+            total += model(xv, mv).double()
+        out[start:stop] = (total / len(views)).cpu().numpy()
     restore_train_flags(flags)
     return out.reshape(n, k)
 
