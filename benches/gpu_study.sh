@@ -10,8 +10,8 @@
 # grids' cached base model, bank and judge scores); SIDE names one more grid, dataset and seeds run in
 # processes of their own beside them. Every process stops at the deadline (BUDGET seconds from the start).
 # Then, per grid and dataset, the seeds that finished are merged into one folder (hard links) and
-# benches/study.py writes the combined report from the cached runs (nothing is recomputed but the
-# evaluations). Writes $OUT/study.tgz (reports, plots, results.json, every run's record) and $OUT/study.log.
+# benches/study.py writes the combined reports from the cached runs, side by side (nothing is
+# recomputed but the evaluations). Writes $OUT/study.tgz (reports, plots, results.json, every run's record) and $OUT/study.log.
 # rndpo must be importable: PYTHONPATH=python with the extension copied into python/rndpo, or a wheel
 # installed. OMP_NUM_THREADS=1 per process.
 set -uo pipefail
@@ -91,9 +91,10 @@ merge_report() {  # grid dataset folder-grid
 }
 
 for grid in $GRIDS; do
-    for name in $DATASETS; do merge_report "$grid" "$name" "$first"; done
+    for name in $DATASETS; do merge_report "$grid" "$name" "$first" & done
 done
-if [ -n "$SIDE" ]; then merge_report "$side_grid" "$side_name" "$side_grid"; fi
+if [ -n "$SIDE" ]; then merge_report "$side_grid" "$side_name" "$side_grid" & fi
+wait
 tail -n 3 "$STUDY"/*.log >"$STUDY/reports/tails.log" 2>/dev/null
 tar czf "$OUT/study.tgz" -C "$STUDY/reports" .
 log "wrote $OUT/study.tgz"
