@@ -351,3 +351,21 @@ def test_label_smoothing_auto_reaches_the_loss(tmp_path: Path, monkeypatch: pyte
     cal = JudgeCalibration.from_dict(table["noisy_oracle@0.6"])
     assert row["miner_resolved"] == "all_pairs" and cal.flip_rates["all_pairs"] == 0.23
     assert seen == [0.23] == [row["label_smoothing_used"]]
+
+
+def test_auto_miner_keeps_its_resolution_in_later_rounds(tmp_path: Path) -> None:
+    text = (
+        AUTO_RUN.replace(
+            'names = ["agreement", "ensemble"]', 'names = ["noisy_oracle"]\nreliabilities = [0.9]'
+        )
+        .replace("steps = 6", "steps = 30")
+        .replace("val_fraction = 0.2", "val_fraction = 0.2\ntest_fraction = 0")
+        .replace("[finetune]\n", "[finetune]\nrounds = 2\n")
+    )
+    out = tmp_path / "out"
+    assert run(write_config(tmp_path, text), out) == 0
+    (row,) = json.loads((out / "results.json").read_text())["runs"]
+    assert row["miner"] == "auto" and row["miner_resolved"] is not None, row["miner_reason"]
+    assert [r["round"] for r in row["rounds"]] == [1, 2] and row["val_judge_spearman"] is not None
+    second = [json.loads(p.read_text()) for p in (out / "runs").glob("*-r2-*.json")]
+    assert len(second) == 1 and second[0]["miner"] == "auto" and second[0]["n_pairs"] > 0
