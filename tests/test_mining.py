@@ -254,7 +254,8 @@ def test_region_fraction_equals_the_oracle(bank, strategy, kwargs) -> None:
     masks, scores = bank
     pairs = mine_pairs(masks, scores, strategy, **kwargs)
     assert_pairs_match_oracle(pairs, masks, scores, strategy, **kwargs)
-    sizes = np.asarray(masks).reshape(*np.shape(scores), -1).astype(bool).sum(axis=-1)
+    m = np.asarray(masks)
+    sizes = m.reshape(*m.shape[:2], int(np.prod(m.shape[2:]))).astype(bool).sum(axis=-1)
     chosen_area = sizes[pairs.image, pairs.chosen] if len(pairs) else np.zeros(0)
     assert np.all(pairs.region_size <= kwargs["max_region_fraction"] * chosen_area)
 
