@@ -109,22 +109,27 @@ def mine_pairs_reference(
     max_region: int | None = None,
     max_pairs_per_image: int | None = None,
     seed: int = 0,
+    max_region_fraction: float | None = None,
 ) -> PairSet:
     """NumPy version of :func:`rndpo.mining.mine_pairs` (same arguments, result and errors).
 
     Args:
         masks: (N, K, *S) bool or uint8 with values 0/1.
         scores: (N, K) real, finite; higher is better.
-        strategy, min_margin, min_region, max_region, max_pairs_per_image, seed: as in
+        strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction: as in
             :func:`rndpo.mining.mine_pairs`.
 
     Returns:
         :class:`PairSet` of M pairs ordered by image, then strategy order.
     """
-    args = _check_mining_args(strategy, min_margin, min_region, max_region, max_pairs_per_image, seed)
+    args = _check_mining_args(
+        strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction
+    )
     bank = _as_bank(masks)
     values = _as_scores(scores, bank.shape[0], bank.shape[1])
-    disagreement = pairwise_stats_reference(bank).disagreement
+    stats = pairwise_stats_reference(bank)
+    disagreement = stats.disagreement
+    fraction = args.max_region_fraction
     lo = max(1, args.min_region)
     hi = args.max_region
     cap = args.max_pairs_per_image
@@ -143,6 +148,8 @@ def mine_pairs_reference(
                 continue
             region = int(disagreement[i, chosen, rejected])
             if region < lo or (hi is not None and region > hi):
+                continue
+            if fraction is not None and region > fraction * int(stats.sizes[i, chosen]):
                 continue
             rows.append((i, chosen, rejected, region, margin))
             kept += 1

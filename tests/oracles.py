@@ -450,6 +450,7 @@ def oracle_mine_pairs(
     max_region: int | None = None,
     max_pairs_per_image: int | None = None,
     seed: int = 0,
+    max_region_fraction: float | None = None,
 ) -> list[tuple[int, int, int, int, float]]:
     """Rows (image, chosen, rejected, region_size, margin) mined straight from the spec."""
     m = np.asarray(masks).astype(bool)
@@ -482,6 +483,8 @@ def oracle_mine_pairs(
             margin = float(s[i, c]) - float(s[i, r])
             region = int(np.logical_xor(m[i, c], m[i, r]).sum())
             ok_region = region >= max(1, min_region) and (max_region is None or region <= max_region)
+            if max_region_fraction is not None:
+                ok_region = ok_region and region <= max_region_fraction * int(m[i, c].sum())
             if margin > min_margin and ok_region:
                 kept.append((i, c, r, region, margin))
         rows.extend(kept if max_pairs_per_image is None else kept[:max_pairs_per_image])

@@ -234,6 +234,12 @@ def test_mine_subcommand(tmp_path: Path) -> None:
     )
     with np.load(tmp_path / "p.npz") as z:
         assert len(z["image"]) == 5 * 6 and z["margin"].min() > 0
+    argv = ["mine", str(tmp_path / "m.npy"), str(tmp_path / "s.npy"), "--out", str(tmp_path / "f.npz")]
+    assert main([*argv, "--strategy", "all_pairs", "--max-region-fraction", "0.8"]) == 0
+    masks = np.load(tmp_path / "m.npy")
+    with np.load(tmp_path / "f.npz") as z:
+        area = masks[z["image"], z["chosen"]].sum(axis=(1, 2))
+        assert 0 < len(z["image"]) < 5 * 6 and np.all(z["region_size"] <= 0.8 * area)
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["mine"], ["predict"], ["config"]])

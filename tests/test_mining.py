@@ -223,6 +223,14 @@ mining_kwargs = st.fixed_dictionaries(
     },
     optional={"max_region": st.integers(40, 400)},
 )
+fraction_kwargs = st.fixed_dictionaries(
+    {
+        "min_margin": st.sampled_from([0.0, 0.2]),
+        "max_region_fraction": st.sampled_from([0.05, 0.25, 0.5, 1.0, 2.5]),
+        "seed": st.integers(0, 2**64 - 1),
+    },
+    optional={"max_region": st.integers(1, 400), "max_pairs_per_image": st.integers(0, 4)},
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -238,6 +246,29 @@ def test_mining_equals_the_oracle(bank, strategy, kwargs) -> None:
     masks, scores = bank
     pairs = mine_pairs(masks, scores, strategy, **kwargs)
     assert_pairs_match_oracle(pairs, masks, scores, strategy, **kwargs)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bank=banks(), strategy=st.sampled_from(STRATEGIES), kwargs=fraction_kwargs)
+def test_region_fraction_equals_the_oracle(bank, strategy, kwargs) -> None:
+    masks, scores = bank
+    pairs = mine_pairs(masks, scores, strategy, **kwargs)
+    assert_pairs_match_oracle(pairs, masks, scores, strategy, **kwargs)
+    m = np.asarray(masks)
+    sizes = m.reshape(*m.shape[:2], int(np.prod(m.shape[2:]))).astype(bool).sum(axis=-1)
+    chosen_area = sizes[pairs.image, pairs.chosen] if len(pairs) else np.zeros(0)
+    assert np.all(pairs.region_size <= kwargs["max_region_fraction"] * chosen_area)
+
+
+def test_region_fraction_drops_whole_shape_disagreements() -> None:
+    masks = np.zeros((1, 3, 10), dtype=bool)
+    masks[0, 0, :8] = True  # chosen: 8 pixels
+    masks[0, 1, :7] = True  # |D| = 1
+    masks[0, 2, 5:] = True  # |D| = 5 + 2 = 7 > 0.5 * 8
+    scores = np.array([[1.0, 0.5, 0.0]])
+    kept = mine_pairs(masks, scores, "top_vs_rest", max_region_fraction=0.5)
+    assert kept.rejected.tolist() == [1]
+    assert mine_pairs(masks, scores, "top_vs_rest").rejected.tolist() == [1, 2]
 
 
 @settings(max_examples=30, deadline=None)
@@ -319,6 +350,21 @@ BAD_MINING = [
         r"max_pairs_per_image must be None or an integer, got bool True",
     ),
     ({"seed": -1}, ValueError, r"seed must be an integer >= 0 and < 2\*\*64, got -1"),
+    (
+        {"max_region_fraction": 0.0},
+        ValueError,
+        r"max_region_fraction must be None or a finite number > 0, got 0.0",
+    ),
+    (
+        {"max_region_fraction": float("inf")},
+        ValueError,
+        r"max_region_fraction must be None or a finite number > 0, got inf",
+    ),
+    (
+        {"max_region_fraction": "0.5"},
+        TypeError,
+        r"max_region_fraction must be None or a real number, got str '0.5'",
+    ),
     ({"seed": 2**64}, ValueError, r"seed must be an integer >= 0 and < 2\*\*64"),
     ({"seed": 1.0}, TypeError, r"seed must be an integer, got float 1.0"),
     (

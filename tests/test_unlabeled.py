@@ -57,7 +57,7 @@ def test_production_layout_runs_with_a_folder_pool(tmp_path: Path) -> None:
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert len(runs) == 1
     row = runs[0]
-    for absent in ("pair_accuracy", "harmful_leverage", "judge_spearman", "judge_top1_accuracy"):
+    for absent in ("pair_accuracy", "harmful_leverage", "flip_rate", "judge_spearman", "judge_top1_accuracy"):
         assert absent not in row, absent  # no ground truth on the pool: absent, not zero
     assert row["n_pairs"] > 0 and row["selected_val_dice"] == max(v for _, v in row["val_curve"])
     assert row["selected_dice"] is None and row["curve"] == [] and row["final_hd95"] is None  # no test split

@@ -24,6 +24,7 @@ def mine_pairs(
     max_region: int | None,
     max_pairs_per_image: int | None,
     seed: int,
+    max_region_fraction: float | None = None,
 ) -> tuple[
     npt.NDArray[np.int64],
     npt.NDArray[np.int64],

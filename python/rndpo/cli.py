@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     mine.add_argument("--min-margin", type=float, default=0.0)
     mine.add_argument("--min-region", type=int, default=1)
     mine.add_argument("--max-region", type=int, default=None)
+    mine.add_argument(
+        "--max-region-fraction", type=float, default=None, help="keep pairs with |D| <= this * |chosen|"
+    )
     mine.add_argument("--max-pairs-per-image", type=int, default=None)
     mine.add_argument("--seed", type=int, default=0)
     mine.add_argument(
@@ -223,6 +226,7 @@ def _mine(args: argparse.Namespace) -> int:
         max_region=args.max_region,
         max_pairs_per_image=args.max_pairs_per_image,
         seed=args.seed,
+        max_region_fraction=args.max_region_fraction,
     )
     arrays = {k: getattr(pairs, k) for k in ("image", "chosen", "rejected", "region_size", "margin")}
     write_npz(args.out, **arrays)

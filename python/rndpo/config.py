@@ -26,6 +26,7 @@ else:  # pragma: no cover
 
 
 __all__ = [
+    "AUTO",
     "METHOD_PRESETS",
     "PROPOSAL_SOURCES",
     "STRATEGIES",
@@ -284,7 +285,12 @@ class ProposalConfig:
 
 UncertaintyMode = Literal["confidence", "entropy", "boundary"]
 """The modes of the uncertainty judge."""
-JUDGE_NAMES = ("oracle", "noisy_oracle", "agreement", "consensus", "uncertainty", "learned_qc")
+JUDGE_NAMES = ("oracle", "noisy_oracle", "agreement", "consensus", "uncertainty", "learned_qc", "ensemble")
+LABEL_FREE_JUDGES = ("agreement", "consensus", "uncertainty", "learned_qc")
+"""The judges an ``ensemble`` may combine (those that need no ground truth on the pool)."""
+AUTO = "auto"
+"""``mining.strategies = ["auto"]`` and ``label_smoothing = "auto"``: resolved from the validation
+calibration of the judge (see :mod:`rndpo.calibration`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,16 +369,23 @@ class MiningConfig:
 
     strategies: tuple[str, ...] = field(
         default=("top_vs_bottom",),
-        metadata=_help(f"from {list(STRATEGIES)}; 'name:margin' sets that miner's own min_margin"),
+        metadata=_help(
+            f"from {list(STRATEGIES)}; 'name:margin' sets that miner's own min_margin; 'auto' picks"
+            " top_vs_bottom, margin-filtered all_pairs or no pairs from the judge's validation calibration"
+        ),
     )
     min_margin: float = field(default=0.0, metadata=_help("keep pairs with score margin > this"))
     min_region: int = field(default=1, metadata=_help("minimum disagreement-region size |D|"))
     max_region: int | None = field(default=None, metadata=_help("maximum |D| (unset: no bound)"))
     max_pairs_per_image: int | None = field(default=None, metadata=_help("cap per image (unset: no cap)"))
+    max_region_fraction: float | None = field(
+        default=None, metadata=_help("keep pairs with |D| <= this * |chosen mask| (unset: no bound)")
+    )
 
     def __post_init__(self) -> None:
         for spec in self.strategies:
-            self.parse_strategy(spec)
+            if spec != AUTO:
+                self.parse_strategy(spec)
         if not self.strategies:
             raise ConfigError("mining.strategies must name at least one strategy")
         if not self.min_margin >= 0:
@@ -383,6 +396,11 @@ class MiningConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"mining.{key} must be >= 1, or left out for no limit, got {value}")
+        fraction = self.max_region_fraction
+        if fraction is not None and not (math.isfinite(fraction) and fraction > 0):
+            raise ConfigError(
+                f"mining.max_region_fraction must be a finite number > 0, or left out, got {fraction}"
+            )
         if self.max_region is not None and self.max_region < self.min_region:
             raise ConfigError(
                 f"mining.max_region ({self.max_region}) must be >= min_region ({self.min_region})"
@@ -391,9 +409,13 @@ class MiningConfig:
     def parse_strategy(self, spec: str) -> MinerSpec:
         """``"all_pairs:0.05"`` -> MinerSpec("all_pairs", 0.05); a bare name gets ``min_margin``."""
         name, _, margin = spec.partition(":")
+        if name == AUTO:
+            raise ConfigError(
+                f"mining.strategies: {AUTO!r} takes no margin and is resolved per judge, got {spec!r}"
+            )
         if name not in STRATEGIES:
             raise ConfigError(
-                f"mining.strategies: unknown strategy {name!r}; valid choices: {list(STRATEGIES)}"
+                f"mining.strategies: unknown strategy {name!r}; valid choices: {[*STRATEGIES, AUTO]}"
             )
         if not margin:
             return MinerSpec(cast(Strategy, name), self.min_margin)
@@ -438,7 +460,12 @@ class MethodConfig:
     normalization: Normalization = field(
         default="margin", metadata=_help("apply 1/|D|**p inside the sigmoid (margin) or as a pair weight")
     )
-    label_smoothing: float = field(default=0.0, metadata=_help("robust/cdpo: assumed label-flip rate"))
+    label_smoothing: float | Literal["auto"] = field(
+        default=0.0,
+        metadata=_help(
+            'robust/cdpo: assumed label-flip rate, or "auto": the judge\'s flip rate estimated on validation'
+        ),
+    )
     anchor_weight: float = field(
         default=1.0, metadata=_help("weight of a supervised term on labeled images (0: none)")
     )
@@ -453,11 +480,17 @@ class MethodConfig:
             raise ConfigError(f"methods.<name>.beta must be > 0 and finite, got {self.beta}")
         if not 0 <= self.region_power < math.inf:
             raise ConfigError(f"methods.<name>.region_power must be >= 0, got {self.region_power}")
-        if not 0.0 <= self.label_smoothing < 0.5:
+        if self.label_smoothing == AUTO:
+            if self.loss_type not in ("robust", "cdpo"):
+                raise ConfigError(
+                    'methods.<name>.label_smoothing = "auto" applies to loss_type robust or cdpo, '
+                    f"got {self.loss_type!r}"
+                )
+        elif isinstance(self.label_smoothing, str) or not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(
-                f"methods.<name>.label_smoothing must be in [0, 0.5), got {self.label_smoothing}"
+                f'methods.<name>.label_smoothing must be in [0, 0.5) or "auto", got {self.label_smoothing!r}'
             )
-        if self.label_smoothing > 0 and self.loss_type not in ("robust", "cdpo"):
+        elif self.label_smoothing > 0 and self.loss_type not in ("robust", "cdpo"):
             raise ConfigError(
                 f"methods.<name>.label_smoothing applies to loss_type robust or cdpo, got {self.loss_type!r}"
             )
@@ -469,7 +502,15 @@ class MethodConfig:
             raise ConfigError(f"methods.<name>.confidence must be in [0.5, 1), got {self.confidence}")
 
     def loss_options(self) -> dict[str, Any]:
-        """The keyword options of :func:`rndpo.losses.preference_loss` this method sets."""
+        """The keyword options of :func:`rndpo.losses.preference_loss` this method sets.
+
+        Raises ValueError while ``label_smoothing`` is still ``"auto"`` (the experiment replaces it with
+        the judge's estimated flip rate first)."""
+        if self.label_smoothing == AUTO:
+            raise ValueError(
+                'label_smoothing = "auto" must be resolved to a number before training (run_experiment'
+                " uses the judge's flip rate estimated on validation)"
+            )
         return {
             "beta": self.beta,
             "loss_type": self.loss_type,
@@ -582,7 +623,7 @@ class RunConfig:
         negative = [s for s in self.seeds if s < 0]
         if negative:
             raise ConfigError(f"seeds must be integers >= 0, got {negative[0]}")
-        comparing = [j for j in self.judges.names if j in ("agreement", "consensus")]
+        comparing = [j for j in self.judges.names if j in ("agreement", "consensus", "ensemble")]
         preference = [n for n, m in self.methods.items() if m.objective == "preference"]
         if self.proposals.k < 2 and (comparing or preference):
             needs = f"judge {comparing[0]!r}" if comparing else f"preference method {preference[0]!r}"

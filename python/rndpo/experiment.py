@@ -7,6 +7,7 @@ on, and every file is written atomically, so an interrupted experiment (even ``k
     OUT/config.json                     the resolved config and package version
     OUT/stages/base-<key>/              base U-Net (best + snapshots) per seed
     OUT/stages/bank-<key>/              proposal bank (memory-mappable .npy files)
+    OUT/stages/calibration-<key>.json   every judge's reliability on the validation split
     OUT/stages/scores-<key>.npz         judge scores (N, K) and the judge's reliability
     OUT/stages/pairs-<key>.npz          mined pairs
     OUT/stages/policy-<key>.pt          a round's selected weights (``finetune.rounds > 1``, rndpo.rounds)
@@ -37,7 +38,16 @@ import torch
 import torch.distributed as dist
 
 from rndpo import __version__
+from rndpo.calibration import (
+    JudgeCalibration,
+    auto_label_smoothing,
+    calibrate_judges,
+    choose_strategy,
+    ensemble_components,
+    ensemble_weights,
+)
 from rndpo.config import (
+    AUTO,
     JUDGE_FREE,
     TOP_PICK,
     ConfigError,
@@ -57,6 +67,7 @@ from rndpo.data import (
     split_dataset,
     synthetic_dataset,
 )
+from rndpo.ensemble import EnsembleJudge
 from rndpo.evaluation import evaluate
 from rndpo.finetune import (
     TrainingPairs,
@@ -68,7 +79,7 @@ from rndpo.finetune import (
 )
 from rndpo.judges import Judge, LearnedQCJudge, OracleJudge, make_judge
 from rndpo.ladder import LADDER_METHOD, mask_pairs, oracle_pairs, perfect_label_pairs, pool_dice
-from rndpo.mining import PairSet, mine_pairs
+from rndpo.mining import PairSet, mine_configured
 from rndpo.model import UNet
 from rndpo.model_io import save_model
 from rndpo.proposals import ProposalBank, generate_proposals
@@ -226,9 +237,13 @@ class _Stages:
     def _model(self) -> UNet:
         return build_unet(self.config.model, self.splits.labeled.images.shape[1])
 
+    def base_key(self, seed: int) -> str:
+        cfg = self.config
+        return stage_key(self.data_key, config_to_dict(cfg.model), config_to_dict(cfg.base), seed)
+
     def base(self, seed: int) -> tuple[str, UNet, list[dict[str, torch.Tensor]]]:
         cfg = self.config
-        key = stage_key(self.data_key, config_to_dict(cfg.model), config_to_dict(cfg.base), seed)
+        key = self.base_key(seed)
         folder = self.stages / f"base-{key}"
         if not stage_ready(folder):
             log.info("seed %d: training the base model on %d labeled images", seed, len(self.splits.labeled))
@@ -302,28 +317,12 @@ class _Stages:
         round); qc_dir: the learned QC judge's folder (default ``qc-<key>``), loaded when it is there,
         else fitted on the base model's labeled proposals and saved there (later rounds reuse round 1's).
         """
-        cfg = self.config
-        j = cfg.judges
-        qc_settings: dict[str, Any] = {
-            "n_synthetic": j.qc_synthetic,
-            "rank_weight": j.qc_rank_weight,
-            "jitter": j.qc_jitter,
-            "tta": j.qc_tta,
-        }
-        extra = [j.qc_steps, qc_settings] if name == "learned_qc" else None
+        extra = [self.config.judges.qc_steps, self.qc_settings()] if name == "learned_qc" else None
         key = stage_key(bank_key, label, kwargs, extra, seed, *([round] if round > 1 else []))
         path = self.stages / f"scores-{key}.npz"
         if not stage_ready(path):
             log.info("seed %d: scoring proposals with judge %s%s", seed, label, round_note(round))
-            judge: Judge
-            if name == "noisy_oracle":
-                judge = make_judge(name, seed=round_seed(seed, round), **kwargs)
-            elif name == "learned_qc":
-                judge = self._qc_judge(
-                    {**qc_settings, **kwargs}, seed, model, snapshots, qc_dir or self.stages / f"qc-{key}"
-                )
-            else:
-                judge = make_judge(name, **kwargs)
+            judge = self.judge(seed, label, name, kwargs, model, snapshots, round=round, qc_dir=qc_dir)
             scores = np.asarray(judge.score(bank), dtype=np.float64)
             write_npz(path, checksum=True, scores=scores)
         scores = np.load(path)["scores"]
@@ -340,24 +339,101 @@ class _Stages:
             },
         )
 
-    def _qc_judge(
+    def judge(
         self,
-        kwargs: dict[str, Any],
         seed: int,
+        label: str,
+        name: str,
+        kwargs: dict[str, Any],
         model: UNet,
         snapshots: list[dict[str, torch.Tensor]],
-        folder: Path,
-    ) -> LearnedQCJudge:
-        """The learned QC judge saved in ``folder``, or one fitted on the labeled images' proposals of
-        the base ``model`` (and saved there)."""
+        *,
+        round: int = 1,
+        qc_dir: Path | None = None,
+    ) -> Judge:
+        """The judge ``label``; a learned QC judge is fitted on the base ``model``'s proposals of the
+        labeled split once per seed (cached in ``qc_dir``, default :meth:`qc_folder`); an ensemble's
+        kwargs name its components and weights; round: rounds >= 2 reseed the noisy oracle."""
+        cfg = self.config
+        if name == "noisy_oracle":
+            return make_judge(name, seed=round_seed(seed, round), **kwargs)
+        if name == "ensemble":
+            parts = {lab: (n, kw) for lab, n, kw in ensemble_components(cfg.judges)}
+            judges = [
+                self.judge(seed, p, *parts[p], model, snapshots, round=round) for p in kwargs["components"]
+            ]
+            return EnsembleJudge(judges, kwargs["weights"])
+        if name != "learned_qc":
+            return make_judge(name, **kwargs)
+        folder = qc_dir or self.qc_folder(seed, label, kwargs)
         if stage_ready(folder):
-            return LearnedQCJudge.load(folder)
-        qc = LearnedQCJudge(**kwargs)
+            return LearnedQCJudge.load(folder, device=self.device)
+        qc = LearnedQCJudge(**self.qc_settings(), **kwargs)
         labeled = self.splits.labeled
         train_bank = self._proposals(model, snapshots, labeled.images, labeled.masks, seed)
-        qc.fit(train_bank, steps=self.config.judges.qc_steps, seed=seed, progress=self.progress)
+        qc.fit(train_bank, steps=cfg.judges.qc_steps, seed=seed, progress=self.progress)
         qc.save(folder)
         return qc
+
+    def qc_folder(self, seed: int, label: str, kwargs: dict[str, Any]) -> Path:
+        """Where the learned QC judge ``label`` of seed ``seed`` is cached (shared by the validation
+        calibration, the pool scoring and every round)."""
+        qc = [self.config.judges.qc_steps, self.qc_settings()]
+        key = stage_key(self.base_key(seed), label, kwargs, qc, seed)
+        return self.stages / f"qc-{key}"
+
+    def qc_settings(self) -> dict[str, Any]:
+        """The learned QC judge's training options from ``[judges]`` (part of its cache keys)."""
+        j = self.config.judges
+        return {
+            "n_synthetic": j.qc_synthetic,
+            "rank_weight": j.qc_rank_weight,
+            "jitter": j.qc_jitter,
+            "tta": j.qc_tta,
+        }
+
+    def calibration(
+        self, seed: int, model: UNet, snapshots: list[dict[str, torch.Tensor]]
+    ) -> dict[str, JudgeCalibration]:
+        """Every judge's reliability on proposals for the validation images (see
+        :mod:`rndpo.calibration`), cached; uses no test and no pool labels."""
+        cfg = self.config
+        key = stage_key(
+            self.base_key(seed),
+            "calibration",
+            config_to_dict(cfg.proposals),
+            config_to_dict(cfg.judges),
+            config_to_dict(cfg.mining),
+            seed,
+        )
+        path = self.stages / f"calibration-{key}.json"
+        if not stage_ready(path):
+            val = self.splits.val
+            log.info("seed %d: calibrating the judges on %d validation images", seed, len(val))
+            bank = self._proposals(model, snapshots, val.images, val.masks, seed)
+            labels = [j for j in cfg.judges.judge_labels() if j[1] != "ensemble"]
+            if "ensemble" in cfg.judges.names:
+                labels += ensemble_components(cfg.judges)
+            scores = {
+                label: np.asarray(self.judge(seed, label, name, kw, model, snapshots).score(bank), np.float64)
+                for label, name, kw in dict((j[0], j) for j in labels).values()
+            }
+            truth = OracleJudge().score(bank)
+            result = calibrate_judges(scores, truth, bank.masks, cfg.judges, cfg.mining, seed=seed)
+            for label, c in result.items():
+                log.info(
+                    "  judge %s on validation: spearman %s, pair accuracy %s, top-pair accuracy %s,"
+                    " flip rate (%s) %s",
+                    label,
+                    _fmt(c.spearman),
+                    _fmt(c.pair_accuracy),
+                    _fmt(c.top_pair_accuracy),
+                    c.flip_miner,
+                    _fmt(c.flip_rate),
+                )
+            write_json(path, {label: c.to_dict() for label, c in result.items()}, checksum=True)
+        raw = json.loads(path.read_text())
+        return {label: JudgeCalibration.from_dict(c) for label, c in raw.items()}
 
     def pairs(
         self, scores_key: str, bank: ProposalBank, scores: np.ndarray, miner: str, seed: int
@@ -367,17 +443,7 @@ class _Stages:
         key = stage_key(scores_key, miner, config_to_dict(m), seed)
         path = self.stages / f"pairs-{key}.npz"
         if not stage_ready(path):
-            spec = m.parse_strategy(miner)
-            pairs = mine_pairs(
-                bank.masks,
-                scores,
-                spec.name,
-                min_margin=spec.min_margin,
-                min_region=m.min_region,
-                max_region=m.max_region,
-                max_pairs_per_image=m.max_pairs_per_image,
-                seed=seed,
-            )
+            pairs = mine_configured(bank.masks, scores, miner, m, seed=seed)
             arrays = {f.name: getattr(pairs, f.name) for f in dataclasses.fields(pairs)}
             write_npz(path, checksum=True, **arrays)
         with np.load(path) as z:
@@ -535,8 +601,39 @@ def _training_data(
             "n_pairs": q.n_pairs,
             "pair_accuracy": q.pair_accuracy,
             "harmful_leverage": q.harmful_leverage,
+            "flip_rate": q.n_wrong / q.n_pairs if q.n_pairs else None,
         }
     return pairs_key, TrainingPairs.from_pairs(bank.images, bank.masks, pairs), quality
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _val_stats(calib: JudgeCalibration) -> dict[str, Any]:
+    """The validation estimates a row carries next to the pool's realised judge figures."""
+    return {
+        "val_judge_spearman": calib.spearman,
+        "val_judge_kendall": calib.kendall,
+        "val_judge_top1_accuracy": calib.top1_accuracy,
+        "val_judge_mean_image_spearman": calib.mean_image_spearman,
+        "val_pair_accuracy": calib.pair_accuracy,
+        "val_top_pair_accuracy": calib.top_pair_accuracy,
+    }
+
+
+def _resolve_miner(
+    miner: str, calib: JudgeCalibration, label: str, seed: int
+) -> tuple[str | None, str | None]:
+    """(the miner to mine with, why) for one ``mining.strategies`` entry; ``auto`` is decided by
+    :func:`rndpo.calibration.choose_strategy` and may abstain (None)."""
+    if miner != AUTO:
+        return miner, None
+    choice = choose_strategy(calib)
+    log.info(
+        "seed %d, judge %s: strategy auto -> %s (%s)", seed, label, choice.miner or "no pairs", choice.reason
+    )
+    return choice.miner, choice.reason
 
 
 def _model_name(stages: _Stages, seed: int) -> str:
@@ -611,6 +708,7 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     base_hd95 = evaluate(model, test, device=config.device).means()["hd95"] if test is not None else None
     true_dice = OracleJudge().score(bank) if bank.ground_truth is not None else None
+    calibration = _cached(partial(stages.calibration, seed, model, snapshots))
     if _rank() == 0 and stages.keep != "none":
         _save_base(stages, seed, model)
     has_truth = true_dice is not None and test is not None
@@ -674,24 +772,54 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
         rows.append(row)
         ladder["methods"][f"{method_name} (no judge)"] = row["final_dice"]
     for label, name, kwargs in config.judges.judge_labels():
+        if name == "ensemble":
+            parts = [part[0] for part in ensemble_components(config.judges)]
+            kwargs = {"components": parts, "weights": ensemble_weights(calibration, parts)}
         scores_key, scores, judge_stats = _cached(
             partial(stages.scores, seed, bank_key, bank, label, name, kwargs, model, snapshots, true_dice)
         )
+        calib = calibration[label]
+        val_stats = _val_stats(calib)
         ladder["judges"][label] = {
             "top1_dice": judge_stats.get("judge_top1_dice"),
             "spearman": judge_stats.get("judge_spearman"),
+            "top1_accuracy": judge_stats.get("judge_top1_accuracy"),
+            "val_spearman": calib.spearman,
+            "val_top1_accuracy": calib.top1_accuracy,
+            "val_pair_accuracy": calib.pair_accuracy,
         }
         for method_name, method in config.methods.items():
             if method.objective in JUDGE_FREE:
                 continue
             miners = [TOP_PICK] if method.objective == "sft_top" else list(config.mining.strategies)
             for miner in miners:
-                pairs_key, data, quality = _training_data(
-                    stages, scores_key, bank, scores, true_dice, miner, seed
-                )
-                key = stage_key(pairs_key, config_to_dict(method), ft)
+                resolved, reason = _resolve_miner(miner, calib, label, seed)
+                if resolved is None:  # auto abstains: no pairs, the run keeps the base model
+                    pairs_key = stage_key(scores_key, AUTO, "abstain")
+                    data = TrainingPairs.from_pairs(bank.images, bank.masks, PairSet.empty())
+                    quality: dict[str, Any] = {"n_pairs": 0}
+                    if true_dice is not None:
+                        quality |= {"pair_accuracy": None, "harmful_leverage": None, "flip_rate": None}
+                else:
+                    pairs_key, data, quality = _training_data(
+                        stages, scores_key, bank, scores, true_dice, resolved, seed
+                    )
+                run_method, smoothing = method, method.label_smoothing
+                if method.label_smoothing == AUTO:
+                    smoothing = auto_label_smoothing(calib, resolved or "top_vs_bottom")
+                    run_method = dataclasses.replace(method, label_smoothing=smoothing)
+                    log.info("%s with judge %s: label_smoothing auto -> %.4f", method_name, label, smoothing)
+                run_fields = {
+                    "miner_resolved": resolved,
+                    "miner_reason": reason,
+                    "abstained": resolved is None,
+                    "label_smoothing_used": smoothing,
+                    **val_stats,
+                    "val_flip_rate": calib.flip_rates.get(resolved) if resolved else None,
+                }
+                key = stage_key(pairs_key, config_to_dict(run_method), ft)
                 run_id = f"{method_name}-{label}-{miner}-s{seed}-{key}".replace("@", "")
-                run = JudgeRun(method_name, method, label, name, kwargs, miner, seed)
+                run = JudgeRun(method_name, run_method, label, name, kwargs, miner, seed, resolved)
                 row = _judge_run(
                     stages,
                     model,
@@ -701,13 +829,13 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
                     ref,
                     base_hd95,
                     run_id,
-                    {**quality, **judge_stats},
-                    last=multi is None,
-                    policy=None if multi is None else stages.stages / f"policy-{key}.pt",
+                    {**quality, **judge_stats, **run_fields},
+                    last=multi is None or resolved is None,
+                    policy=None if multi is None or resolved is None else stages.stages / f"policy-{key}.pt",
                 )
-                if multi is not None:
-                    first = RoundOne(key, row, bank, true_dice, stages.stages / f"qc-{scores_key}")
-                    row = multi.run(run, first)
+                if multi is not None and resolved is not None:  # an abstaining auto miner has no rounds
+                    first = RoundOne(key, row, bank, true_dice, stages.qc_folder(seed, label, kwargs))
+                    row = {**multi.run(run, first), **run_fields}
                 rows.append(row)
                 ladder["methods"][f"{method_name} ({label}, {miner})"] = row["final_dice"]
                 examples = stages.out / "examples.png"

@@ -18,6 +18,8 @@ Judges:
 - :class:`ConsensusJudge`: Dice with the per-pixel strict-majority vote of the K proposals.
 - :class:`UncertaintyJudge`: how well a mask fits the base model's probabilities.
 - :class:`LearnedQCJudge`: a small CNN that predicts Dice from (image, mask), trained on labeled images.
+- :class:`~rndpo.ensemble.EnsembleJudge` (``ensemble``): a reliability-weighted rank average of label-free
+  judges (see :mod:`rndpo.ensemble`).
 """
 
 from __future__ import annotations
@@ -597,6 +599,8 @@ class LearnedQCJudge:
 # --------------------------------------------------------------------------------------------------------
 # factory
 
+from rndpo.ensemble import EnsembleJudge  # noqa: E402  (it builds its default components with make_judge)
+
 _FACTORIES: dict[str, Callable[..., Judge]] = {
     "oracle": OracleJudge,
     "noisy_oracle": NoisyOracleJudge,
@@ -604,6 +608,7 @@ _FACTORIES: dict[str, Callable[..., Judge]] = {
     "consensus": ConsensusJudge,
     "uncertainty": UncertaintyJudge,
     "learned_qc": LearnedQCJudge,
+    "ensemble": EnsembleJudge,
 }
 
 

@@ -88,7 +88,8 @@ def ladder_table(ladder: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the ladder: one line per rung, mean ± std over seeds (and the gain over base).
 
     ``ladder``: one dict per seed as written to results.json (keys seed, base_dice, perfect_label_dice,
-    oracle_best_of_k_dice, pool_*, judges {label: {top1_dice, spearman}}, methods {name: final_dice}).
+    oracle_best_of_k_dice, pool_*, judges {label: {top1_dice, spearman, val_spearman, ...}},
+    methods {name: final_dice}).
     """
     if not ladder:
         return ""
@@ -117,13 +118,18 @@ def ladder_table(ladder: Sequence[dict[str, Any]]) -> str:
         ("pool_median_proposal_dice", "median proposal"),
         ("pool_best_of_k_dice", "best of K (oracle)"),
     ]
-    lines = ["", "| on the unlabeled pool | true Dice | Spearman with true Dice |", "|---|---|---|"]
+    lines = [
+        "",
+        "| on the unlabeled pool | true Dice | Spearman with true Dice | estimated on validation |",
+        "|---|---|---|---|",
+    ]
     for key, label in pool:
         if any(key in e for e in ladder):
-            lines.append(f"| {label} | {_fmt([e.get(key) for e in ladder])} | - |")
+            lines.append(f"| {label} | {_fmt([e.get(key) for e in ladder])} | - | - |")
     judges = sorted({j for e in ladder for j in e.get("judges", {})})
     for j in judges:
-        top = [e.get("judges", {}).get(j, {}).get("top1_dice") for e in ladder]
-        rho = [e.get("judges", {}).get(j, {}).get("spearman") for e in ladder]
-        lines.append(f"| judge {j}: top-1 pick | {_fmt(top)} | {_fmt(rho)} |")
+        stats = [e.get("judges", {}).get(j, {}) for e in ladder]
+        top, rho = [s.get("top1_dice") for s in stats], [s.get("spearman") for s in stats]
+        val = _fmt([s.get("val_spearman") for s in stats])
+        lines.append(f"| judge {j}: top-1 pick | {_fmt(top)} | {_fmt(rho)} | {val} |")
     return out + "\n".join(lines) + "\n"

@@ -27,7 +27,9 @@ and per-image streams make results independent of the thread count.
 
 A pair is kept when ``margin = score(chosen) - score(rejected) > min_margin`` (so equal scores
 never pair) and ``max(1, min_region) <= |chosen xor rejected| <= max_region`` (so identical
-masks never pair); ``max_pairs_per_image`` keeps the first kept pairs in strategy order. The
+masks never pair) and, with ``max_region_fraction = f``, ``|chosen xor rejected| <= f * |chosen|``
+(pairs are boundary corrections of the object, not whole-shape disagreements);
+``max_pairs_per_image`` keeps the first kept pairs in strategy order. The
 output is ordered by image, then strategy order.
 
 Threads: the core uses rayon's global pool, sized by the ``RAYON_NUM_THREADS`` environment
@@ -48,13 +50,14 @@ import numpy as np
 import numpy.typing as npt
 
 from rndpo import _core
-from rndpo.config import STRATEGIES, Strategy
+from rndpo.config import STRATEGIES, MiningConfig, Strategy
 
 __all__ = [
     "STRATEGIES",
     "PairSet",
     "PairwiseStats",
     "Strategy",
+    "mine_configured",
     "mine_pairs",
     "pairwise_stats",
 ]
@@ -116,6 +119,7 @@ class _MiningArgs:
     max_region: int | None
     max_pairs_per_image: int | None
     seed: int
+    max_region_fraction: float | None = None
 
 
 def _as_bank(masks: npt.ArrayLike) -> npt.NDArray[np.uint8]:
@@ -181,6 +185,7 @@ def _check_mining_args(
     max_region: object,
     max_pairs_per_image: object,
     seed: object,
+    max_region_fraction: object = None,
 ) -> _MiningArgs:
     """Validates the scalar arguments of :func:`mine_pairs` (shared with the reference)."""
     if not isinstance(strategy, str):
@@ -202,7 +207,17 @@ def _check_mining_args(
         raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must be an integer >= 0 and < 2**64, got {int(seed)}")
-    return _MiningArgs(strategy, margin, lo, hi, cap, int(seed))
+    fraction: float | None = None
+    if max_region_fraction is not None:
+        if isinstance(max_region_fraction, bool) or not isinstance(max_region_fraction, numbers.Real):
+            raise TypeError(
+                "max_region_fraction must be None or a real number, got "
+                f"{type(max_region_fraction).__name__} {max_region_fraction!r}"
+            )
+        fraction = float(max_region_fraction)
+        if not (math.isfinite(fraction) and fraction > 0):
+            raise ValueError(f"max_region_fraction must be None or a finite number > 0, got {fraction}")
+    return _MiningArgs(strategy, margin, lo, hi, cap, int(seed), fraction)
 
 
 def pairwise_stats(masks: npt.ArrayLike) -> PairwiseStats:
@@ -233,6 +248,7 @@ def mine_pairs(
     max_region: int | None = None,
     max_pairs_per_image: int | None = None,
     seed: int = 0,
+    max_region_fraction: float | None = None,
 ) -> PairSet:
     """Mines (chosen, rejected) preference pairs from a mask bank and its judge scores.
 
@@ -248,6 +264,8 @@ def mine_pairs(
         max_region: keep pairs with |chosen xor rejected| <= max_region (None: no bound).
         max_pairs_per_image: keep at most this many pairs per image, first in strategy order.
         seed: seed of the random strategies, in [0, 2**64).
+        max_region_fraction: keep pairs with |chosen xor rejected| <= max_region_fraction * |chosen|
+            (a finite number > 0; None: no bound relative to the chosen mask's area).
 
     Returns:
         :class:`PairSet` of M pairs ordered by image, then strategy order.
@@ -256,7 +274,9 @@ def mine_pairs(
         TypeError: an argument has the wrong type (masks not bool/uint8, strategy not str, ...).
         ValueError: a shape, value or range is invalid (the message names the argument).
     """
-    args = _check_mining_args(strategy, min_margin, min_region, max_region, max_pairs_per_image, seed)
+    args = _check_mining_args(
+        strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction
+    )
     bank = _as_bank(masks)
     values = _as_scores(scores, bank.shape[0], bank.shape[1])
     image, chosen, rejected, region_size, margin = _core.mine_pairs(
@@ -268,5 +288,25 @@ def mine_pairs(
         args.max_region,
         args.max_pairs_per_image,
         args.seed,
+        args.max_region_fraction,
     )
     return PairSet(image=image, chosen=chosen, rejected=rejected, region_size=region_size, margin=margin)
+
+
+def mine_configured(
+    masks: npt.ArrayLike, scores: npt.ArrayLike, miner: str, mining: MiningConfig, *, seed: int = 0
+) -> PairSet:
+    """:func:`mine_pairs` with the filters of a ``[mining]`` config and one ``mining.strategies`` entry
+    ``miner`` (``"name"`` or ``"name:margin"``; not ``"auto"``, which is resolved per judge first)."""
+    spec = mining.parse_strategy(miner)
+    return mine_pairs(
+        masks,
+        scores,
+        spec.name,
+        min_margin=spec.min_margin,
+        min_region=mining.min_region,
+        max_region=mining.max_region,
+        max_pairs_per_image=mining.max_pairs_per_image,
+        max_region_fraction=mining.max_region_fraction,
+        seed=seed,
+    )

@@ -26,6 +26,7 @@ from rndpo.storage import atomic_write, write_json, write_text
 __all__ = [
     "ROW_FIELDS",
     "has_matplotlib",
+    "judge_table",
     "output_listing",
     "plot_curves",
     "plot_pair_examples",
@@ -54,6 +55,14 @@ ROW_FIELDS = (
     "harmful_leverage",
     "judge_spearman",
     "judge_top1_accuracy",
+    "miner_resolved",
+    "label_smoothing_used",
+    "val_judge_spearman",
+    "val_judge_top1_accuracy",
+    "val_pair_accuracy",
+    "val_top_pair_accuracy",
+    "val_flip_rate",
+    "flip_rate",
 )
 _SUMMARY_FIELDS = (
     "selected_dice",
@@ -128,6 +137,34 @@ def rounds_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# (validation estimate, realised figure on the pool, column title) of :func:`judge_table`
+_JUDGE_COLUMNS = (
+    ("val_judge_spearman", "judge_spearman", "Spearman"),
+    ("val_judge_top1_accuracy", "judge_top1_accuracy", "top-1 accuracy"),
+    ("val_flip_rate", "flip_rate", "flip rate of the mined pairs"),
+)
+
+
+def judge_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of each judge's validation estimates next to the realised figures on the pool
+    (``-`` where the pool has no ground truth), one line per (judge, miner, resolved miner)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if "val_judge_spearman" in row:
+            groups[(row["judge"], row["miner"], str(row.get("miner_resolved") or "none"))].append(row)
+    if not groups:
+        return ""
+    head = ["judge", "miner", "resolved"]
+    head += [f"{title}: {side}" for _, _, title in _JUDGE_COLUMNS for side in ("validation", "pool")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (judge, miner, resolved), group in sorted(groups.items()):
+        cells = [judge, miner, resolved]
+        for val, pool, _ in _JUDGE_COLUMNS:
+            cells += [_mean_std([r.get(val) for r in group]), _mean_std([r.get(pool) for r in group])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[*ROW_FIELDS, "curve", "val_curve"], extrasaction="ignore")
@@ -179,6 +216,8 @@ def write_reports(
     head = f"## Headroom ladder\n\n{ladder_table(ladder)}\n## All runs\n\n" if ladder else ""
     rounds = rounds_table(runs)
     tail = f"\n## Rounds\n\n{rounds}" if rounds else ""
+    judges = judge_table(runs)
+    tail += f"\n## Judges: validation estimates and the pool\n\n{judges}" if judges else ""
     write_text(out / "results.md", head + summary_table(runs) + tail)
     if plots:
         plot_curves(runs, out / "curves.png", dataset=dataset)

@@ -120,6 +120,9 @@ class JudgeRun:
     kwargs: dict[str, Any]
     miner: str
     seed: int
+    mine_with: str | None = None
+    """The ``mining.strategies`` entry the pairs are mined with when ``miner`` is ``auto`` (its
+    resolution from round 1's validation calibration); None: ``miner`` itself."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class Rounds:
                 partial(score, self.base, self.snapshots, true_dice, round=r, qc_dir=first.qc_dir)
             )
             pairs_key, data, quality = ex._training_data(
-                stages, scores_key, bank, scores, true_dice, run.miner, run.seed
+                stages, scores_key, bank, scores, true_dice, run.mine_with or run.miner, run.seed
             )
             reference = choose_reference(cfg.finetune.reference, self.base, policy)
             ref = reference_logits(reference, bank.images, device=cfg.device)

@@ -75,7 +75,7 @@ mod _core {
     /// (N, K, P) uint8 masks, (N * K,) float64 scores (row-major (N, K); the core checks the length)
     /// -> (image, chosen, rejected, `region_size`, margin).
     #[pyfunction]
-    #[pyo3(signature = (masks, scores, strategy, min_margin, min_region, max_region, max_pairs_per_image, seed))]
+    #[pyo3(signature = (masks, scores, strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
     fn mine_pairs<'py>(
         py: Python<'py>,
@@ -87,6 +87,7 @@ mod _core {
         max_region: Option<u64>,
         max_pairs_per_image: Option<usize>,
         seed: u64,
+        max_region_fraction: Option<f64>,
     ) -> PyResult<PairArrays<'py>> {
         let [n, k, p] = shape3(&masks);
         let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
@@ -96,6 +97,7 @@ mod _core {
             min_margin,
             min_region,
             max_region,
+            max_region_fraction,
             max_pairs_per_image,
             seed,
         };

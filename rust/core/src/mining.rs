@@ -15,7 +15,8 @@
 //! Here `g` is [`SplitMix64::for_image`]`(seed, image)`; images with K < 2 draw nothing.
 //! A pair is kept when `margin = score(chosen) - score(rejected) > min_margin` (so equal scores
 //! never pair) and `max(1, min_region) <= |chosen xor rejected| <= max_region` (so identical
-//! masks never pair). `max_pairs_per_image` keeps the first kept pairs in strategy order.
+//! masks never pair) and, with `max_region_fraction = f`, `|chosen xor rejected| <= f * |chosen|`
+//! (pairs are boundary corrections, not whole-shape disagreements). `max_pairs_per_image` keeps the first kept pairs in strategy order.
 //! The output is ordered by image, then strategy order.
 
 use std::fmt;
@@ -137,6 +138,9 @@ pub struct MiningParams {
     pub min_region: u64,
     /// Pairs need `|xor| <= max_region` (`None`: no upper bound); must be `>= min_region`.
     pub max_region: Option<u64>,
+    /// Pairs need `|xor| <= max_region_fraction * |chosen|` (`None`: no bound relative to the
+    /// object); must be finite and `> 0`.
+    pub max_region_fraction: Option<f64>,
     /// Keep at most this many pairs per image (`None`: no cap).
     pub max_pairs_per_image: Option<usize>,
     /// Seed of the random strategies.
@@ -150,6 +154,7 @@ impl Default for MiningParams {
             min_margin: 0.0,
             min_region: 1,
             max_region: None,
+            max_region_fraction: None,
             max_pairs_per_image: None,
             seed: 0,
         }
@@ -172,6 +177,15 @@ impl MiningParams {
                     argument: "max_region",
                     expected: format!("None or >= min_region = {}", self.min_region),
                     got: hi.to_string(),
+                });
+            }
+        }
+        if let Some(f) = self.max_region_fraction {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(Error::InvalidParameter {
+                    argument: "max_region_fraction",
+                    expected: "None or a finite number > 0".to_owned(),
+                    got: format!("{f:?}"),
                 });
             }
         }
@@ -256,12 +270,14 @@ fn ranking(scores: &[f64]) -> Vec<usize> {
     order
 }
 
-/// Mines the pairs of one image from its scores (K values); `region(a, b)` is `|A xor B|`.
+/// Mines the pairs of one image from its scores (K values); `region(a, b)` is `|A xor B|` and
+/// `size(a)` is `|A|`.
 fn mine_image(
     image: usize,
     scores: &[f64],
     params: &MiningParams,
     region: impl Fn(usize, usize) -> u64,
+    size: impl Fn(usize) -> u64,
 ) -> Vec<PairRow> {
     let k = scores.len();
     let order = ranking(scores);
@@ -282,6 +298,13 @@ fn mine_image(
         let region = region(chosen, rejected);
         if region < lo || region > hi {
             continue;
+        }
+        if let Some(f) = params.max_region_fraction {
+            // |D| <= f * |chosen|, compared in f64 (exact for sizes below 2**53)
+            #[allow(clippy::cast_precision_loss)]
+            if region as f64 > f * size(chosen) as f64 {
+                continue;
+            }
         }
         rows.push(PairRow {
             image,
@@ -325,12 +348,14 @@ pub fn mine_pairs(bank: &MaskBank<'_>, scores: &[f64], params: &MiningParams) ->
                     let (inter, dis) = counts.split_at_mut(k * k);
                     image_stats(bank, image, scratch, sizes, inter, dis)?;
                     let region = |a: usize, b: usize| dis[a * k + b].unsigned_abs();
-                    Ok(mine_image(image, image_scores, params, region))
+                    let size = |a: usize| sizes[a].unsigned_abs();
+                    Ok(mine_image(image, image_scores, params, region, size))
                 } else {
                     bank.pack_image(image, packed)?;
                     let mask = |j: usize| &packed[j * w..(j + 1) * w];
                     let region = |a: usize, b: usize| xor_count(mask(a), mask(b));
-                    Ok(mine_image(image, image_scores, params, region))
+                    let size = |a: usize| mask(a).iter().map(|x| u64::from(x.count_ones())).sum();
+                    Ok(mine_image(image, image_scores, params, region, size))
                 }
             },
         )
@@ -474,6 +499,56 @@ mod tests {
             ..MiningParams::default()
         };
         assert!(mine_pairs(&bank, &[1.0, 0.0], &params).unwrap().is_empty());
+    }
+
+    #[test]
+    fn region_fraction_bounds_the_region_by_the_chosen_mask_area() {
+        // chosen: 4 pixels; rejected masks differ from it by 1, 2 and 3 pixels
+        let masks = [
+            1u8, 1, 1, 1, 0, 0, //
+            1, 1, 1, 0, 0, 0, //
+            1, 1, 0, 0, 0, 0, //
+            1, 0, 0, 0, 0, 0,
+        ];
+        let scores = [1.0, 0.5, 0.25, 0.0];
+        let bank = MaskBank::new(&masks, 1, 4, 6).unwrap();
+        for strategy in [Strategy::TopVsRest, Strategy::AllPairs] {
+            let sizes = |fraction: Option<f64>| {
+                let params = MiningParams {
+                    strategy,
+                    max_region_fraction: fraction,
+                    ..MiningParams::default()
+                };
+                let pairs = mine_pairs(&bank, &scores, &params).unwrap();
+                pairs
+                    .chosen
+                    .iter()
+                    .zip(&pairs.region_size)
+                    .map(|(&c, &r)| (c, r))
+                    .collect::<Vec<_>>()
+            };
+            // the bound is inclusive: 2 <= 0.5 * 4 keeps the 2-pixel region, 3 > 2 drops it
+            let top = |v: Vec<(i64, i64)>| v.into_iter().filter(|p| p.0 == 0).collect::<Vec<_>>();
+            assert_eq!(top(sizes(Some(0.5))), vec![(0, 1), (0, 2)]);
+            assert_eq!(top(sizes(Some(0.25))), vec![(0, 1)]);
+            assert_eq!(top(sizes(Some(0.2))), vec![]);
+            assert_eq!(top(sizes(None)), vec![(0, 1), (0, 2), (0, 3)]);
+            if strategy == Strategy::AllPairs {
+                // chosen 1 (3 pixels) vs 3: |D| = 2 > 0.5 * 3; vs 2: |D| = 1 <= 1.5
+                assert!(sizes(Some(0.5)).contains(&(1, 1)));
+                assert!(!sizes(Some(0.5)).contains(&(1, 2)));
+            }
+        }
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let params = MiningParams {
+                max_region_fraction: Some(bad),
+                ..MiningParams::default()
+            };
+            assert!(mine_pairs(&bank, &scores, &params)
+                .unwrap_err()
+                .to_string()
+                .starts_with("max_region_fraction must be"));
+        }
     }
 
     #[test]

@@ -127,6 +127,7 @@ proptest! {
         min_region in 0u64..20,
         extra in proptest::option::of(0u64..100),
         cap in proptest::option::of(0usize..4),
+        fraction in proptest::option::of(0.05f64..2.0),
     ) {
         let bank = MaskBank::new(&data, n, k, p).unwrap();
         let mut g = rndpo_core::SplitMix64::new(n as u64 * 31 + p as u64);
@@ -136,6 +137,7 @@ proptest! {
             min_margin,
             min_region,
             max_region: extra.map(|e| min_region + e),
+            max_region_fraction: fraction,
             max_pairs_per_image: cap,
             seed: 3,
         };
@@ -154,6 +156,10 @@ proptest! {
             prop_assert!(region >= min_region.max(1) as i64);
             if let Some(hi) = params.max_region {
                 prop_assert!(region <= hi as i64);
+            }
+            if let Some(f) = fraction {
+                let chosen_size = stats.sizes[i * k + c];
+                prop_assert!(region as f64 <= f * chosen_size as f64);
             }
         }
         if let Some(cap) = cap {
