@@ -112,6 +112,16 @@ GRIDS: dict[str, dict[str, Any]] = {
         "finetune": {"steps": 600, "lr": 3e-3, "warmup_steps": 60, "eval_every": 50},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
+    # issue 20: the label-free judges (agreement, the learned QC judge, their validation-weighted ensemble)
+    # with the miner chosen from each judge's validation calibration, two rounds; the mean teacher is the
+    # judge-free bar (same seeds and splits as the ladder grid, whose cached stages it reuses)
+    "judges": {
+        "seeds": [0, 1, 2, 3, 4],
+        "judges": {"names": ["agreement", "learned_qc", "ensemble"]},
+        "mining": {"strategies": ["auto"]},
+        "finetune": {"rounds": 2},
+        "methods": ["sft_top", "dpo", "rndpo", "mean_teacher"],
+    },
     # the full grid of the issue (GPU): every judge, noisy oracles 0.9..0.3, every loss type, 3 seeds
     "full": {
         "seeds": [0, 1, 2],
