@@ -313,7 +313,9 @@ def finetune(
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and stage_ready(ckpt_path):  # a corrupted checkpoint is removed
-        state = load_weights(ckpt_path, map_location=device)
+        # on the CPU: the generator's state must be a CPU ByteTensor, and the selected weights stay on
+        # the CPU like _cpu_state's; load_state_dict copies model and optimizer state to their devices
+        state = load_weights(ckpt_path, map_location="cpu")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
