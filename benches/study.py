@@ -103,6 +103,14 @@ GRIDS: dict[str, dict[str, Any]] = {
         "mining": {"strategies": ["top_vs_bottom", "top_vs_rest"]},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
+    # issue 14 on 2 CPU cores (benches/gpu_study.sh with DEVICE=cpu runs one process per seed): RN-DPO, DPO
+    # and sft_top for both judges of the ladder grid, top_vs_bottom only, two seeds (about 30 minutes)
+    "ladder_cpu": {
+        "seeds": [0, 1],
+        "judges": {"names": ["noisy_oracle", "agreement"], "reliabilities": [0.7]},
+        "mining": {"strategies": ["top_vs_bottom"]},
+        "methods": ["sft_top", "dpo", "rndpo"],
+    },
     # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
     # (Spearman about 0.4) and top-ranked mining
     "stability": {
