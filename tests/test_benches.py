@@ -42,3 +42,41 @@ def test_every_study_grid_is_a_valid_config() -> None:
             raw["data"] = {**data, **raw.get("data", {})}
             config = config_from_dict(raw)
             assert config.seeds and config.methods, (grid, name)
+
+
+def test_summarize_runs_pairs_records_by_seed_and_image(tmp_path: Path) -> None:
+    """benches/summarize_runs.py: gains over each record's base and paired verdicts from records alone."""
+    import importlib.util
+    import json
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("summarize_runs", BENCHES / "summarize_runs.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        low = rng.uniform(0.3, 0.5, 40)
+        for name, per_image, key in (
+            ("ladder-labeled_only", low, "aa11"),
+            ("rndpo-j-top_vs_rest", low + 0.1, "bb22"),
+        ):
+            record = {
+                "seed": seed,
+                "base_dice": 0.4,
+                "final_dice": float(per_image.mean()),
+                "selected_dice": 0.45,
+            }
+            record["final_dice_per_image"] = per_image.tolist()
+            (tmp_path / f"{name}-s{seed}-{key}.json").write_text(json.dumps(record))
+        (tmp_path / f"rndpo-j-top_vs_rest-s{seed}-r2-cc33.json").write_text("{}")  # a round file: skipped
+    runs = mod.load_runs([tmp_path])
+    assert (
+        sorted(runs) == ["ladder-labeled_only", "rndpo-j-top_vs_rest"]
+        and len(runs["ladder-labeled_only"]) == 3
+    )
+    table = mod.verdict_table(runs, [("rndpo-j-top_vs_rest", "ladder-labeled_only")])
+    assert "| rndpo-j-top_vs_rest > ladder-labeled_only | +0.1000 |" in table and "**holds**" in table
+    gains = mod.gains_table(runs)
+    assert "| rndpo-j-top_vs_rest | 3 |" in gains and "| +0.0500 ± 0.0000 |" in gains
