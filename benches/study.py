@@ -103,13 +103,13 @@ GRIDS: dict[str, dict[str, Any]] = {
         "mining": {"strategies": ["top_vs_bottom", "top_vs_rest"]},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
-    # issue 14 on 2 CPU cores (benches/gpu_study.sh with DEVICE=cpu runs one process per seed): RN-DPO, DPO
-    # and sft_top for both judges of the ladder grid, top_vs_bottom only, two seeds (about 30 minutes)
+    # issue 14 on 2 CPU cores (benches/gpu_study.sh with DEVICE=cpu runs one process per seed): the ladder
+    # grid with top_vs_bottom only (about 15 minutes per seed and process)
     "ladder_cpu": {
-        "seeds": [0, 1],
+        "seeds": [0, 1, 2, 3, 4],
         "judges": {"names": ["noisy_oracle", "agreement"], "reliabilities": [0.7]},
         "mining": {"strategies": ["top_vs_bottom"]},
-        "methods": ["sft_top", "dpo", "rndpo"],
+        "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
     # issue 20 on 2 CPU cores, after ladder_cpu in the same folders (its base models and banks are reused):
     # the label-free judges with the auto miner and two rounds, RN-DPO and sft_top only
