@@ -109,8 +109,14 @@ def test_two_rounds_give_one_row_with_two_entries_on_distinct_banks(two_rounds: 
     assert first["selected_dice"] != first["start_dice"], "round 1 kept the base model: the test is void"
     assert second["start_dice"] == pytest.approx(first["selected_dice"])
     for entry in (first, second):
-        assert entry["n_pairs"] > 0 and entry["calibration"] is None
+        assert entry["n_pairs"] > 0
+        # each round's judge calibrated on validation proposals of the policy the round starts from
+        calibration = entry["calibration"]
+        assert calibration["judge"] == row["judge"] and calibration["n_images"] > 0
+        assert -1 <= calibration["spearman"] <= 1 and 0 <= calibration["pair_accuracy"] <= 1
         assert 0 <= entry["pool_base_dice"] <= entry["pool_best_of_k_dice"] <= 1
+    assert first["calibration"] != second["calibration"], "round 2 recalibrated on the same proposals"
+    assert len(list((out / "stages").glob("calibration-*.json"))) == 2
     banks = [ProposalBank.load(p) for p in sorted((out / "stages").glob("bank-*"))]
     assert len(banks) == 2
     assert not np.array_equal(banks[0].masks, banks[1].masks)

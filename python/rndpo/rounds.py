@@ -19,6 +19,7 @@ checkpoint. Judge-free methods and the ladder's rungs run once. Output of round 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rndpo.calibration import calibrate_judge
 from rndpo.config import FinetuneConfig, MethodConfig, config_to_dict
 from rndpo.finetune import reference_logits
 from rndpo.judges import OracleJudge
 from rndpo.ladder import pool_dice
 from rndpo.proposals import ProposalBank
-from rndpo.storage import load_weights, stage_key, stage_ready
+from rndpo.storage import load_weights, stage_key, stage_ready, write_json
 
 if TYPE_CHECKING:
     from rndpo.experiment import _Stages
@@ -96,16 +98,18 @@ def choose_reference(reference: str, base: torch.nn.Module, previous: torch.nn.M
 
 
 def round_entry(
-    round: int, record: dict[str, Any], bank: ProposalBank, true_dice: np.ndarray | None
+    round: int,
+    record: dict[str, Any],
+    bank: ProposalBank,
+    true_dice: np.ndarray | None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One round's figures (:data:`ROUND_FIELDS`) from its run record and its bank on the pool.
-
-    ``calibration`` is the place for the judge's validation calibration of this round (None until the
-    calibration stage is wired per round).
-    """
+    """One round's figures (:data:`ROUND_FIELDS`) from its run record and its bank on the pool, with
+    ``calibration``: the judge's validation calibration on the proposals of the policy the round
+    starts from (:meth:`rndpo.calibration.JudgeCalibration.to_dict`; None where there is none)."""
     pool = pool_dice(bank, true_dice) if true_dice is not None and bank.probs is not None else {}
     entry = {f: record.get(f) for f in ROUND_FIELDS}
-    entry |= {"round": round, "start_dice": record.get("base_dice"), **pool, "calibration": None}
+    entry |= {"round": round, "start_dice": record.get("base_dice"), **pool, "calibration": calibration}
     return entry
 
 
@@ -163,7 +167,11 @@ class Rounds:
 
         stages, cfg = self.stages, self.stages.config
         total = cfg.finetune.rounds
-        entries = [round_entry(1, first.row, first.bank, first.true_dice)]
+        base_calibration = ex._cached(partial(stages.calibration, run.seed, self.base, self.snapshots)).get(
+            run.label
+        )
+        first_calibration = base_calibration.to_dict() if base_calibration is not None else None
+        entries = [round_entry(1, first.row, first.bank, first.true_dice, first_calibration)]
         prev_key, row = first.key, first.row
         for r in range(2, total + 1):
             policy = stages._model()
@@ -198,10 +206,42 @@ class Rounds:
                 round=r,
                 reference=reference,
             )
-            entries.append(round_entry(r, row, bank, true_dice))
+            calibration = ex._cached(partial(self._calibration, policy, run, prev_key, r, first.qc_dir))
+            entries.append(round_entry(r, row, bank, true_dice, calibration))
             prev_key = key
         base_fields = ("base_dice", "base_val_dice", "base_hd95")
         return {**row, **{f: first.row.get(f) for f in base_fields}, "rounds": entries}
+
+    def _calibration(
+        self, policy: UNet, run: JudgeRun, prev_key: str, round: int, qc_dir: Path
+    ) -> dict[str, Any]:
+        """The judge's calibration (as a dict) on validation proposals of round ``round``'s starting
+        ``policy``: what validation says of the judge on the banks this round mines (cached)."""
+        stages, cfg = self.stages, self.stages.config
+        key = stage_key(
+            prev_key, "calibration", round, config_to_dict(cfg.proposals), config_to_dict(cfg.mining)
+        )
+        path = stages.stages / f"calibration-{key}.json"
+        if not stage_ready(path):
+            val = stages.splits.val
+            seed = round_seed(run.seed, round)
+            bank = stages._proposals(policy, self.snapshots, val.images, val.masks, seed)
+            judge = stages.judge(
+                run.seed,
+                run.label,
+                run.judge,
+                run.kwargs,
+                self.base,
+                self.snapshots,
+                round=round,
+                qc_dir=qc_dir,
+            )
+            scores = np.asarray(judge.score(bank), dtype=np.float64)
+            result = calibrate_judge(
+                run.label, scores, OracleJudge().score(bank), bank.masks, cfg.mining, seed=run.seed
+            )
+            write_json(path, result.to_dict(), checksum=True)
+        return dict(json.loads(path.read_text()))
 
     def _bank(self, policy: UNet, prev_key: str, seed: int, round: int) -> tuple[str, ProposalBank]:
         """Round ``round``'s proposal bank on the pool, generated with ``policy`` (cached)."""
