@@ -45,107 +45,35 @@ DATASETS: dict[str, dict[str, Any]] = {
         "max_unlabeled": 300,
     },
 }
+
+
 # finetune overrides and method overrides (applied to every method, the label rung included)
+def _recipe(
+    lr: float,
+    *,
+    steps: int = 150,
+    cosine: bool = True,
+    augment: bool = True,
+    anchor: float = 1.0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One variant: the constant schedule of the old default has no warm-up and no clipping; the cosine
+    recipes warm up for a tenth of the steps and clip at 1.0."""
+    ft: dict[str, Any] = {"steps": steps, "lr": lr, "augment": augment}
+    ft |= {"schedule": "cosine", "warmup_steps": steps // 10, "grad_clip": 1.0} if cosine else {}
+    ft |= {} if cosine else {"schedule": "constant", "warmup_steps": 0, "grad_clip": 0.0}
+    return ft, {"anchor_weight": anchor}
+
+
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "old": (
-        {
-            "steps": 150,
-            "lr": 1e-4,
-            "schedule": "constant",
-            "warmup_steps": 0,
-            "augment": False,
-            "grad_clip": 0.0,
-        },
-        {"anchor_weight": 0.0},
-    ),
-    "lr3e-4": (
-        {
-            "steps": 150,
-            "lr": 3e-4,
-            "schedule": "constant",
-            "warmup_steps": 0,
-            "augment": False,
-            "grad_clip": 0.0,
-        },
-        {"anchor_weight": 0.0},
-    ),
-    "cosine": (
-        {
-            "steps": 150,
-            "lr": 1e-3,
-            "schedule": "cosine",
-            "warmup_steps": 15,
-            "augment": False,
-            "grad_clip": 1.0,
-        },
-        {"anchor_weight": 0.0},
-    ),
-    "cosine+aug": (
-        {
-            "steps": 150,
-            "lr": 1e-3,
-            "schedule": "cosine",
-            "warmup_steps": 15,
-            "augment": True,
-            "grad_clip": 1.0,
-        },
-        {"anchor_weight": 0.0},
-    ),
-    "cosine+aug+anchor": (
-        {
-            "steps": 150,
-            "lr": 1e-3,
-            "schedule": "cosine",
-            "warmup_steps": 15,
-            "augment": True,
-            "grad_clip": 1.0,
-        },
-        {"anchor_weight": 1.0},
-    ),
-    "cosine+aug+anchor300": (
-        {
-            "steps": 300,
-            "lr": 1e-3,
-            "schedule": "cosine",
-            "warmup_steps": 30,
-            "augment": True,
-            "grad_clip": 1.0,
-        },
-        {"anchor_weight": 1.0},
-    ),
-    "lr2e-3+aug+anchor300": (
-        {
-            "steps": 300,
-            "lr": 2e-3,
-            "schedule": "cosine",
-            "warmup_steps": 30,
-            "augment": True,
-            "grad_clip": 1.0,
-        },
-        {"anchor_weight": 1.0},
-    ),
-    "lr3e-4+aug+anchor": (
-        {
-            "steps": 150,
-            "lr": 3e-4,
-            "schedule": "cosine",
-            "warmup_steps": 15,
-            "augment": True,
-            "grad_clip": 1.0,
-        },
-        {"anchor_weight": 1.0},
-    ),
-    "lr3e-3+aug+anchor": (
-        {
-            "steps": 150,
-            "lr": 3e-3,
-            "schedule": "cosine",
-            "warmup_steps": 15,
-            "augment": True,
-            "grad_clip": 1.0,
-        },
-        {"anchor_weight": 1.0},
-    ),
+    "old": _recipe(1e-4, cosine=False, augment=False, anchor=0.0),
+    "lr3e-4": _recipe(3e-4, cosine=False, augment=False, anchor=0.0),
+    "cosine": _recipe(1e-3, augment=False, anchor=0.0),
+    "cosine+aug": _recipe(1e-3, anchor=0.0),
+    "cosine+aug+anchor": _recipe(1e-3),
+    "cosine+aug+anchor300": _recipe(1e-3, steps=300),
+    "lr2e-3+aug+anchor300": _recipe(2e-3, steps=300),
+    "lr3e-4+aug+anchor": _recipe(3e-4),
+    "lr3e-3+aug+anchor": _recipe(3e-3),
 }
 
 

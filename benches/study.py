@@ -283,10 +283,8 @@ def _verdict_line(claim: str, a: dict[int, np.ndarray], b: dict[int, np.ndarray]
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
-    res = paired_verdict(np.stack([a[s] for s in seeds]), np.stack([b[s] for s in seeds]), **kw)
-    return (
-        f"| {claim} | {res.mean:+.4f} | [{res.low:+.4f}, {res.high:+.4f}] | {res.n_seeds} x {res.n_images} "
-        f"| **{res.verdict}** |"
+    return paired_verdict(np.stack([a[s] for s in seeds]), np.stack([b[s] for s in seeds]), **kw).table_row(
+        claim
     )
 
 

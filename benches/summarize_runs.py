@@ -67,11 +67,7 @@ def verdict_table(runs: dict[str, dict[int, dict[str, Any]]], pairs: list[tuple[
             continue
         xa = np.stack([np.asarray(runs[a][s]["final_dice_per_image"]) for s in seeds])
         xb = np.stack([np.asarray(runs[b][s]["final_dice_per_image"]) for s in seeds])
-        res = paired_verdict(xa, xb)
-        lines.append(
-            f"| {a} > {b} | {res.mean:+.4f} | [{res.low:+.4f}, {res.high:+.4f}] | {res.n_seeds} x {res.n_images} "
-            f"| **{res.verdict}** |"
-        )
+        lines.append(paired_verdict(xa, xb).table_row(f"{a} > {b}"))
     return "\n".join(lines) + "\n"
 
 

@@ -90,3 +90,11 @@ def test_coverage_of_the_interval_is_near_nominal() -> None:
 def test_bad_input_names_the_argument(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         paired_verdict(**kwargs)
+
+
+def test_table_row_is_one_markdown_row_of_the_verdict() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.1, 0.01, (2, 30))
+    res = paired_verdict(a, np.zeros_like(a))
+    row = res.table_row("A > B")
+    assert row == f"| A > B | {res.mean:+.4f} | [{res.low:+.4f}, {res.high:+.4f}] | 2 x 30 | **holds** |"

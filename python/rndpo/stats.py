@@ -43,6 +43,13 @@ class PairedResult:
     def __str__(self) -> str:
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}] {self.verdict}"
 
+    def table_row(self, claim: str) -> str:
+        """One markdown row ``| claim | mean | [low, high] | seeds x images | **verdict** |``."""
+        return (
+            f"| {claim} | {self.mean:+.4f} | [{self.low:+.4f}, {self.high:+.4f}] "
+            f"| {self.n_seeds} x {self.n_images} | **{self.verdict}** |"
+        )
+
 
 def _as_diffs(arr: Any, what: str) -> np.ndarray:
     out = np.asarray(arr, dtype=np.float64)
