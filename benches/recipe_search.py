@@ -1,7 +1,7 @@
 """How each fine-tuning recipe change moves the ladder's rungs (issue 14, "what was tried").
 
     OMP_NUM_THREADS=1 python benches/recipe_search.py --data kvasir_seg --seeds 0 1 \\
-        --variants old new --methods perfect_label dpo rndpo --out results/recipe
+        --variants old lr2e-3+beta1 --methods perfect_label dpo rndpo --out results/recipe
 
 Each variant is a set of ``finetune`` (and method) overrides on top of the package defaults. The base
 model and proposal bank of each seed are the cached stages of an ``rndpo run`` experiment in --out, so
@@ -47,7 +47,8 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
-# finetune overrides and method overrides (applied to every method, the label rung included)
+# finetune overrides, method overrides (applied to every method, the label rung included) and RN-DPO's beta
+# (DPO gets a hundredth of it, the ratio of the presets)
 def _recipe(
     lr: float,
     *,
@@ -55,16 +56,18 @@ def _recipe(
     cosine: bool = True,
     augment: bool = True,
     anchor: float = 1.0,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    beta: float = 5.0,
+) -> tuple[dict[str, Any], dict[str, Any], float]:
     """One variant: the constant schedule of the old default has no warm-up and no clipping; the cosine
-    recipes warm up for a tenth of the steps and clip at 1.0."""
+    recipes warm up for a tenth of the steps and clip at 1.0. beta 5.0 (DPO 0.05) was the preset of every
+    variant before the beta search."""
     ft: dict[str, Any] = {"steps": steps, "lr": lr, "augment": augment}
     ft |= {"schedule": "cosine", "warmup_steps": steps // 10, "grad_clip": 1.0} if cosine else {}
     ft |= {} if cosine else {"schedule": "constant", "warmup_steps": 0, "grad_clip": 0.0}
-    return ft, {"anchor_weight": anchor}
+    return ft, {"anchor_weight": anchor}, beta
 
 
-VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {
     "old": _recipe(1e-4, cosine=False, augment=False, anchor=0.0),
     "lr3e-4": _recipe(3e-4, cosine=False, augment=False, anchor=0.0),
     "cosine": _recipe(1e-3, augment=False, anchor=0.0),
@@ -74,7 +77,14 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "lr2e-3+aug+anchor300": _recipe(2e-3, steps=300),
     "lr3e-4+aug+anchor": _recipe(3e-4),
     "lr3e-3+aug+anchor": _recipe(3e-3),
+    # the beta search: RN-DPO beta (DPO beta / 100) at 300 steps
+    "beta2": _recipe(1e-3, steps=300, beta=2.0),
+    "beta1": _recipe(1e-3, steps=300, beta=1.0),
+    "beta0.3": _recipe(1e-3, steps=300, beta=0.3),
+    "lr2e-3+beta1": _recipe(2e-3, steps=300, beta=1.0),  # the package default
+    "lr3e-3+beta1": _recipe(3e-3, steps=300, beta=1.0),
 }
+BETA_SCALE = {"rndpo": 1.0, "dpo": 0.01}  # beta of each preference method, per unit of RN-DPO's
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         pairs = mine_pairs(bank.masks, scores, args.miner, seed=0)
         train_pairs = TrainingPairs.from_pairs(bank.images, bank.masks, pairs)
         for variant in args.variants:
-            ft_over, method_over = VARIANTS[variant]
+            ft_over, method_over, beta = VARIANTS[variant]
             ft = dataclasses.replace(config.finetune, eval_every=args.eval_every, **ft_over)
             for name in args.methods:
                 method = LADDER_METHOD if name in ("perfect_label", "labeled_only") else METHOD_PRESETS[name]
                 method = dataclasses.replace(method, **method_over)
+                if name in BETA_SCALE:
+                    method = dataclasses.replace(method, beta=beta * BETA_SCALE[name])
                 data = perfect_label_pairs(bank) if name == "perfect_label" else train_pairs
                 if name == "labeled_only":
                     data = mask_pairs(splits.labeled.images, splits.labeled.masks)

@@ -126,7 +126,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "judges": {"names": ["noisy_oracle"], "reliabilities": [0.4]},
         "mining": {"strategies": ["top_vs_rest"]},
-        "finetune": {"steps": 600, "lr": 3e-3, "warmup_steps": 60, "eval_every": 50},
+        "finetune": {"steps": 600, "lr": 6e-3, "warmup_steps": 60, "eval_every": 50},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
     # issue 20: the label-free judges (agreement, the learned QC judge, their validation-weighted ensemble)
