@@ -62,8 +62,10 @@ def _recipe(
     recipes warm up for a tenth of the steps and clip at 1.0. beta 5.0 (DPO 0.05) was the preset of every
     variant before the beta search."""
     ft: dict[str, Any] = {"steps": steps, "lr": lr, "augment": augment}
-    ft |= {"schedule": "cosine", "warmup_steps": steps // 10, "grad_clip": 1.0} if cosine else {}
-    ft |= {} if cosine else {"schedule": "constant", "warmup_steps": 0, "grad_clip": 0.0}
+    if cosine:
+        ft |= {"schedule": "cosine", "warmup_steps": steps // 10, "grad_clip": 1.0}
+    else:
+        ft |= {"schedule": "constant", "warmup_steps": 0, "grad_clip": 0.0}
     return ft, {"anchor_weight": anchor}, beta
 
 

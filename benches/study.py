@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rndpo import __version__
-from rndpo.config import TOP_PICK, config_from_dict
+from rndpo.config import TOP_PICK, FinetuneConfig, config_from_dict
 from rndpo.experiment import run_experiment
 from rndpo.ladder import ladder_table
 from rndpo.report import plot_curves, summary_table
@@ -57,6 +57,7 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 TOP_MINERS = ("top_vs_bottom", "top_vs_rest")
+_FINETUNE = FinetuneConfig()  # the package defaults the stress grids scale
 OTHER_MINERS = ("adjacent", "all_pairs:0.05")
 
 GRIDS: dict[str, dict[str, Any]] = {
@@ -126,7 +127,12 @@ GRIDS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "judges": {"names": ["noisy_oracle"], "reliabilities": [0.4]},
         "mining": {"strategies": ["top_vs_rest"]},
-        "finetune": {"steps": 600, "lr": 6e-3, "warmup_steps": 60, "eval_every": 50},
+        "finetune": {
+            "steps": 2 * _FINETUNE.steps,
+            "lr": 3 * _FINETUNE.lr,
+            "warmup_steps": 2 * _FINETUNE.warmup_steps,
+            "eval_every": 50,
+        },
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
     # issue 20: the label-free judges (agreement, the learned QC judge, their validation-weighted ensemble)
