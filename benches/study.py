@@ -112,14 +112,14 @@ GRIDS: dict[str, dict[str, Any]] = {
         "mining": {"strategies": ["top_vs_bottom"]},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
-    # issue 20 on 2 CPU cores, after ladder_cpu in the same folders (its base models and banks are reused):
-    # the label-free judges with the auto miner and two rounds, RN-DPO and sft_top only
+    # issue 20 on 2 CPU cores, after ladder_cpu in the same folders (its base models, banks and mean-teacher
+    # runs are reused): the label-free judges with the auto miner and two rounds
     "judges_cpu": {
-        "seeds": [0, 1],
+        "seeds": [0, 1, 2, 3, 4],
         "judges": {"names": ["agreement", "learned_qc", "ensemble"]},
         "mining": {"strategies": ["auto"]},
         "finetune": {"rounds": 2},
-        "methods": ["sft_top", "rndpo"],
+        "methods": ["sft_top", "dpo", "rndpo", "mean_teacher"],
     },
     # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
     # (Spearman about 0.4) and top-ranked mining

@@ -158,6 +158,10 @@ def test_rank_average_by_hand() -> None:
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, [[(0 + 0.75) / 4, (3 + 0.75) / 4, (1.5 + 0) / 4]])
     np.testing.assert_allclose(rank_average([a], [1.0]), [[0.0, 1.0, 0.5]])
+    # ranks run over the whole bank, so an image whose scores are all low stays below the others
+    two = np.array([[0.9, 0.8], [0.2, 0.1]])  # ranks 4, 3, 2, 1 -> 1, 2/3, 1/3, 0
+    np.testing.assert_allclose(rank_average([two], [1.0]), [[1.0, 2 / 3], [1 / 3, 0.0]])
+    np.testing.assert_allclose(rank_average([np.array([[7.0]])], [1.0]), [[0.5]])
     np.testing.assert_array_equal(reliability_weights([0.5, -0.2, None]), [0.5, 0.0, 0.0])
     np.testing.assert_array_equal(reliability_weights([-0.5, None]), [1.0, 1.0])
     with pytest.raises(ValueError, match=r"weights must be finite, >= 0 and not all 0"):
@@ -170,7 +174,8 @@ def test_ensemble_judge_rank_averages_its_components() -> None:
     masks, dice, truth = _nested_bank(6, 4)
     bank = ProposalBank(images=np.zeros((6, 1, 12, 12), np.float32), masks=masks, ground_truth=truth)
     judge = EnsembleJudge([OracleJudge(), NoisyOracleJudge(0.2, seed=1)], [1.0, 0.0])
-    assert spearman(judge.score(bank), dice) == pytest.approx(spearman(rank_average([dice], [1.0]), dice))
+    # a zero weight drops the noisy component; bank-wide ranks keep the oracle's order exactly
+    assert spearman(judge.score(bank), dice) == pytest.approx(1.0)
     assert EnsembleJudge().score(bank).shape == (6, 4)  # agreement + consensus
 
 

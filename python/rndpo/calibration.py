@@ -6,8 +6,9 @@ proposals' true Dice (the validation masks are known). No test and no pool label
 works with a truly unlabeled pool. Per judge (:class:`JudgeCalibration`):
 
 - ``spearman`` / ``kendall`` / ``top1_accuracy`` / ``mean_image_spearman``: as
-  :func:`rndpo.reliability.judge_reliability` (the first two pooled over all proposals of all images;
-  a judge that only ranks within an image, like ``ensemble``, is better read by the per-image mean).
+  :func:`rndpo.reliability.judge_reliability` (the first two pooled over all proposals of all images,
+  so they also reward knowing which images are hard; mining uses only the order within an image, which
+  ``mean_image_spearman`` and the pair accuracies measure).
 - ``pair_accuracy``: over every pair of proposals of an image whose true Dice differ, the share the
   judge orders correctly (a score tie counts as wrong: the miner never pairs equal scores).
 - ``top_pair_accuracy``: the same over the pairs (judge's top pick, other proposal): what the

@@ -1,11 +1,13 @@
 """The ``ensemble`` judge: a reliability-weighted rank average of label-free judges.
 
-Per image, each component judge's K scores become ranks (ties share their average rank) scaled to
-[0, 1] by ``(rank - 1) / (K - 1)`` (an image with K = 1 gets 0.5); the ensemble score is the weighted
-mean of these ranks. Ranks make judges with different score scales (a Dice estimate, a probability
-fit) comparable; in an experiment the weights are the components' validated reliability,
-``max(spearman on the validation split, 0)`` (see :mod:`rndpo.calibration`), with equal weights when
-every weight is 0.
+Each component judge's N * K scores of a bank become ranks over the whole bank (ties share their
+average rank) scaled to [0, 1] by ``(rank - 1) / (N K - 1)`` (a bank of one proposal gets 0.5); the
+ensemble score is the weighted mean of these ranks. Ranks make judges with different score scales (a
+Dice estimate, a probability fit) comparable. They are taken over the bank, not per image, so that what
+a component knows about how hard an image is survives: the ensemble's scores are comparable across
+images like its components' (per-image ranks would put every image's best proposal at 1). In an
+experiment the weights are the components' validated reliability, ``max(spearman on the validation
+split, 0)`` (see :mod:`rndpo.calibration`), with equal weights when every weight is 0.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ def reliability_weights(spearmans: Sequence[float | None]) -> np.ndarray:
 
 
 def rank_average(scores_list: Sequence[Any], weights: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Weighted mean of per-image ranks: J arrays of scores (N, K) and J weights >= 0 -> (N, K) float64.
+    """Weighted mean of bank-wide ranks: J arrays of scores (N, K) and J weights >= 0 -> (N, K) float64.
 
-    Ranks are taken along K per image (ties share the average rank) and scaled to [0, 1]; weights need
-    not sum to 1 but must not all be 0. Raises ValueError naming the argument on bad shapes or weights.
+    Each array's ranks are taken over all its N * K entries (ties share the average rank) and scaled to
+    [0, 1]; weights need not sum to 1 but must not all be 0. Raises ValueError naming the argument on
+    bad shapes or weights.
     """
     if len(scores_list) == 0:
         raise ValueError("scores_list must hold at least one (N, K) score array, got none")
@@ -50,13 +53,13 @@ def rank_average(scores_list: Sequence[Any], weights: Sequence[float] | np.ndarr
         raise ValueError(f"weights must have shape ({len(arrays)},) (one per score array), got {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be finite, >= 0 and not all 0, got {w.tolist()}")
-    n, k = shape
+    size = arrays[0].size
     out = np.zeros(shape, dtype=np.float64)
-    if n == 0:
+    if size == 0:
         return out
     for a, wi in zip(arrays, w, strict=True):
-        ranks = stats.rankdata(a, axis=1, method="average")
-        scaled = (ranks - 1.0) / (k - 1) if k > 1 else np.full(shape, 0.5)
+        ranks = stats.rankdata(a, axis=None, method="average").reshape(shape)
+        scaled = (ranks - 1.0) / (size - 1) if size > 1 else np.full(shape, 0.5)
         out += wi * scaled
     return out / w.sum()
 

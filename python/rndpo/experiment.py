@@ -334,6 +334,7 @@ class _Stages:
             scores,
             {
                 "judge_spearman": rel.spearman,
+                "judge_mean_image_spearman": rel.mean_image_spearman,
                 "judge_top1_accuracy": rel.top1_accuracy,
                 "judge_top1_dice": rel.top1_dice,
             },
@@ -783,6 +784,8 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
         ladder["judges"][label] = {
             "top1_dice": judge_stats.get("judge_top1_dice"),
             "spearman": judge_stats.get("judge_spearman"),
+            "image_spearman": judge_stats.get("judge_mean_image_spearman"),
+            "val_image_spearman": calib.mean_image_spearman,
             "top1_accuracy": judge_stats.get("judge_top1_accuracy"),
             "val_spearman": calib.spearman,
             "val_top1_accuracy": calib.top1_accuracy,

@@ -84,11 +84,17 @@ def _fmt(values: Sequence[float | None], base: Sequence[float] | None = None) ->
     return text
 
 
+# a judge's row in the pool table: its top-1 pick's true Dice, then pooled and per-image Spearman with
+# true Dice on the pool, each followed by its estimate on validation proposals (mining uses only the
+# order within an image, which the per-image figure measures)
+_JUDGE_FIELDS = ("top1_dice", "spearman", "val_spearman", "image_spearman", "val_image_spearman")
+
+
 def ladder_table(ladder: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the ladder: one line per rung, mean ± std over seeds (and the gain over base).
 
     ``ladder``: one dict per seed as written to results.json (keys seed, base_dice, perfect_label_dice,
-    oracle_best_of_k_dice, pool_*, judges {label: {top1_dice, spearman, val_spearman, ...}},
+    oracle_best_of_k_dice, pool_*, judges {label: {top1_dice, spearman, val_spearman, image_spearman, val_image_spearman, ...}},
     methods {name: final_dice}).
     """
     if not ladder:
@@ -120,16 +126,16 @@ def ladder_table(ladder: Sequence[dict[str, Any]]) -> str:
     ]
     lines = [
         "",
-        "| on the unlabeled pool | true Dice | Spearman with true Dice | estimated on validation |",
-        "|---|---|---|---|",
+        "| on the unlabeled pool | true Dice | Spearman with true Dice | estimated on validation"
+        " | per-image Spearman | estimated on validation |",
+        "|---|---|---|---|---|---|",
     ]
     for key, label in pool:
         if any(key in e for e in ladder):
-            lines.append(f"| {label} | {_fmt([e.get(key) for e in ladder])} | - | - |")
+            lines.append(f"| {label} | {_fmt([e.get(key) for e in ladder])} | - | - | - | - |")
     judges = sorted({j for e in ladder for j in e.get("judges", {})})
     for j in judges:
         stats = [e.get("judges", {}).get(j, {}) for e in ladder]
-        top, rho = [s.get("top1_dice") for s in stats], [s.get("spearman") for s in stats]
-        val = _fmt([s.get("val_spearman") for s in stats])
-        lines.append(f"| judge {j}: top-1 pick | {_fmt(top)} | {_fmt(rho)} | {val} |")
+        cells = [_fmt([s.get(f) for s in stats]) for f in _JUDGE_FIELDS]
+        lines.append(f"| judge {j}: top-1 pick | {' | '.join(cells)} |")
     return out + "\n".join(lines) + "\n"
