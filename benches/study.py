@@ -31,7 +31,7 @@ from rndpo import __version__
 from rndpo.config import TOP_PICK, FinetuneConfig, config_from_dict
 from rndpo.experiment import run_experiment
 from rndpo.ladder import ladder_table
-from rndpo.report import plot_curves, summary_table
+from rndpo.report import plot_curves, rounds_table, summary_table
 from rndpo.stats import paired_verdict
 from rndpo.storage import write_text
 
@@ -120,6 +120,14 @@ GRIDS: dict[str, dict[str, Any]] = {
         "mining": {"strategies": ["auto"]},
         "finetune": {"rounds": 2},
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher"],
+    },
+    # issue 20, the judges alone: how well the label-free judges rank the pool and how well validation
+    # predicts it, with the cheapest judge-driven method (after ladder_cpu in the same folders)
+    "judges_pool_cpu": {
+        "seeds": [0, 1, 2],
+        "judges": {"names": ["agreement", "learned_qc", "ensemble"]},
+        "mining": {"strategies": ["auto"]},
+        "methods": ["sft_top"],
     },
     # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
     # (Spearman about 0.4) and top-ranked mining
@@ -436,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
             + paired_claims(result.rows, result.ladder)
             + "\n### Stability (Dice relative to base; final = mean of the last evaluations)\n\n"
             + stability_table(result.rows)
+            + (
+                f"\n### Rounds (each round's figures; round r starts from round r-1's selected weights)\n\n{rounds}"
+                if (rounds := rounds_table(result.rows))
+                else ""
+            )
             + (
                 "\n### Earlier claim checks (counts of cells)\n\n"
                 + "\n".join(f"- {c}" for c in claims(result.rows))
