@@ -94,8 +94,8 @@ def ladder_table(ladder: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the ladder: one line per rung, mean ± std over seeds (and the gain over base).
 
     ``ladder``: one dict per seed as written to results.json (keys seed, base_dice, perfect_label_dice,
-    oracle_best_of_k_dice, pool_*, judges {label: {top1_dice, spearman, val_spearman, image_spearman, val_image_spearman, ...}},
-    methods {name: final_dice}).
+    oracle_best_of_k_dice, pool_*, judges {label: {top1_dice, spearman, val_spearman, image_spearman,
+    val_image_spearman, ...}}, methods {name: final_dice}).
     """
     if not ladder:
         return ""
