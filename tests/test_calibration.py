@@ -267,6 +267,26 @@ def test_auto_run_records_calibration_and_choices(tmp_path: Path) -> None:
     assert "## Judges: validation estimates and the pool" in (out / "results.md").read_text()
 
 
+def test_the_ensembles_ranking_scheme_keys_its_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder written under another ranking scheme (earlier builds ranked per image) must not hand
+    its ensemble scores, calibration or runs to this one: the scheme is part of their keys."""
+    import rndpo.experiment
+
+    config, out = write_config(tmp_path, AUTO_RUN), tmp_path / "out"
+    monkeypatch.setattr(rndpo.experiment, "RANKING", "image")
+    assert run(config, out) == 0
+    before = {p.name for p in (out / "stages").iterdir()}
+    monkeypatch.setattr(rndpo.experiment, "RANKING", "bank")
+    assert run(config, out, "--resume") == 0
+    added = {p.name for p in (out / "stages").iterdir()} - before
+    assert any(n.startswith("calibration-") for n in added)
+    assert sum(n.startswith("scores-") and n.endswith(".npz") for n in added) == 1  # the ensemble's only
+    runs = {p.name for p in (out / "runs").iterdir()}
+    assert any("-ensemble-" in n for n in runs) and any("-agreement-" in n for n in runs)
+
+
 def test_auto_run_in_the_production_layout(tmp_path: Path) -> None:
     from rndpo.data import synthetic_dataset
 

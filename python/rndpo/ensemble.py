@@ -20,10 +20,14 @@ from scipy import stats
 
 from rndpo.proposals import ProposalBank
 
-__all__ = ["DEFAULT_COMPONENTS", "EnsembleJudge", "rank_average", "reliability_weights"]
+__all__ = ["DEFAULT_COMPONENTS", "RANKING", "EnsembleJudge", "rank_average", "reliability_weights"]
 
 DEFAULT_COMPONENTS: tuple[str, ...] = ("agreement", "consensus")
 """The components of an ensemble when no other label-free judge is configured."""
+
+RANKING = "bank"
+"""How :func:`rank_average` ranks (over the whole bank; earlier builds ranked per image). It is part of
+the cache keys of an experiment's ensemble stages, so a folder from another scheme is never reused."""
 
 
 def reliability_weights(spearmans: Sequence[float | None]) -> np.ndarray:

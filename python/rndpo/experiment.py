@@ -67,7 +67,7 @@ from rndpo.data import (
     split_dataset,
     synthetic_dataset,
 )
-from rndpo.ensemble import EnsembleJudge
+from rndpo.ensemble import RANKING, EnsembleJudge
 from rndpo.evaluation import evaluate
 from rndpo.finetune import (
     TrainingPairs,
@@ -406,6 +406,7 @@ class _Stages:
             config_to_dict(cfg.judges),
             config_to_dict(cfg.mining),
             seed,
+            *([RANKING] if "ensemble" in cfg.judges.names else []),
         )
         path = self.stages / f"calibration-{key}.json"
         if not stage_ready(path):
@@ -775,7 +776,11 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
     for label, name, kwargs in config.judges.judge_labels():
         if name == "ensemble":
             parts = [part[0] for part in ensemble_components(config.judges)]
-            kwargs = {"components": parts, "weights": ensemble_weights(calibration, parts)}
+            kwargs = {
+                "components": parts,
+                "weights": ensemble_weights(calibration, parts),
+                "ranking": RANKING,
+            }
         scores_key, scores, judge_stats = _cached(
             partial(stages.scores, seed, bank_key, bank, label, name, kwargs, model, snapshots, true_dice)
         )
