@@ -129,6 +129,21 @@ GRIDS: dict[str, dict[str, Any]] = {
         "mining": {"strategies": ["auto"]},
         "methods": ["sft_top"],
     },
+    # issue 20: the noise-aware objectives with the judge's validated flip rate (label_smoothing = "auto")
+    # against RN-DPO and sft_top, learned QC judge, auto miner, two rounds (after judges_cpu in the same
+    # folders: its RN-DPO and sft_top runs are reused)
+    "robust_cpu": {
+        "seeds": [0, 1, 2, 3, 4],
+        "judges": {"names": ["learned_qc"]},
+        "mining": {"strategies": ["auto"]},
+        "finetune": {"rounds": 2},
+        "methods": {
+            "sft_top": {},
+            "rndpo": {},
+            "rn_cdpo_auto": {"preset": "rn_cdpo", "label_smoothing": "auto"},
+            "rn_robust_auto": {"preset": "rn_robust", "label_smoothing": "auto"},
+        },
+    },
     # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
     # (Spearman about 0.4) and top-ranked mining
     "stability": {
