@@ -376,6 +376,10 @@ def test_label_smoothing_auto_reaches_the_loss(tmp_path: Path, monkeypatch: pyte
     cal = JudgeCalibration.from_dict(table["noisy_oracle@0.6"])
     assert row["miner_resolved"] == "all_pairs" and cal.flip_rates["all_pairs"] == 0.23
     assert seen == [0.23] == [row["label_smoothing_used"]]
+    assert (
+        "loss_type robust with label_smoothing 0.23: its loss is unbounded below"
+        in (out / "rndpo.log").read_text()
+    )
 
 
 def test_auto_miner_keeps_its_resolution_in_later_rounds(tmp_path: Path) -> None:

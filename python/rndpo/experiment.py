@@ -608,6 +608,11 @@ def _training_data(
     return pairs_key, TrainingPairs.from_pairs(bank.images, bank.masks, pairs), quality
 
 
+# label_smoothing = "auto" at or above this flip rate gets a warning with loss_type robust (it collapsed
+# from 0.24 in the robust_cpu study; docs/judges.md)
+ROBUST_WARN_SMOOTHING = 0.2
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -817,6 +822,14 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
                     smoothing = auto_label_smoothing(calib, resolved or "top_vs_bottom")
                     run_method = dataclasses.replace(method, label_smoothing=smoothing)
                     log.info("%s with judge %s: label_smoothing auto -> %.4f", method_name, label, smoothing)
+                    if method.loss_type == "robust" and smoothing >= ROBUST_WARN_SMOOTHING:
+                        log.warning(
+                            "%s: loss_type robust with label_smoothing %.2f: its loss is unbounded below and"
+                            " collapsed on Kvasir-SEG at flip rates from 0.24 (docs/judges.md); loss_type"
+                            " cdpo uses the same flip rate safely",
+                            method_name,
+                            smoothing,
+                        )
                 run_fields = {
                     "miner_resolved": resolved,
                     "miner_reason": reason,
