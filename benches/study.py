@@ -57,8 +57,20 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 TOP_MINERS = ("top_vs_bottom", "top_vs_rest")
-_FINETUNE = FinetuneConfig()  # the package defaults the stress grids scale
 OTHER_MINERS = ("adjacent", "all_pairs:0.05")
+_FINETUNE = FinetuneConfig()  # the package defaults the stress grids scale
+
+# issue 20: the label-free judges (agreement, the learned QC judge, their validation-weighted ensemble)
+# with the miner chosen from each judge's validation calibration, two rounds; DPO, sft_top and the mean
+# teacher (the judge-free bar) beside RN-DPO. Grids `judges` (GPU) and `judges_cpu` (2 CPU cores) run it;
+# each reuses the cached stages of the ladder grid run before it in the same folders.
+_JUDGES_GRID: dict[str, Any] = {
+    "seeds": [0, 1, 2, 3, 4],
+    "judges": {"names": ["agreement", "learned_qc", "ensemble"]},
+    "mining": {"strategies": ["auto"]},
+    "finetune": {"rounds": 2},
+    "methods": ["sft_top", "dpo", "rndpo", "mean_teacher"],
+}
 
 GRIDS: dict[str, dict[str, Any]] = {
     # a seconds-long run of the whole harness, used by tests/test_study.py
@@ -113,14 +125,8 @@ GRIDS: dict[str, dict[str, Any]] = {
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
     # issue 20 on 2 CPU cores, after ladder_cpu in the same folders (its base models, banks and mean-teacher
-    # runs are reused): the label-free judges with the auto miner and two rounds
-    "judges_cpu": {
-        "seeds": [0, 1, 2, 3, 4],
-        "judges": {"names": ["agreement", "learned_qc", "ensemble"]},
-        "mining": {"strategies": ["auto"]},
-        "finetune": {"rounds": 2},
-        "methods": ["sft_top", "dpo", "rndpo", "mean_teacher"],
-    },
+    # runs are reused)
+    "judges_cpu": _JUDGES_GRID,
     # issue 20, the judges alone: how well the label-free judges rank the pool and how well validation
     # predicts it, with the cheapest judge-driven method (after ladder_cpu in the same folders)
     "judges_pool_cpu": {
@@ -158,16 +164,8 @@ GRIDS: dict[str, dict[str, Any]] = {
         },
         "methods": ["sft_top", "dpo", "rndpo", "mean_teacher", "pseudo_label"],
     },
-    # issue 20: the label-free judges (agreement, the learned QC judge, their validation-weighted ensemble)
-    # with the miner chosen from each judge's validation calibration, two rounds; the mean teacher is the
-    # judge-free bar (same seeds and splits as the ladder grid, whose cached stages it reuses)
-    "judges": {
-        "seeds": [0, 1, 2, 3, 4],
-        "judges": {"names": ["agreement", "learned_qc", "ensemble"]},
-        "mining": {"strategies": ["auto"]},
-        "finetune": {"rounds": 2},
-        "methods": ["sft_top", "dpo", "rndpo", "mean_teacher"],
-    },
+    # issue 20 (GPU), after the ladder grid in the same folders (same seeds and splits)
+    "judges": _JUDGES_GRID,
     # the full grid of the issue (GPU): every judge, noisy oracles 0.9..0.3, every loss type, 3 seeds
     "full": {
         "seeds": [0, 1, 2],
