@@ -150,6 +150,21 @@ GRIDS: dict[str, dict[str, Any]] = {
             "rn_robust_auto": {"preset": "rn_robust", "label_smoothing": "auto"},
         },
     },
+    # issue 20: RPO's supervised term on the chosen masks (chosen_sft_weight) added to RN-DPO and RN-cDPO,
+    # against sft_top, same judge, miner and rounds as robust_cpu (after it in the same folders)
+    "rpo_cpu": {
+        "seeds": [0, 1, 2, 3, 4],
+        "judges": {"names": ["learned_qc"]},
+        "mining": {"strategies": ["auto"]},
+        "finetune": {"rounds": 2},
+        "methods": {
+            "sft_top": {},
+            "rndpo": {},
+            "rn_cdpo_auto": {"preset": "rn_cdpo", "label_smoothing": "auto"},
+            "rndpo_sft": {"preset": "rndpo", "chosen_sft_weight": 1.0},
+            "rn_cdpo_auto_sft": {"preset": "rn_cdpo", "label_smoothing": "auto", "chosen_sft_weight": 1.0},
+        },
+    },
     # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
     # (Spearman about 0.4) and top-ranked mining
     "stability": {

@@ -306,28 +306,36 @@ def test_auto_run_in_the_production_layout(tmp_path: Path) -> None:
 
 
 def test_judge_table_puts_estimates_next_to_pool_figures() -> None:
+    """One line per (judge, miner, round); a seed's methods share its figures and count once; the auto
+    miner's resolved strategies are counted without their margins."""
     from rndpo.report import judge_table
 
-    row = {"judge": "agreement", "miner": "auto", "miner_resolved": "top_vs_bottom"}
-    rows = [
-        {
-            **row,
-            "val_judge_spearman": 0.5,
-            "judge_spearman": 0.4,
-            "val_flip_rate": 0.25,
-            "flip_rate": 0.7,
-        },
-        {
-            **row,
-            "val_judge_spearman": 0.7,
-            "judge_spearman": 0.6,
-            "val_flip_rate": 0.35,
-            "flip_rate": 0.8,
-        },
-    ]
-    text = judge_table(rows)
-    assert "| agreement | auto | top_vs_bottom | 0.6000 ± 0.1414 | 0.5000 ± 0.1414 | - | - |" in text
+    row = {"judge": "agreement", "miner": "auto"}
+    seed0 = {
+        **row,
+        "seed": 0,
+        "miner_resolved": "all_pairs:0.08",
+        "val_judge_spearman": 0.5,
+        "judge_spearman": 0.4,
+        "val_flip_rate": 0.25,
+        "flip_rate": 0.7,
+    }
+    seed1 = {
+        **row,
+        "seed": 1,
+        "miner_resolved": "top_vs_bottom",
+        "val_judge_spearman": 0.7,
+        "judge_spearman": 0.6,
+        "val_flip_rate": 0.35,
+        "flip_rate": 0.8,
+    }
+    second_method = {**seed0, "method": "dpo"}  # the same seed's judge figures: not counted twice
+    round2 = {**seed0, "round": 2, "val_judge_spearman": 0.9}
+    text = judge_table([seed0, second_method, seed1, round2])
+    line = "| agreement | auto | 1 | 2 | all_pairs x1, top_vs_bottom x1 | 0.6000 ± 0.1414 | 0.5000 ± 0.1414 |"
+    assert line + " - | - |" in text
     assert "0.3000 ± 0.0707 | 0.7500 ± 0.0707 |" in text
+    assert "| agreement | auto | 2 | 1 | all_pairs x1 | 0.9000 | 0.4000 |" in text
     assert judge_table([{"judge": "x", "miner": "y"}]) == ""
 
 

@@ -61,6 +61,11 @@ def test_method_list_of_presets() -> None:
             {"methods": {"x": {"label_smoothing": 0.1}}},
             "methods.x.label_smoothing applies to loss_type robust",
         ),
+        ({"methods": {"x": {"chosen_sft_weight": -1.0}}}, "methods.x.chosen_sft_weight must be >= 0"),
+        (
+            {"methods": {"x": {"preset": "sft_top", "chosen_sft_weight": 1.0}}},
+            "methods.x.chosen_sft_weight applies to objective preference, got objective 'sft_top'",
+        ),
         ({"finetune": {"steps": "many"}}, "finetune.steps must be an integer, got str"),
         ({"finetune": {"steps": 0}}, "finetune.steps must be >= 1"),
         ({"base": {"steps": 0}}, "[base]"),

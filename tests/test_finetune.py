@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import socket
@@ -15,6 +16,7 @@ import torch.multiprocessing as mp
 from rndpo.config import METHOD_PRESETS, FinetuneConfig
 from rndpo.data import synthetic_dataset
 from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, top_choice_pairs
+from rndpo.losses import sft_top_loss
 from rndpo.mining import mine_pairs
 from rndpo.model import UNet
 
@@ -262,6 +264,27 @@ def test_augmented_preference_loss_is_ln2_at_step_zero() -> None:
     )  # no ref_logits needed
     assert result.train_log[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert result.train_log[1]["loss"] != pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_chosen_sft_weight_adds_the_sft_loss_of_the_chosen_masks() -> None:
+    """RPO's term: at step 0 the loss is ln 2 plus the weight times sft_top_loss of the batch's chosen
+    masks, recomputed here from the step-0 batch the trainer draws."""
+    data, model, masks, _, pairs = _setup()
+    train = TrainingPairs.from_pairs(data.images, masks, pairs)
+    ref = reference_logits(model, data.images)
+    batch = torch.randint(len(train), (4,), generator=torch.Generator().manual_seed(0)).numpy()
+    with torch.no_grad():
+        logits = model.eval()(torch.from_numpy(data.images[train.image[batch]]))
+    chosen = torch.from_numpy(masks[train.image[batch], train.chosen[batch]])
+    expected_sft = float(sft_top_loss(logits, chosen))
+    method = dataclasses.replace(METHOD_PRESETS["rndpo"], chosen_sft_weight=0.5)
+    cfg = FinetuneConfig(steps=1, batch_size=4, eval_every=1, augment=False)
+    result = finetune(model, train, method, cfg, ref_logits=ref, progress=False)
+    step0 = result.train_log[0]
+    assert step0["chosen_sft_loss"] == pytest.approx(expected_sft, rel=1e-5)
+    assert step0["loss"] == pytest.approx(math.log(2) + 0.5 * expected_sft, rel=1e-5)
+    plain = finetune(model, train, METHOD_PRESETS["rndpo"], cfg, ref_logits=ref, progress=False)
+    assert "chosen_sft_loss" not in plain.train_log[0]
 
 
 def test_lr_factor_warmup_then_cosine_to_five_percent() -> None:

@@ -3,6 +3,7 @@ the reference of later rounds, and bit-for-bit resume after an interruption in r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,11 @@ import pytest
 import torch
 
 import rndpo.finetune as finetune_module
-from rndpo.config import ConfigError, FinetuneConfig, config_from_dict
+from rndpo.config import METHOD_PRESETS, ConfigError, FinetuneConfig, config_from_dict, config_to_dict
 from rndpo.proposals import ProposalBank
 from rndpo.report import rounds_table
-from rndpo.rounds import choose_reference, finetune_key, round_seed
-from rndpo.storage import load_weights
+from rndpo.rounds import choose_reference, finetune_key, method_key, round_seed
+from rndpo.storage import load_weights, stage_key
 from runs import copy_run, rows, run, stage_files, tiny_run
 
 # the smallest config whose base model segments (test Dice ~0.4) and whose round-1 DPO run selects a
@@ -74,6 +75,17 @@ def test_round_one_keys_ignore_rounds_and_reference() -> None:
     assert finetune_key(one) == finetune_key(three) and "rounds" not in finetune_key(one)
     assert finetune_key(FinetuneConfig(steps=7)) != finetune_key(one)
     assert round_seed(5, 1) == 5 and len({round_seed(5, r) for r in (1, 2, 3)}) == 3
+
+
+def test_a_later_added_method_field_at_its_default_keeps_earlier_keys() -> None:
+    """chosen_sft_weight = 0 leaves a method's key as it was before the field existed (cached runs stay
+    valid); any other value keys the run."""
+    rndpo = METHOD_PRESETS["rndpo"]
+    before_the_field = {k: v for k, v in config_to_dict(rndpo).items() if k != "chosen_sft_weight"}
+    assert method_key(rndpo) == before_the_field
+    tuned = dataclasses.replace(rndpo, chosen_sft_weight=1.0)
+    assert method_key(tuned)["chosen_sft_weight"] == 1.0
+    assert stage_key(method_key(tuned)) != stage_key(method_key(rndpo))
 
 
 def test_choose_reference_picks_the_base_or_the_previous_policy() -> None:

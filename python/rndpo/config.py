@@ -469,6 +469,12 @@ class MethodConfig:
     anchor_weight: float = field(
         default=1.0, metadata=_help("weight of a supervised term on labeled images (0: none)")
     )
+    chosen_sft_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "preference: weight of an SFT term towards each pair's chosen mask, as in RPO (0: none)"
+        ),
+    )
     ema_decay: float = field(default=0.99, metadata=_help("mean_teacher: EMA decay of the teacher"))
     confidence: float = field(
         default=0.9, metadata=_help("pseudo_label: keep pixels whose base probability max(p, 1-p) >= this")
@@ -496,6 +502,13 @@ class MethodConfig:
             )
         if not 0 <= self.anchor_weight < math.inf:
             raise ConfigError(f"methods.<name>.anchor_weight must be >= 0, got {self.anchor_weight}")
+        if not 0 <= self.chosen_sft_weight < math.inf:
+            raise ConfigError(f"methods.<name>.chosen_sft_weight must be >= 0, got {self.chosen_sft_weight}")
+        if self.chosen_sft_weight > 0 and self.objective != "preference":
+            raise ConfigError(
+                "methods.<name>.chosen_sft_weight applies to objective preference, "
+                f"got objective {self.objective!r}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"methods.<name>.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.5 <= self.confidence < 1.0:

@@ -85,7 +85,7 @@ from rndpo.model_io import save_model
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.reliability import judge_reliability, pair_quality
 from rndpo.report import has_matplotlib, plot_pair_examples, write_reports
-from rndpo.rounds import JudgeRun, RoundOne, Rounds, finetune_key, round_note, round_seed
+from rndpo.rounds import JudgeRun, RoundOne, Rounds, finetune_key, method_key, round_note, round_seed
 from rndpo.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
 from rndpo.storage import (
     atomic_dir,
@@ -734,7 +734,7 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
                 ("oracle_best_of_k", oracle_pairs(bank, true_dice)),
             ]
         for rung, rung_data in rungs:
-            key = stage_key(bank_key, rung, config_to_dict(LADDER_METHOD), ft)
+            key = stage_key(bank_key, rung, method_key(LADDER_METHOD), ft)
             record = _cached_run(
                 stages,
                 model,
@@ -761,7 +761,7 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
     for method_name, method in config.methods.items():
         if method.objective not in JUDGE_FREE:
             continue
-        key = stage_key(bank_key, "pool", config_to_dict(method), ft)
+        key = stage_key(bank_key, "pool", method_key(method), ft)
         extra = dict(
             method=method_name,
             judge="none",
@@ -838,7 +838,7 @@ def _run_seed(stages: _Stages, seed: int) -> tuple[list[dict[str, Any]], dict[st
                     **val_stats,
                     "val_flip_rate": calib.flip_rates.get(resolved) if resolved else None,
                 }
-                key = stage_key(pairs_key, config_to_dict(run_method), ft)
+                key = stage_key(pairs_key, method_key(run_method), ft)
                 run_id = f"{method_name}-{label}-{miner}-s{seed}-{key}".replace("@", "")
                 run = JudgeRun(method_name, run_method, label, name, kwargs, miner, seed, resolved)
                 row = _judge_run(

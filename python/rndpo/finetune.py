@@ -234,6 +234,10 @@ def _step_loss(
                 "rewards/accuracies": float(out.accuracies[valid].float().mean()),
                 "region_size": float(out.region_size[valid].float().mean()),
             }
+        if method.chosen_sft_weight > 0:  # RPO's term: keep the chosen masks likely, not only ahead
+            sft = sft_top_loss(logits, chosen)
+            metrics["chosen_sft_loss"] = float(sft.detach())
+            loss = loss + method.chosen_sft_weight * sft
     if anchor_inputs is not None:
         anchor = supervised_anchor_loss(anchor_logits[0], anchor_inputs[1])
         metrics["anchor_loss"] = float(anchor.detach())

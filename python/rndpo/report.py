@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -147,18 +147,29 @@ _JUDGE_COLUMNS = (
 
 def judge_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of each judge's validation estimates next to the realised figures on the pool
-    (``-`` where the pool has no ground truth), one line per (judge, miner, resolved miner)."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    (``-`` where the pool has no ground truth), one line per (judge, miner, round): mean ± std over seeds,
+    each seed counted once (the methods of a seed share its judge figures). ``resolved`` counts the
+    strategies an ``auto`` miner chose, their seed-specific margins left out."""
+    groups: dict[tuple[str, str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         if "val_judge_spearman" in row:
-            groups[(row["judge"], row["miner"], str(row.get("miner_resolved") or "none"))].append(row)
+            group = groups[(row["judge"], row["miner"], int(row.get("round", 1)))]
+            group.setdefault(row.get("seed", len(group)), row)
     if not groups:
         return ""
-    head = ["judge", "miner", "resolved"]
+    head = ["judge", "miner", "round", "seeds", "resolved"]
     head += [f"{title}: {side}" for _, _, title in _JUDGE_COLUMNS for side in ("validation", "pool")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (judge, miner, resolved), group in sorted(groups.items()):
-        cells = [judge, miner, resolved]
+    for (judge, miner, round_), by_seed in sorted(groups.items()):
+        group = list(by_seed.values())
+        resolved = Counter(str(r.get("miner_resolved") or "none").split(":")[0] for r in group)
+        cells = [
+            judge,
+            miner,
+            str(round_),
+            str(len(group)),
+            ", ".join(f"{k} x{n}" for k, n in sorted(resolved.items())),
+        ]
         for val, pool, _ in _JUDGE_COLUMNS:
             cells += [_mean_std([r.get(val) for r in group]), _mean_std([r.get(pool) for r in group])]
         lines.append("| " + " | ".join(cells) + " |")

@@ -72,6 +72,21 @@ ROUND_FIELDS: tuple[str, ...] = (
 )
 
 
+# MethodConfig fields added after runs were first cached, with their defaults: left out of a method's key
+# at that default, so adding an option does not invalidate every cached run
+_METHOD_FIELDS_ADDED = {"chosen_sft_weight": 0.0}
+
+
+def method_key(method: MethodConfig) -> dict[str, Any]:
+    """The part of a method a run's stage key depends on: every field, less the later-added ones that
+    still hold their default (:data:`_METHOD_FIELDS_ADDED`)."""
+    return {
+        k: v
+        for k, v in config_to_dict(method).items()
+        if not (k in _METHOD_FIELDS_ADDED and v == _METHOD_FIELDS_ADDED[k])
+    }
+
+
 def finetune_key(config: FinetuneConfig) -> dict[str, Any]:
     """The part of ``[finetune]`` a run's stage key depends on: everything but ``rounds`` and
     ``reference``, which key the rounds >= 2 themselves (so round 1 keeps the keys of ``rounds = 1``)."""
@@ -188,7 +203,7 @@ class Rounds:
             )
             reference = choose_reference(cfg.finetune.reference, self.base, policy)
             ref = reference_logits(reference, bank.images, device=cfg.device)
-            key = stage_key(pairs_key, config_to_dict(run.method), finetune_key(cfg.finetune), r)
+            key = stage_key(pairs_key, method_key(run.method), finetune_key(cfg.finetune), r)
             key = stage_key(key, cfg.finetune.reference)
             run_id = f"{run.method_name}-{run.label}-{run.miner}-s{run.seed}-r{r}-{key}".replace("@", "")
             row = ex._judge_run(
