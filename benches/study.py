@@ -72,6 +72,14 @@ _JUDGES_GRID: dict[str, Any] = {
     "methods": ["sft_top", "dpo", "rndpo", "mean_teacher"],
 }
 
+# issue 20's objective grids: the learned QC judge, the miner chosen from its calibration, two rounds
+_LEARNED_QC_AUTO_2_ROUNDS: dict[str, Any] = {
+    "seeds": [0, 1, 2, 3, 4],
+    "judges": {"names": ["learned_qc"]},
+    "mining": {"strategies": ["auto"]},
+    "finetune": {"rounds": 2},
+}
+
 GRIDS: dict[str, dict[str, Any]] = {
     # a seconds-long run of the whole harness, used by tests/test_study.py
     "smoke": {
@@ -139,10 +147,7 @@ GRIDS: dict[str, dict[str, Any]] = {
     # against RN-DPO and sft_top, learned QC judge, auto miner, two rounds (after judges_cpu in the same
     # folders: its RN-DPO and sft_top runs are reused)
     "robust_cpu": {
-        "seeds": [0, 1, 2, 3, 4],
-        "judges": {"names": ["learned_qc"]},
-        "mining": {"strategies": ["auto"]},
-        "finetune": {"rounds": 2},
+        **_LEARNED_QC_AUTO_2_ROUNDS,
         "methods": {
             "sft_top": {},
             "rndpo": {},
@@ -153,10 +158,7 @@ GRIDS: dict[str, dict[str, Any]] = {
     # issue 20: RPO's supervised term on the chosen masks (chosen_sft_weight) added to RN-DPO and RN-cDPO,
     # against sft_top, same judge, miner and rounds as robust_cpu (after it in the same folders)
     "rpo_cpu": {
-        "seeds": [0, 1, 2, 3, 4],
-        "judges": {"names": ["learned_qc"]},
-        "mining": {"strategies": ["auto"]},
-        "finetune": {"rounds": 2},
+        **_LEARNED_QC_AUTO_2_ROUNDS,
         "methods": {
             "sft_top": {},
             "rndpo": {},
