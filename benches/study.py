@@ -308,18 +308,26 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _last_rounds(
+    rows: list[dict[str, Any]], method: str, judge: str, miner: str | None = None
+) -> dict[int, dict[str, Any]]:
+    """seed -> the last round's row of (method, judge, miner) (miner None: any miner, for methods that
+    run with one)."""
+    runs = sorted(
+        (r for r in rows if r["method"] == method and r["judge"] == judge and miner in (None, r["miner"])),
+        key=lambda r: r.get("round", 1),
+    )
+    return {r["seed"]: r for r in runs}
+
+
 def _per_image(
     rows: list[dict[str, Any]], method: str, judge: str, miner: str | None = None
 ) -> dict[int, np.ndarray]:
-    """seed -> final per-image test Dice of the one run of (method, judge, miner) per seed (miner None:
-    any miner, for methods that run with one)."""
+    """seed -> final per-image test Dice of (method, judge, miner), from its last round."""
     return {
-        r["seed"]: np.asarray(r["final_dice_per_image"])
-        for r in rows
-        if r["method"] == method
-        and r["judge"] == judge
-        and (miner is None or r["miner"] == miner)
-        and "final_dice_per_image" in r
+        seed: np.asarray(r["final_dice_per_image"])
+        for seed, r in _last_rounds(rows, method, judge, miner).items()
+        if "final_dice_per_image" in r
     }
 
 
@@ -332,9 +340,25 @@ def _verdict_line(claim: str, a: dict[int, np.ndarray], b: dict[int, np.ndarray]
     )
 
 
+# the paired claims' subjects: every judge-driven preference method but DPO, the reference they must beat
+_NAMES = {"rndpo": "RN-DPO", "dpo": "DPO"}
+GAIN_MARGINS = (0.02, 0.03)  # issue 14's and issue 20's goals over the base
+
+
+def _subjects(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(method, judge, miner) of every judge-driven preference run but DPO (RN-DPO first)."""
+    cells = {
+        (r["method"], r["judge"], r["miner"])
+        for r in rows
+        if r["judge"] != "none" and r["miner"] != TOP_PICK and r["method"] != "dpo"
+    }
+    return sorted(cells, key=lambda c: (c[0] != "rndpo", c))
+
+
 def paired_claims(rows: list[dict[str, Any]], ladder: list[dict[str, Any]]) -> str:
-    """Markdown table of the issue's claims, each judged by paired differences (same seed, same test
-    images) with a 95% bootstrap interval over seeds and images (rndpo.stats.paired_verdict)."""
+    """Markdown table of the issues' claims for RN-DPO and every other judge-driven preference method
+    (:func:`_subjects`), each judged by paired differences (same seed, same test images; the last round's
+    final Dice) with a 95% bootstrap interval over seeds and images (rndpo.stats.paired_verdict)."""
     base = {e["seed"]: np.asarray(e["base_dice_per_image"]) for e in ladder}
     # the recipe on the labeled images alone: what a method must beat to show that the pool helped
     control = {
@@ -347,66 +371,54 @@ def paired_claims(rows: list[dict[str, Any]], ladder: list[dict[str, Any]]) -> s
         for e in ladder
         if "perfect_label_dice_per_image" in e
     }
-    cells = sorted({(r["judge"], r["miner"]) for r in rows if r["method"] == "rndpo"})
-    judges = sorted({judge for judge, _ in cells})
-    several = len({miner for _, miner in cells}) > 1
+    subjects = _subjects(rows)
+    judges = sorted({judge for _, judge, _ in subjects})
+    several = len({miner for _, _, miner in subjects}) > 1
     baselines = sorted({r["method"] for r in rows if r["judge"] == "none"})
     lines = [
         "| claim | mean paired difference | 95% interval | seeds x images | verdict |",
         "|---|---|---|---|---|",
     ]
-    for judge, miner in cells:
-        rn = _per_image(rows, "rndpo", judge, miner)
-        tag = f"{judge}, {miner}" if several else judge
-        cands = [
-            (f"RN-DPO ({tag}) >= base + 0.02", base, {"margin": 0.02}),
-            (f"RN-DPO ({tag}) > base", base, {}),
-            (f"RN-DPO ({tag}) > labeled-only control", control, {}),
-            (f"RN-DPO ({tag}) > DPO ({tag})", _per_image(rows, "dpo", judge, miner), {}),
-            (f"RN-DPO ({tag}) > sft_top ({judge})", _per_image(rows, "sft_top", judge), {}),
-        ]
-        cands += [(f"RN-DPO ({tag}) > {m}", _per_image(rows, m, "none"), {}) for m in baselines]
-        for claim, other, kw in cands:
-            line = _verdict_line(claim, rn, other, **kw)
-            if line:
-                lines.append(line)
+
+    def add(claim: str, a: dict[int, np.ndarray], b: dict[int, np.ndarray], **kw: Any) -> None:
+        line = _verdict_line(claim, a, b, **kw)
+        if line:
+            lines.append(line)
+
+    for method, judge, miner in subjects:
+        ours = _per_image(rows, method, judge, miner)
+        name, tag = _NAMES.get(method, method), f"{judge}, {miner}" if several else judge
+        for margin in GAIN_MARGINS:
+            add(f"{name} ({tag}) >= base + {margin}", ours, base, margin=margin)
+        add(f"{name} ({tag}) > base", ours, base)
+        add(f"{name} ({tag}) > labeled-only control", ours, control)
+        add(f"{name} ({tag}) > DPO ({tag})", ours, _per_image(rows, "dpo", judge, miner))
+        add(f"{name} ({tag}) > sft_top ({judge})", ours, _per_image(rows, "sft_top", judge))
+        for m in baselines:
+            add(f"{name} ({tag}) > {m}", ours, _per_image(rows, m, "none"))
     for judge in judges:
-        line = _verdict_line(
-            f"sft_top ({judge}) > labeled-only control", _per_image(rows, "sft_top", judge), control
-        )
-        if line:
-            lines.append(line)
+        add(f"sft_top ({judge}) > labeled-only control", _per_image(rows, "sft_top", judge), control)
     for m in baselines:
-        for claim, other in ((f"{m} > base", base), (f"{m} > labeled-only control", control)):
-            line = _verdict_line(claim, _per_image(rows, m, "none"), other)
-            if line:
-                lines.append(line)
-    for claim, a, b in (
-        ("labeled-only control > base", control, base),
-        ("perfect labels > labeled-only control", perfect, control),
-    ):
-        line = _verdict_line(claim, a, b)
-        if line:
-            lines.append(line)
+        add(f"{m} > base", _per_image(rows, m, "none"), base)
+        add(f"{m} > labeled-only control", _per_image(rows, m, "none"), control)
+    add("labeled-only control > base", control, base)
+    add("perfect labels > labeled-only control", perfect, control)
     # stability: the drop from peak to final, one value per seed (no image dimension)
-    for judge, miner in cells:
-        drop = {
+    for method, judge, miner in subjects:
+        drops = {
             m: {
-                r["seed"]: np.asarray([r["peak_dice"] - r["final_dice"]])
-                for r in rows
-                if r["method"] == m and r["judge"] == judge and r["miner"] == miner
+                seed: np.asarray([r["peak_dice"] - r["final_dice"]])
+                for seed, r in _last_rounds(rows, m, judge, miner).items()
             }
-            for m in ("rndpo", "dpo")
+            for m in (method, "dpo")
         }
-        tag = f"{judge}, {miner}" if several else judge
-        line = _verdict_line(
-            f"RN-DPO ({tag}) drops less from peak to final than DPO",
-            drop["rndpo"],
-            drop["dpo"],
+        name, tag = _NAMES.get(method, method), f"{judge}, {miner}" if several else judge
+        add(
+            f"{name} ({tag}) drops less from peak to final than DPO",
+            drops[method],
+            drops["dpo"],
             direction=-1,
         )
-        if line:
-            lines.append(line)
     return "\n".join(lines) + "\n"
 
 

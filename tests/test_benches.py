@@ -28,14 +28,10 @@ def test_python_entry_points_answer_help(script: str) -> None:
 
 def test_every_study_grid_is_a_valid_config() -> None:
     import copy
-    import importlib.util
 
     from rndpo.config import config_from_dict
 
-    spec = importlib.util.spec_from_file_location("study", BENCHES / "study.py")
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _load_bench("study")
     for grid, raw_grid in study.GRIDS.items():
         for name, data in study.DATASETS.items():
             raw = copy.deepcopy(raw_grid)
@@ -46,15 +42,11 @@ def test_every_study_grid_is_a_valid_config() -> None:
 
 def test_summarize_runs_pairs_records_by_seed_and_image(tmp_path: Path) -> None:
     """benches/summarize_runs.py: gains over each record's base and paired verdicts from records alone."""
-    import importlib.util
     import json
 
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location("summarize_runs", BENCHES / "summarize_runs.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load_bench("summarize_runs")
     rng = np.random.default_rng(0)
     for seed in range(3):
         low = rng.uniform(0.3, 0.5, 40)
@@ -80,3 +72,41 @@ def test_summarize_runs_pairs_records_by_seed_and_image(tmp_path: Path) -> None:
     assert "| rndpo-j-top_vs_rest > ladder-labeled_only | +0.1000 |" in table and "**holds**" in table
     gains = mod.gains_table(runs)
     assert "| rndpo-j-top_vs_rest | 3 |" in gains and "| +0.0500 ± 0.0000 |" in gains
+
+
+def _load_bench(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCHES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_claims_cover_every_preference_method_from_its_last_round() -> None:
+    """benches/study.py: RN-DPO and any other judge-driven preference method (not DPO) get the claims,
+    each from its last round's per-image Dice; gains are tested against both margins."""
+    import numpy as np
+
+    study = _load_bench("study")
+    rng = np.random.default_rng(0)
+    ladder, rows = [], []
+    for seed in range(3):
+        base = rng.uniform(0.3, 0.5, 40)
+        ladder.append({"seed": seed, "base_dice_per_image": base, "labeled_only_dice_per_image": base})
+
+        def row(method: str, miner: str, gain: float, round_: int = 1, seed: int = seed, base=base) -> dict:
+            out = {"method": method, "judge": "j", "miner": miner, "seed": seed}
+            out |= {"final_dice_per_image": base + gain, "peak_dice": 0.5, "final_dice": 0.45}
+            return out | ({"round": round_} if round_ > 1 else {})
+
+        rows += [row("rndpo", "auto", 0.05, 2), row("rndpo", "auto", -0.1)]  # round 2 listed first
+        rows += [row("rn_cdpo_auto", "auto", 0.01), row("dpo", "auto", 0.0), row("sft_top", "top1", 0.02)]
+    table = study.paired_claims(rows, ladder)  # a margin claim's mean is the difference less the margin
+    assert "| RN-DPO (j) > base | +0.0500 |" in table  # round 2, not round 1's -0.1
+    assert "| RN-DPO (j) >= base + 0.03 | +0.0200 |" in table
+    assert "| rn_cdpo_auto (j) > sft_top (j) | -0.0100 |" in table
+    assert "| rn_cdpo_auto (j) >= base + 0.02 | -0.0100 |" in table
+    assert "DPO (j) > base" not in table.replace("RN-DPO (j) > base", "")
+    assert table.index("| RN-DPO (j)") < table.index("| rn_cdpo_auto (j)")
