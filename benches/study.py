@@ -167,6 +167,18 @@ GRIDS: dict[str, dict[str, Any]] = {
             "rn_cdpo_auto_sft": {"preset": "rn_cdpo", "label_smoothing": "auto", "chosen_sft_weight": 1.0},
         },
     },
+    # issue 20, the label-free recipe on 10 seeds: RN-cDPO with the validated flip rate and RN-DPO against
+    # sft_top and the mean teacher (after rpo_cpu in the same folders for seeds 0-4)
+    "label_free_cpu": {
+        **_LEARNED_QC_AUTO_2_ROUNDS,
+        "seeds": list(range(10)),
+        "methods": {
+            "sft_top": {},
+            "rndpo": {},
+            "rn_cdpo_auto": {"preset": "rn_cdpo", "label_smoothing": "auto"},
+            "mean_teacher": {},
+        },
+    },
     # issue 14: where DPO is unstable: 3x the default learning rate, twice the default steps, a noisy judge
     # (Spearman about 0.4) and top-ranked mining
     "stability": {
