@@ -61,7 +61,9 @@ def test_production_layout_runs_with_a_folder_pool(tmp_path: Path) -> None:
         assert absent not in row, absent  # no ground truth on the pool: absent, not zero
     assert row["n_pairs"] > 0 and row["selected_val_dice"] == max(v for _, v in row["val_curve"])
     assert row["selected_dice"] is None and row["curve"] == [] and row["final_hd95"] is None  # no test split
-    assert "| rndpo | agreement | top_vs_bottom | 1 | - | - | - |" in (out / "results.md").read_text()
+    # the recipe: learned QC judge calibrated on validation, auto miner, RN-cDPO with its flip rate, 2 rounds
+    assert "| rn_cdpo | learned_qc | auto | 1 | - | - | - |" in (out / "results.md").read_text()
+    assert row["label_smoothing_used"] == row["val_flip_rate"] and len(row["rounds"]) == 2
     bank = next((out / "stages").glob("bank-*"))
     assert np.load(bank / "masks.npy", mmap_mode="r").shape[:2] == (16, 4)  # the 16 pool images
     assert (out / row["model"]).is_file()
