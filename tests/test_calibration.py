@@ -18,6 +18,7 @@ from rndpo.calibration import (
     choose_strategy,
     margin_quantile,
     pair_accuracy,
+    spearman_interval,
     top_pair_accuracy,
 )
 from rndpo.config import ConfigError, MethodConfig, MiningConfig, config_from_dict
@@ -107,6 +108,41 @@ def test_calibration_recovers_a_noisy_oracles_reliability(rho: float) -> None:
     r = 2 * np.sin(np.pi * rho / 6)
     assert cal.pair_accuracy == pytest.approx(0.5 + np.arcsin(r) / np.pi, abs=0.05)
     assert cal.flip_rates["all_pairs"] == pytest.approx(1 - cal.pair_accuracy, abs=0.01)  # but ties
+
+
+def _judged_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, true Dice) float64 (n, 6) of a noisy judge on images of varied difficulty."""
+    difficulty = rng.uniform(0.1, 0.9, (n, 1))
+    dice = np.clip(difficulty + rng.normal(0, 0.08, (n, 6)), 0, 1)
+    return dice + rng.normal(0, 0.25, (n, 1)) + rng.normal(0, 0.2, (n, 6)), dice
+
+
+def test_the_validation_spearman_interval_covers_the_pools_figure() -> None:
+    """A 95% bootstrap interval from 30 validation images holds the Spearman of a large pool from the
+    same images' distribution in most repetitions, contains its own estimate, and narrows with more
+    images."""
+    rng = np.random.default_rng(0)
+    pool = spearman(*_judged_images(5000, rng))
+    covered, widths = 0, []
+    for rep in range(60):
+        scores, dice = _judged_images(30, rng)
+        low, high = spearman_interval(scores, dice, n_boot=300, seed=rep)
+        assert low <= spearman(scores, dice) <= high
+        covered += low <= pool <= high
+        widths.append(high - low)
+    assert covered >= 50, covered  # nominal 57 of 60; percentile intervals run a little short
+    wide = spearman_interval(*_judged_images(120, rng), n_boot=300)
+    assert wide is not None and wide[1] - wide[0] < 0.7 * np.mean(widths)
+    assert spearman_interval(np.ones((1, 6)), np.ones((1, 6))) is None
+    assert spearman_interval(np.ones((5, 6)), np.arange(30.0).reshape(5, 6)) is None  # constant scores
+
+
+def test_calibrations_cached_before_the_interval_still_load() -> None:
+    cal = _calibration(0.8, 0.7)
+    raw = json.loads(json.dumps(dataclasses.replace(cal, spearman_interval=(0.1, 0.6)).to_dict()))
+    assert JudgeCalibration.from_dict(raw).spearman_interval == (0.1, 0.6)
+    del raw["spearman_interval"]
+    assert JudgeCalibration.from_dict(raw).spearman_interval is None
 
 
 def _calibration(top: float | None, pair: float | None, margin: float = 0.05) -> JudgeCalibration:
@@ -337,6 +373,8 @@ def test_judge_table_puts_estimates_next_to_pool_figures() -> None:
     assert "0.3000 ± 0.0707 | 0.7500 ± 0.0707 |" in text
     assert "| agreement | auto | 2 | 1 | all_pairs x1 | 0.9000 | 0.4000 |" in text
     assert judge_table([{"judge": "x", "miner": "y"}]) == ""
+    one_seed = judge_table([{**seed1, "val_judge_spearman_interval": [0.45, 0.85]}])
+    assert "| top_vs_bottom x1 | 0.7000 [0.4500, 0.8500] | 0.6000 |" in one_seed
 
 
 def test_ensemble_components_default_to_agreement_and_consensus() -> None:

@@ -13,6 +13,9 @@ works with a truly unlabeled pool. Per judge (:class:`JudgeCalibration`):
   judge orders correctly (a score tie counts as wrong: the miner never pairs equal scores).
 - ``top_pair_accuracy``: the same over the pairs (judge's top pick, other proposal): what the
   top-anchored miners (``top_vs_bottom``, ``top_vs_rest``) mine.
+- ``spearman_interval``: a 95% percentile-bootstrap interval of ``spearman`` over the validation images
+  (:func:`spearman_interval`): with a few dozen images the estimate is wide, and the interval says how
+  far the pool's figure may lie from it.
 - ``flip_rates``: per miner (a ``mining.strategies`` entry), the share of the pairs it mines on the
   validation bank (:func:`rndpo.mine_pairs` with the mining config) whose chosen mask has the lower true
   Dice; ``flip_rate`` is that of the first configured miner (``top_vs_bottom`` when only ``auto``).
@@ -44,6 +47,7 @@ import numpy as np
 
 from rndpo.config import AUTO, LABEL_FREE_JUDGES, JudgeConfig, MiningConfig
 from rndpo.ensemble import DEFAULT_COMPONENTS, rank_average, reliability_weights
+from rndpo.metrics import spearman
 from rndpo.mining import mine_configured
 from rndpo.reliability import judge_reliability, pair_quality
 
@@ -61,6 +65,7 @@ __all__ = [
     "ensemble_components",
     "margin_quantile",
     "pair_accuracy",
+    "spearman_interval",
     "top_pair_accuracy",
 ]
 
@@ -94,6 +99,7 @@ class JudgeCalibration:
     auto_min_margin: float
     flip_rates: dict[str, float | None] = field(default_factory=dict)
     n_mined_pairs: dict[str, int] = field(default_factory=dict)
+    spearman_interval: tuple[float, float] | None = None  # None in calibrations cached before it
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (:meth:`from_dict` reads it back)."""
@@ -101,7 +107,8 @@ class JudgeCalibration:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> JudgeCalibration:
-        return cls(**raw)
+        interval = raw.get("spearman_interval")
+        return cls(**{**raw, "spearman_interval": None if interval is None else tuple(interval)})
 
 
 def _pair_signs(scores: np.ndarray, true_dice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +148,28 @@ def top_pair_accuracy(scores: np.ndarray, true_dice: np.ndarray) -> float | None
     if not counted.any():
         return None
     return float(np.mean(((ds > 0) & (dd > 0))[counted]))
+
+
+def spearman_interval(
+    scores: np.ndarray, true_dice: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of the pooled Spearman of ``scores`` with ``true_dice`` (float64
+    (N, K)), resampling whole images with replacement ``n_boot`` times (numpy seeded by ``seed``).
+
+    None with fewer than 2 images, or when fewer than half the resamples have a defined correlation.
+    """
+    s, d = np.asarray(scores, np.float64), np.asarray(true_dice, np.float64)
+    n = s.shape[0]
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = [spearman(s[idx], d[idx]) for idx in rng.integers(0, n, size=(n_boot, n))]
+    values = np.array([v for v in draws if v is not None], dtype=np.float64)
+    if values.size < n_boot / 2:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def margin_quantile(scores: np.ndarray, q: float = AUTO_MARGIN_QUANTILE) -> float:
@@ -200,6 +229,7 @@ def calibrate_judge(
         auto_min_margin=margin,
         flip_rates=flips,
         n_mined_pairs=counts,
+        spearman_interval=spearman_interval(s, true_dice, seed=seed),
     )
 
 

@@ -423,11 +423,14 @@ class _Stages:
             truth = OracleJudge().score(bank)
             result = calibrate_judges(scores, truth, bank.masks, cfg.judges, cfg.mining, seed=seed)
             for label, c in result.items():
+                ci = c.spearman_interval
+                interval = "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
                 log.info(
-                    "  judge %s on validation: spearman %s, pair accuracy %s, top-pair accuracy %s,"
+                    "  judge %s on validation: spearman %s%s, pair accuracy %s, top-pair accuracy %s,"
                     " flip rate (%s) %s",
                     label,
                     _fmt(c.spearman),
+                    interval,
                     _fmt(c.pair_accuracy),
                     _fmt(c.top_pair_accuracy),
                     c.flip_miner,
@@ -621,6 +624,7 @@ def _val_stats(calib: JudgeCalibration) -> dict[str, Any]:
     """The validation estimates a row carries next to the pool's realised judge figures."""
     return {
         "val_judge_spearman": calib.spearman,
+        "val_judge_spearman_interval": calib.spearman_interval,
         "val_judge_kendall": calib.kendall,
         "val_judge_top1_accuracy": calib.top1_accuracy,
         "val_judge_mean_image_spearman": calib.mean_image_spearman,

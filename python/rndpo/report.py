@@ -148,20 +148,21 @@ _JUDGE_COLUMNS = (
 def judge_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of each judge's validation estimates next to the realised figures on the pool
     (``-`` where the pool has no ground truth), one line per (judge, miner, round): mean ± std over seeds,
-    each seed counted once (the methods of a seed share its judge figures). ``resolved`` counts the
+    each seed counted once (the methods of a seed share its judge figures); with one seed the validation
+    Spearman carries its 95% bootstrap interval over the validation images. ``resolved`` counts the
     strategies an ``auto`` miner chose, their seed-specific margins left out."""
     groups: dict[tuple[str, str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         if "val_judge_spearman" in row:
-            group = groups[(row["judge"], row["miner"], int(row.get("round", 1)))]
-            group.setdefault(row.get("seed", len(group)), row)
+            by_seed = groups[(row["judge"], row["miner"], int(row.get("round", 1)))]
+            by_seed.setdefault(row.get("seed", len(by_seed)), row)
     if not groups:
         return ""
     head = ["judge", "miner", "round", "seeds", "resolved"]
     head += [f"{title}: {side}" for _, _, title in _JUDGE_COLUMNS for side in ("validation", "pool")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (judge, miner, round_), by_seed in sorted(groups.items()):
-        group = list(by_seed.values())
+    for (judge, miner, round_), seeds in sorted(groups.items()):
+        group = list(seeds.values())
         resolved = Counter(str(r.get("miner_resolved") or "none").split(":")[0] for r in group)
         cells = [
             judge,
@@ -172,6 +173,9 @@ def judge_table(rows: Sequence[dict[str, Any]]) -> str:
         ]
         for val, pool, _ in _JUDGE_COLUMNS:
             cells += [_mean_std([r.get(val) for r in group]), _mean_std([r.get(pool) for r in group])]
+        interval = group[0].get("val_judge_spearman_interval")
+        if len(group) == 1 and interval is not None:  # one seed: the estimate's own uncertainty
+            cells[5] += " [{:.4f}, {:.4f}]".format(*interval)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
