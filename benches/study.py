@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rndpo import __version__
-from rndpo.config import TOP_PICK, FinetuneConfig, config_from_dict
+from rndpo.config import AUTO, TOP_PICK, FinetuneConfig, config_from_dict
 from rndpo.experiment import run_experiment
 from rndpo.ladder import ladder_table
 from rndpo.report import plot_curves, rounds_table, summary_table
@@ -485,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_experiment(config, out, resume=True, progress=not args.quiet, keep="none")  # no models
         timings[name] = time.perf_counter() - start
         plot = report.parent / f"{report.stem}_{name}_curves.png"
-        plot_curves([r for r in result.rows if r["miner"] in (TOP_PICK, "top_vs_bottom")], plot, dataset=name)
+        plot_curves(
+            [r for r in result.rows if r["miner"] in (TOP_PICK, "top_vs_bottom", AUTO)], plot, dataset=name
+        )
         if (out / "examples.png").exists():
             shutil.copy(out / "examples.png", report.parent / f"{report.stem}_{name}_examples.png")
         miners = {r["miner"] for r in result.rows} - {TOP_PICK, "pool"}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,7 +256,8 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, dataset: st
         return
     panels = sorted({(r["judge"], r["miner"] if r["miner"] != TOP_PICK else "") for r in rows})
     panels = [p for p in panels if p[1]] or panels
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, sharey=True)
+    size = (max(5.5, 4.5 * len(panels)), 4.2)
+    fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False, sharey=True)
     colors: dict[str, Any] = {}
     for ax, (judge, miner) in zip(axes[0], panels, strict=True):
         base = [r["base_dice"] for r in rows if r["judge"] == judge and r["base_dice"] is not None]
@@ -285,13 +288,18 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, dataset: st
         Line2D([], [], color="0.5", marker="*", markersize=10, markeredgecolor="black", linestyle="",
                label="selected step (best validation Dice)"),
     ]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    ncol = min(len(handles), 6, 3 * len(panels))  # a narrow figure stacks the legend in rows
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     seeds = sorted({r["seed"] for r in rows})
+    runs_of_seeds = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
+    seed_text = f"{seeds[0]}-{seeds[-1]}" if runs_of_seeds else ", ".join(map(str, seeds))
     judges = ", ".join(sorted({r["judge"] for r in rows}))
-    fig.suptitle(
-        f"{dataset or 'dataset'}: test Dice while fine-tuning; judges {judges}; seeds {seeds}", fontsize=10
-    )
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    title = f"{dataset or 'dataset'}: test Dice while fine-tuning; judges {judges}; seeds {seed_text}"
+    last = max(int(r.get("round", 1)) for r in rows)
+    if last > 1:  # a run's row holds its last round's curve, which starts from the previous round's model
+        title += f"; judge-driven runs: round {last}"
+    fig.suptitle(textwrap.fill(title, width=max(40, 55 * len(panels))), fontsize=10)
+    fig.tight_layout(rect=(0, 0.05 + 0.05 * math.ceil(len(handles) / ncol), 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
