@@ -168,7 +168,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         },
     },
     # issue 20, the label-free recipe on 10 seeds: RN-cDPO with the validated flip rate and RN-DPO against
-    # sft_top and the mean teacher (after rpo_cpu in the same folders for seeds 0-4)
+    # sft_top, DPO and the mean teacher (after rpo_cpu in the same folders for seeds 0-4)
     "label_free_cpu": {
         **_LEARNED_QC_AUTO_2_ROUNDS,
         "seeds": list(range(10)),
@@ -176,6 +176,7 @@ GRIDS: dict[str, dict[str, Any]] = {
             "sft_top": {},
             "rndpo": {},
             "rn_cdpo_auto": {"preset": "rn_cdpo", "label_smoothing": "auto"},
+            "dpo": {},
             "mean_teacher": {},
         },
     },
