@@ -80,6 +80,9 @@ _LEARNED_QC_AUTO_2_ROUNDS: dict[str, Any] = {
     "finetune": {"rounds": 2},
 }
 
+# RN-cDPO with the judge's flip rate estimated on validation: the label-free recipe of issue 20
+_RN_CDPO_AUTO: dict[str, Any] = {"preset": "rn_cdpo", "label_smoothing": "auto"}
+
 GRIDS: dict[str, dict[str, Any]] = {
     # a seconds-long run of the whole harness, used by tests/test_study.py
     "smoke": {
@@ -151,7 +154,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "methods": {
             "sft_top": {},
             "rndpo": {},
-            "rn_cdpo_auto": {"preset": "rn_cdpo", "label_smoothing": "auto"},
+            "rn_cdpo_auto": _RN_CDPO_AUTO,
             "rn_robust_auto": {"preset": "rn_robust", "label_smoothing": "auto"},
         },
     },
@@ -162,9 +165,9 @@ GRIDS: dict[str, dict[str, Any]] = {
         "methods": {
             "sft_top": {},
             "rndpo": {},
-            "rn_cdpo_auto": {"preset": "rn_cdpo", "label_smoothing": "auto"},
+            "rn_cdpo_auto": _RN_CDPO_AUTO,
             "rndpo_sft": {"preset": "rndpo", "chosen_sft_weight": 1.0},
-            "rn_cdpo_auto_sft": {"preset": "rn_cdpo", "label_smoothing": "auto", "chosen_sft_weight": 1.0},
+            "rn_cdpo_auto_sft": {**_RN_CDPO_AUTO, "chosen_sft_weight": 1.0},
         },
     },
     # issue 20, the label-free recipe on 10 seeds: RN-cDPO with the validated flip rate and RN-DPO against
@@ -175,7 +178,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "methods": {
             "sft_top": {},
             "rndpo": {},
-            "rn_cdpo_auto": {"preset": "rn_cdpo", "label_smoothing": "auto"},
+            "rn_cdpo_auto": _RN_CDPO_AUTO,
             "dpo": {},
             "mean_teacher": {},
         },

@@ -174,10 +174,11 @@ def judge_table(rows: Sequence[dict[str, Any]]) -> str:
             ", ".join(f"{k} x{n}" for k, n in sorted(resolved.items())),
         ]
         for val, pool, _ in _JUDGE_COLUMNS:
-            cells += [_mean_std([r.get(val) for r in group]), _mean_std([r.get(pool) for r in group])]
-        interval = group[0].get("val_judge_spearman_interval")
-        if len(group) == 1 and interval is not None:  # one seed: the estimate's own uncertainty
-            cells[5] += " [{:.4f}, {:.4f}]".format(*interval)
+            estimate = _mean_std([r.get(val) for r in group])
+            interval = group[0].get(f"{val}_interval")
+            if len(group) == 1 and interval is not None:  # one seed: the estimate's own uncertainty
+                estimate += " [{:.4f}, {:.4f}]".format(*interval)
+            cells += [estimate, _mean_std([r.get(pool) for r in group])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -72,9 +72,10 @@ ROUND_FIELDS: tuple[str, ...] = (
 )
 
 
-# MethodConfig fields added after runs were first cached, with their defaults: left out of a method's key
-# at that default, so adding an option does not invalidate every cached run
-_METHOD_FIELDS_ADDED = {"chosen_sft_weight": 0.0}
+# MethodConfig fields added after runs were first cached: left out of a method's key while they hold their
+# default, so adding an option does not invalidate every cached run
+_METHOD_FIELDS_ADDED = ("chosen_sft_weight",)
+_METHOD_DEFAULTS = config_to_dict(MethodConfig())
 
 
 def method_key(method: MethodConfig) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def method_key(method: MethodConfig) -> dict[str, Any]:
     return {
         k: v
         for k, v in config_to_dict(method).items()
-        if not (k in _METHOD_FIELDS_ADDED and v == _METHOD_FIELDS_ADDED[k])
+        if not (k in _METHOD_FIELDS_ADDED and v == _METHOD_DEFAULTS[k])
     }
 
 
