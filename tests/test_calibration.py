@@ -137,6 +137,23 @@ def test_the_validation_spearman_interval_covers_the_pools_figure() -> None:
     assert spearman_interval(np.ones((5, 6)), np.arange(30.0).reshape(5, 6)) is None  # constant scores
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        (
+            {"true_dice": np.ones((4, 5))},
+            r"scores and true_dice must both be \(N, K\), got \(4, 6\) and \(4, 5\)",
+        ),
+        ({"n_boot": 0}, "n_boot must be a positive int, got 0"),
+        ({"level": 1.0}, r"level must lie in \(0, 1\), got 1.0"),
+    ],
+)
+def test_spearman_interval_rejects_bad_arguments(kwargs: dict, needle: str) -> None:
+    args = {"scores": np.ones((4, 6)), "true_dice": np.ones((4, 6)), **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        spearman_interval(args.pop("scores"), args.pop("true_dice"), **args)
+
+
 def test_calibrations_cached_before_the_interval_still_load() -> None:
     cal = _calibration(0.8, 0.7)
     raw = json.loads(json.dumps(dataclasses.replace(cal, spearman_interval=(0.1, 0.6)).to_dict()))

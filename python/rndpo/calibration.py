@@ -157,8 +157,17 @@ def spearman_interval(
     (N, K)), resampling whole images with replacement ``n_boot`` times (numpy seeded by ``seed``).
 
     None with fewer than 2 images, or when fewer than half the resamples have a defined correlation.
+    Raises ValueError for shapes that differ or are not 2-D, ``n_boot`` < 1 or ``level`` outside (0, 1).
     """
     s, d = np.asarray(scores, np.float64), np.asarray(true_dice, np.float64)
+    if s.ndim != 2 or s.shape != d.shape:
+        raise ValueError(
+            f"spearman_interval: scores and true_dice must both be (N, K), got {s.shape} and {d.shape}"
+        )
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"spearman_interval: n_boot must be a positive int, got {n_boot!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"spearman_interval: level must lie in (0, 1), got {level!r}")
     n = s.shape[0]
     if n < 2:
         return None
