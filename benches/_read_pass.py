@@ -1,7 +1,7 @@
 """The read-pass baseline of benches/bench_losses.py: one Triton kernel that reads every input once.
 
 Policy and reference logits (B, 1, P) float and both masks (B, P) bool are read with the grid and block
-size of the loss's first kernel (``rndpo._triton_loss``), launched the same way (``RNDPO_TRITON_LAUNCH``),
+size of the loss's first kernel (``rndpo.losses._triton_loss``), launched the same way (``RNDPO_TRITON_LAUNCH``),
 and each program writes one float (the sum of what it read, so that no load can be optimised away). No loss over these inputs can read less.
 """
 
@@ -11,8 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from rndpo import _triton_loss
-from rndpo._triton_launch import Launcher
+from rndpo.losses import _triton_loss
+from rndpo.losses._triton_launch import Launcher
 
 __all__ = ["read_pass"]
 

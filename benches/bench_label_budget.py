@@ -18,9 +18,9 @@ import statistics
 import torch
 
 from rndpo.config import DataConfig, ModelConfig
-from rndpo.evaluation import evaluate
-from rndpo.experiment import build_unet, load_data, split_data
-from rndpo.supervised import BaseTrainConfig, train_base
+from rndpo.metrics.evaluation import evaluate
+from rndpo.pipeline.experiment import build_unet, load_data, split_data
+from rndpo.training.supervised import BaseTrainConfig, train_base
 
 __all__ = ["main", "train_and_score"]
 

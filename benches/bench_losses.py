@@ -15,7 +15,7 @@ the realistic case) and "random" (independent coin-flip masks, |D| about half th
 for the gather path).
 
 Fused paths: "gather" is the index-gathering ``torch.autograd.Function`` (the CPU path; on CUDA it is
-what runs without Triton), "triton" the kernels of ``rndpo._triton_loss`` (the CUDA path when Triton is
+what runs without Triton), "triton" the kernels of ``rndpo.losses._triton_loss`` (the CUDA path when Triton is
 installed). On CUDA a "read pass" baseline is timed too: one Triton kernel that reads policy, reference
 and both masks once (same grid and block size as the loss's first kernel) and writes one float per
 program, i.e. the least any loss over these inputs can cost, launch included.
@@ -44,9 +44,9 @@ or launch overhead, so it separates the host's share of the eager wall time from
 capture the fused path's finiteness check is the kernel's NaN poisoning alone (capture allows no
 sync). A path that cannot be captured shows "-".
 
-``--steps``: one fine-tuning step of the default U-Net (``rndpo.model.UNet()``, eval mode as in
-``rndpo.finetune``, AdamW) on B = 16 images at 128 x 128 and 256 x 256, everything already on the
-device: "supervised" = forward, ``rndpo.supervised.segmentation_loss`` (BCE + soft Dice), backward,
+``--steps``: one fine-tuning step of the default U-Net (``rndpo.nets.unet.UNet()``, eval mode as in
+``rndpo.training.finetune``, AdamW) on B = 16 images at 128 x 128 and 256 x 256, everything already on the
+device: "supervised" = forward, ``rndpo.training.supervised.segmentation_loss`` (BCE + soft Dice), backward,
 optimizer step; "RN-DPO" = forward, ``preference_loss`` (sigmoid, region_power 1) against precomputed
 reference logits, backward, optimizer step; same model, batch and optimizer. Ratio = RN-DPO / supervised.
 """
@@ -71,10 +71,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from factories import boundary_masks
 from oracles import naive_preference_loss
-from rndpo import losses
+from rndpo.losses import preference as losses
 from rndpo.losses import preference_loss
-from rndpo.model import UNet
-from rndpo.supervised import segmentation_loss
+from rndpo.nets.unet import UNet
+from rndpo.training.supervised import segmentation_loss
 
 __all__ = ["main", "make_inputs", "measure"]
 
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     triton = any(d == "cuda" for d in devices) and losses._triton_module() is not None
-    from rndpo import _triton_launch
+    from rndpo.losses import _triton_launch
 
     launch = (
         f", launch {_triton_launch.launch_mode()}, finite check {losses.FINITE_CHECK.mode}" if triton else ""

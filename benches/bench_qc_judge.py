@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from rndpo.config import config_from_dict
-from rndpo.experiment import _Stages, load_data, load_pool, split_data
 from rndpo.judges import LearnedQCJudge, OracleJudge, make_judge
+from rndpo.judges.reliability import judge_reliability, pair_quality
 from rndpo.mining import mine_pairs
-from rndpo.reliability import judge_reliability, pair_quality
+from rndpo.pipeline.experiment import _Stages, load_data, load_pool, split_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipe_search import DATASETS  # the study settings: 64 x 64, 10% labels

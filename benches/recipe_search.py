@@ -22,11 +22,17 @@ from typing import Any
 import torch
 
 from rndpo.config import METHOD_PRESETS, config_from_dict
-from rndpo.experiment import _Stages, load_data, load_pool, split_data
-from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, summarize_selection
 from rndpo.judges import OracleJudge
-from rndpo.ladder import LADDER_METHOD, mask_pairs, perfect_label_pairs
 from rndpo.mining import mine_pairs
+from rndpo.pipeline.experiment import _Stages, load_data, load_pool, split_data
+from rndpo.pipeline.ladder import LADDER_METHOD, mask_pairs, perfect_label_pairs
+from rndpo.training.finetune import (
+    TrainingPairs,
+    finetune,
+    reference_logits,
+    summarize_curve,
+    summarize_selection,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS: dict[str, dict[str, Any]] = {

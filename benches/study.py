@@ -29,10 +29,10 @@ import numpy as np
 
 from rndpo import __version__
 from rndpo.config import AUTO, TOP_PICK, FinetuneConfig, config_from_dict
-from rndpo.experiment import run_experiment
-from rndpo.ladder import ladder_table
-from rndpo.report import plot_curves, rounds_table, summary_table
-from rndpo.stats import paired_verdict
+from rndpo.metrics.stats import paired_verdict
+from rndpo.pipeline.experiment import run_experiment
+from rndpo.pipeline.ladder import ladder_table
+from rndpo.pipeline.report import plot_curves, rounds_table, summary_table
 from rndpo.storage import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -374,7 +374,7 @@ def _subjects(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 def paired_claims(rows: list[dict[str, Any]], ladder: list[dict[str, Any]]) -> str:
     """Markdown table of the issues' claims for RN-DPO and every other judge-driven preference method
     (:func:`_subjects`), each judged by paired differences (same seed, same test images; the last round's
-    final Dice) with a 95% bootstrap interval over seeds and images (rndpo.stats.paired_verdict)."""
+    final Dice) with a 95% bootstrap interval over seeds and images (rndpo.metrics.stats.paired_verdict)."""
     base = {e["seed"]: np.asarray(e["base_dice_per_image"]) for e in ladder}
     # the recipe on the labeled images alone: what a method must beat to show that the pool helped
     control = {

@@ -4,7 +4,7 @@
 
 For a study that stopped before its report: each record carries its seed, base / final / selected test
 Dice and ``final_dice_per_image``, so the gains over the base and the paired comparisons between runs
-(same seed, same test images; rndpo.stats.paired_verdict) need nothing else. A run is named by its
+(same seed, same test images; rndpo.metrics.stats.paired_verdict) need nothing else. A run is named by its
 record's file name without the seed and key (``rndpo-noisy_oracle0.7-top_vs_bottom``,
 ``ladder-perfect_label``). Comparisons against the base model itself need its per-image Dice, which
 only ``results.json`` holds; here every method is compared with the ``--vs`` runs instead.
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rndpo.stats import paired_verdict
+from rndpo.metrics.stats import paired_verdict
 
 
 def load_runs(folders: list[Path]) -> dict[str, dict[int, dict[str, Any]]]:

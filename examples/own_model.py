@@ -8,11 +8,11 @@ from monai.networks.nets import BasicUNet
 import rndpo
 from rndpo.config import METHOD_PRESETS, FinetuneConfig
 from rndpo.data import SegmentationDataset, synthetic_dataset
-from rndpo.finetune import TrainingPairs, finetune, reference_logits
 from rndpo.judges import AgreementJudge
-from rndpo.model_io import save_model
+from rndpo.nets.saved import save_model
 from rndpo.proposals import generate_proposals
-from rndpo.supervised import BaseTrainConfig, train_base
+from rndpo.training.finetune import TrainingPairs, finetune, reference_logits
+from rndpo.training.supervised import BaseTrainConfig, train_base
 
 out = sys.argv[1] if len(sys.argv) > 1 else "own_model_out"
 demo = synthetic_dataset(n_images=120, size=32)  # stands in for your arrays

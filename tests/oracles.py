@@ -84,7 +84,7 @@ def naive_preference_loss(
 
 
 # --- judge oracles ---
-# Pixel-by-pixel loops for the judges (rndpo.judges) and the reliability report (rndpo.reliability).
+# Pixel-by-pixel loops for the judges (rndpo.judges) and the reliability report (rndpo.judges.reliability).
 # NumPy/SciPy are imported inside the functions so this section does not touch the file's header.
 
 
@@ -224,7 +224,7 @@ def oracle_pair_quality(image, chosen, rejected, region_size, true_dice):
 
 
 # --- model/proposal oracles ---
-# Per-image loops for the base-training loss (rndpo.supervised.segmentation_loss) and a pixel-loop
+# Per-image loops for the base-training loss (rndpo.training.supervised.segmentation_loss) and a pixel-loop
 # image rotation (nearest source pixel) used to check the augmentation / TTA geometry.
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rndpo.baselines import confident_pseudo_label_loss, consistency_loss, dihedral, ema_update
-from rndpo.model import UNet
+from rndpo.losses.semi_supervised import confident_pseudo_label_loss, consistency_loss, dihedral, ema_update
+from rndpo.nets.unet import UNet
 
 
 def test_dihedral_matches_numpy() -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rndpo.calibration import (
+from rndpo.config import ConfigError, MethodConfig, MiningConfig, config_from_dict
+from rndpo.judges import NoisyOracleJudge, OracleJudge
+from rndpo.judges.calibration import (
     ABSTAIN_MAX_ACCURACY,
     TOP_ANCHORED_MIN_ACCURACY,
     JudgeCalibration,
@@ -21,9 +23,7 @@ from rndpo.calibration import (
     spearman_interval,
     top_pair_accuracy,
 )
-from rndpo.config import ConfigError, MethodConfig, MiningConfig, config_from_dict
-from rndpo.ensemble import EnsembleJudge, rank_average, reliability_weights
-from rndpo.judges import NoisyOracleJudge, OracleJudge
+from rndpo.judges.ensemble import EnsembleJudge, rank_average, reliability_weights
 from rndpo.metrics import spearman
 from rndpo.proposals import ProposalBank
 from runs import run, write_config
@@ -325,13 +325,13 @@ def test_the_ensembles_ranking_scheme_keys_its_stages(
 ) -> None:
     """A folder written under another ranking scheme (earlier builds ranked per image) must not hand
     its ensemble scores, calibration or runs to this one: the scheme is part of their keys."""
-    import rndpo.experiment
+    import rndpo.pipeline.experiment
 
     config, out = write_config(tmp_path, AUTO_RUN), tmp_path / "out"
-    monkeypatch.setattr(rndpo.experiment, "RANKING", "image")
+    monkeypatch.setattr(rndpo.pipeline.experiment, "RANKING", "image")
     assert run(config, out) == 0
     before = {p.name for p in (out / "stages").iterdir()}
-    monkeypatch.setattr(rndpo.experiment, "RANKING", "bank")
+    monkeypatch.setattr(rndpo.pipeline.experiment, "RANKING", "bank")
     assert run(config, out, "--resume") == 0
     added = {p.name for p in (out / "stages").iterdir()} - before
     assert any(n.startswith("calibration-") for n in added)
@@ -361,7 +361,7 @@ def test_auto_run_in_the_production_layout(tmp_path: Path) -> None:
 def test_judge_table_puts_estimates_next_to_pool_figures() -> None:
     """One line per (judge, miner, round); a seed's methods share its figures and count once; the auto
     miner's resolved strategies are counted without their margins."""
-    from rndpo.report import judge_table
+    from rndpo.pipeline.report import judge_table
 
     row = {"judge": "agreement", "miner": "auto"}
     seed0 = {
@@ -395,8 +395,8 @@ def test_judge_table_puts_estimates_next_to_pool_figures() -> None:
 
 
 def test_ensemble_components_default_to_agreement_and_consensus() -> None:
-    from rndpo.calibration import ensemble_components
     from rndpo.config import JudgeConfig
+    from rndpo.judges.calibration import ensemble_components
 
     labels = [c[0] for c in ensemble_components(JudgeConfig(names=("noisy_oracle", "ensemble")))]
     assert labels == ["agreement", "consensus"]
@@ -405,7 +405,7 @@ def test_ensemble_components_default_to_agreement_and_consensus() -> None:
 
 
 def test_label_smoothing_auto_reaches_the_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rndpo.experiment as experiment
+    import rndpo.pipeline.experiment as experiment
 
     seen: list[float] = []
     original = experiment.finetune

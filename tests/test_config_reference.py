@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from rndpo.cli import main
-from rndpo.config import _SECTIONS, RunConfig, config_from_dict, load_config
-from rndpo.config_toml import config_toml
+from rndpo.config import RunConfig, config_from_dict, load_config
+from rndpo.config.sections import _SECTIONS
+from rndpo.config.toml import config_toml
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,4 +1,4 @@
-"""Tests of rndpo.corruptions: the reported Dice against an independent numpy formula for every kind
+"""Tests of rndpo.judges.corruptions: the reported Dice against an independent numpy formula for every kind
 (hypothesis), seeding, shapes and dtypes, the even spread of corruption_set, argument checks."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rndpo.corruptions import CORRUPTION_KINDS, corrupt_mask, corruption_set
+from rndpo.judges.corruptions import CORRUPTION_KINDS, corrupt_mask, corruption_set
 
 
 def _numpy_dice(a: np.ndarray, b: np.ndarray) -> float:

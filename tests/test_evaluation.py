@@ -1,4 +1,4 @@
-"""Tests of rndpo.evaluation: evaluate() scores thresholded predictions with rndpo.metrics, image by image."""
+"""Tests of rndpo.metrics.evaluation: evaluate() scores thresholded predictions with rndpo.metrics, image by image."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from rndpo.data import SegmentationDataset
-from rndpo.evaluation import evaluate
 from rndpo.metrics import assd, dice, hd95, iou
+from rndpo.metrics.evaluation import evaluate
 
 
 class _ImageAsLogit(nn.Module):

@@ -1,4 +1,4 @@
-"""Tests of rndpo.experiment's building blocks: data, splits, pool, model and the cached-stage helper.
+"""Tests of rndpo.pipeline.experiment's building blocks: data, splits, pool, model and the cached-stage helper.
 
 Whole runs (stages, caching, resume, results) are tested through the CLI in tests/test_cli.py,
 tests/test_stage_keys.py and tests/test_integrity.py.
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rndpo import experiment
 from rndpo.config import ConfigError, DataConfig, ModelConfig
+from rndpo.pipeline import experiment
 
 
 def test_load_data_builds_the_synthetic_default_and_names_a_missing_path() -> None:

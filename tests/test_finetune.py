@@ -15,10 +15,16 @@ import torch.multiprocessing as mp
 
 from rndpo.config import METHOD_PRESETS, FinetuneConfig
 from rndpo.data import synthetic_dataset
-from rndpo.finetune import TrainingPairs, finetune, reference_logits, summarize_curve, top_choice_pairs
 from rndpo.losses import sft_top_loss
 from rndpo.mining import mine_pairs
-from rndpo.model import UNet
+from rndpo.nets.unet import UNet
+from rndpo.training.finetune import (
+    TrainingPairs,
+    finetune,
+    reference_logits,
+    summarize_curve,
+    top_choice_pairs,
+)
 
 
 def _setup(seed: int = 0):
@@ -169,7 +175,7 @@ def test_ddp_with_two_gloo_processes_matches_one_process() -> None:
 
 
 def test_selection_on_validation_without_a_test_set() -> None:
-    from rndpo.evaluation import evaluate
+    from rndpo.metrics.evaluation import evaluate
 
     data, model, masks, _, pairs = _setup()
     val = data.subset(np.arange(12))
@@ -288,7 +294,7 @@ def test_chosen_sft_weight_adds_the_sft_loss_of_the_chosen_masks() -> None:
 
 
 def test_lr_factor_warmup_then_cosine_to_five_percent() -> None:
-    from rndpo.finetune import lr_factor
+    from rndpo.training.finetune import lr_factor
 
     cfg = FinetuneConfig(steps=10, warmup_steps=4, schedule="cosine")
     f = [lr_factor(s, cfg) for s in range(10)]

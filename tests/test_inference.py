@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rndpo.inference import predict_logits, predict_probs
-from rndpo.model import UNet, enable_mc_dropout
+from rndpo.nets.unet import UNet, enable_mc_dropout
 
 SMALL = (4, 8, 16)
 

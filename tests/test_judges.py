@@ -1,4 +1,4 @@
-"""Judges (rndpo.judges, rndpo.qc_model): hand-built banks with known answers, loop oracles, properties."""
+"""Judges (rndpo.judges, rndpo.judges.qc_model): hand-built banks with known answers, loop oracles, properties."""
 
 from __future__ import annotations
 
@@ -452,9 +452,9 @@ def test_learned_qc_beats_constant_on_builtin_default() -> None:
     import torch
 
     from rndpo.data import split_dataset, synthetic_dataset
-    from rndpo.model import UNet
+    from rndpo.nets.unet import UNet
     from rndpo.proposals import ProposalConfig, generate_proposals
-    from rndpo.supervised import BaseTrainConfig, train_base
+    from rndpo.training.supervised import BaseTrainConfig, train_base
 
     data = synthetic_dataset(n_images=120, size=32, seed=0)
     splits = split_dataset(data, label_budget=0.5, seed=0)
@@ -501,7 +501,7 @@ def test_closed_form_starting_correlation_gives_the_spearman_asked_for(rho: floa
 
 
 def test_the_judge_factory_knows_exactly_the_configs_judge_names() -> None:
-    from rndpo import judges
     from rndpo.config import JUDGE_NAMES
+    from rndpo.judges import base as judges
 
     assert tuple(judges._FACTORIES) == JUDGE_NAMES == judges.JUDGE_NAMES

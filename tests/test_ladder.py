@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rndpo.judges import OracleJudge
-from rndpo.ladder import ladder_table, oracle_pairs, perfect_label_pairs, pool_dice
+from rndpo.pipeline.ladder import ladder_table, oracle_pairs, perfect_label_pairs, pool_dice
 from rndpo.proposals import ProposalBank
 
 

@@ -17,11 +17,11 @@ from oracles import naive_preference_loss
 from rndpo.losses import (
     PreferenceLoss,
     PreferenceLossOutput,
-    _flat_nonzero,
     preference_loss,
     sft_top_loss,
     supervised_anchor_loss,
 )
+from rndpo.losses.preference import _flat_nonzero
 
 LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "cdpo"]
 FIELDS = ["loss", "losses", "chosen_rewards", "rejected_rewards", "margins", "accuracies", "region_size"]

@@ -1,7 +1,7 @@
 """The Triton path of rndpo.losses.preference_loss against the CPU path and the naive composition.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter: ``TRITON_INTERPRET=1`` must be
-set before ``rndpo._triton_loss`` is imported (triton reads it when ``@triton.jit`` wraps a kernel), so
+set before ``rndpo.losses._triton_loss`` is imported (triton reads it when ``@triton.jit`` wraps a kernel), so
 this module sets it at import time when no CUDA device is present; nothing imports that module earlier
 (rndpo.losses imports it lazily, on the first CUDA call). With a GPU the same small cases run compiled
 on CUDA, and the tests marked ``cuda`` add realistic sizes and float64 finite differences.
@@ -24,8 +24,8 @@ pytest.importorskip("triton")
 
 from factories import boundary_masks
 from oracles import naive_preference_loss
-from rndpo import _triton_launch, _triton_loss, losses
-from rndpo.losses import preference_loss
+from rndpo.losses import _triton_launch, _triton_loss, preference_loss
+from rndpo.losses import preference as losses
 
 LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "cdpo"]
 FIELDS = ["loss", "losses", "chosen_rewards", "rejected_rewards", "margins", "accuracies", "region_size"]

@@ -1,4 +1,4 @@
-"""rndpo.model (UNet, enable_mc_dropout) and rndpo.inference (batched prediction)."""
+"""rndpo.nets.unet (UNet, enable_mc_dropout) and rndpo.inference (batched prediction)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from rndpo.inference import predict_logits
-from rndpo.model import UNet, enable_mc_dropout, restore_train_flags, save_train_flags
+from rndpo.nets.unet import UNet, enable_mc_dropout, restore_train_flags, save_train_flags
 
 SMALL = (4, 8, 16)
 

@@ -17,7 +17,7 @@ from factories import disks
 from oracles import oracle_binary_morph
 from rndpo.data import SegmentationDataset
 from rndpo.inference import predict_logits
-from rndpo.model import UNet
+from rndpo.nets.unet import UNet
 from rndpo.proposals import (
     PROPOSAL_SOURCES,
     ProposalBank,
@@ -25,7 +25,7 @@ from rndpo.proposals import (
     allocate_sources,
     generate_proposals,
 )
-from rndpo.supervised import BaseTrainConfig, train_base
+from rndpo.training.supervised import BaseTrainConfig, train_base
 
 SMALL = (4, 8, 16)
 

@@ -1,4 +1,4 @@
-"""Tests of rndpo.qc_model: argument checks of fit_qc_model and QCNet, the saved-model format.
+"""Tests of rndpo.judges.qc_model: argument checks of fit_qc_model and QCNet, the saved-model format.
 
 The learned QC judge built on it (fit, score, save, load, quality on real proposals) is tested in
 tests/test_judges.py.
@@ -11,8 +11,8 @@ import pytest
 
 from factories import disc_bank
 from rndpo.judges import LearnedQCJudge, OracleJudge
+from rndpo.judges.qc_model import QCNet, fit_qc_model, load_qc_model, predict_qc, synthetic_training_set
 from rndpo.proposals import ProposalBank
-from rndpo.qc_model import QCNet, fit_qc_model, load_qc_model, predict_qc, synthetic_training_set
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Reliability report (rndpo.reliability): rank statistics, top-1 accuracy and pair quality vs oracles."""
+"""Reliability report (rndpo.judges.reliability): rank statistics, top-1 accuracy and pair quality vs oracles."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from scipy import stats
 
 from oracles import oracle_mean_image_spearman, oracle_pair_quality, oracle_top1_accuracy
 from rndpo.judges import NoisyOracleJudge, OracleJudge
+from rndpo.judges.reliability import PairQuality, ReliabilityReport, judge_reliability, pair_quality
 from rndpo.proposals import ProposalBank
-from rndpo.reliability import PairQuality, ReliabilityReport, judge_reliability, pair_quality
 
 
 @dataclass(frozen=True)

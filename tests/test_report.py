@@ -1,4 +1,4 @@
-"""Tests of rndpo.report: the summary table's statistics, the CSV curves, the closing file listing."""
+"""Tests of rndpo.pipeline.report: the summary table's statistics, the CSV curves, the closing file listing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rndpo.config import RunConfig
-from rndpo.report import output_listing, summary_table, write_reports
+from rndpo.pipeline.report import output_listing, summary_table, write_reports
 
 
 def _row(method: str, seed: int, selected: float | None, final: float) -> dict[str, object]:

@@ -15,8 +15,8 @@ import rndpo
 from rndpo.cli import main
 from rndpo.config import load_config
 from rndpo.data import synthetic_dataset
-from rndpo.experiment import load_data, split_data
 from rndpo.metrics import dice
+from rndpo.pipeline.experiment import load_data, split_data
 
 CONFIG = """
 seeds = [0]
@@ -212,7 +212,7 @@ def test_predict_writes_png_folders_and_nifti_with_the_inputs_affine(
 
 
 def test_missing_model_files_are_clear_errors(tmp_path: Path) -> None:
-    from rndpo.model_io import load_model
+    from rndpo.nets.saved import load_model
 
     with pytest.raises(FileNotFoundError, match=r"a saved model is MODEL\.pt beside MODEL\.json"):
         load_model(tmp_path / "missing.pt")

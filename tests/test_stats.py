@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rndpo.stats import bootstrap_mean_ci, paired_verdict
+from rndpo.metrics.stats import bootstrap_mean_ci, paired_verdict
 
 
 def test_one_seed_matches_scipy_percentile_bootstrap() -> None:

@@ -1,4 +1,4 @@
-"""rndpo.supervised: loss, augmentation, and a short seeded base training on tiny synthetic disks."""
+"""rndpo.training.supervised: loss, augmentation, and a short seeded base training on tiny synthetic disks."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from factories import disks
 from oracles import oracle_rotate_nearest, oracle_segmentation_loss
 from rndpo.inference import rotate
-from rndpo.model import UNet
-from rndpo.supervised import (
+from rndpo.nets.unet import UNet
+from rndpo.training.supervised import (
     BaseTrainConfig,
     BaseTrainResult,
     augment_batch,

@@ -1,4 +1,4 @@
-"""rndpo._triton_launch.Launcher: the caching and dispatch logic, with fake kernels (no GPU, no Triton).
+"""rndpo.losses._triton_launch.Launcher: the caching and dispatch logic, with fake kernels (no GPU, no Triton).
 
 The fake JIT kernel records its launches and returns a fake compiled kernel that records direct launches,
 so each test sees which path a launch took and with which arguments. The real kernels are exercised by
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from rndpo import _triton_launch
-from rndpo._triton_launch import Launcher
+from rndpo.losses import _triton_launch
+from rndpo.losses._triton_launch import Launcher
 
 
 class FakeCompiled:
@@ -149,7 +149,7 @@ def test_registered_launch_hook_uses_the_jit() -> None:
 def test_falls_back_to_the_jit_and_logs_once(returned: object, caplog: pytest.LogCaptureFixture) -> None:
     kernel = FakeKernel(compiled=returned)  # the interpreter returns None; an unknown Triton something else
     launch = _launcher(kernel)
-    with caplog.at_level(logging.DEBUG, logger="rndpo._triton_launch"):
+    with caplog.at_level(logging.DEBUG, logger="rndpo.losses._triton_launch"):
         for _ in range(3):
             launch((1, 1, 1), 0, (torch.zeros(4),), (1, 16))
     assert not launch.direct_available

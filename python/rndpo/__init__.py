@@ -1,7 +1,7 @@
 """rndpo: Region-Normalized DPO for medical image segmentation under noisy judges.
 
 ``import rndpo`` loads only the mining API (NumPy and the Rust core). The torch side is reached as
-submodules, imported on first use: ``rndpo.losses``, ``rndpo.judges``, ``rndpo.data``, ...
+submodules, imported on first use: ``rndpo.losses.preference``, ``rndpo.judges.base``, ``rndpo.data``, ...
 ``rndpo.load_model`` and ``rndpo.predict`` (a saved segmenter on new images) are imported the same way.
 """
 
@@ -23,7 +23,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 _SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 #: functions of torch-side submodules, reachable as ``rndpo.<name>`` and imported on first use
-_LAZY_FUNCTIONS = {"load_model": "model_io", "predict": "prediction"}
+_LAZY_FUNCTIONS = {"load_model": "nets", "predict": "inference"}
 
 __all__ = ["PairSet", "PairwiseStats", "__version__", "load_model", "mine_pairs", "pairwise_stats", "predict"]
 

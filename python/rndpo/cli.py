@@ -142,9 +142,7 @@ def _default_device() -> str:
 
 def _run(args: argparse.Namespace, raw: dict[str, Any]) -> int:
     from rndpo.config import config_from_dict
-    from rndpo.experiment import run_experiment
-    from rndpo.ladder import ladder_table
-    from rndpo.report import output_listing, summary_table
+    from rndpo.pipeline import ladder_table, output_listing, run_experiment, summary_table
 
     raw = _apply_overrides(raw, args.overrides)
     raw["device"] = args.device or raw.get("device") or _default_device()
@@ -174,8 +172,7 @@ def _run(args: argparse.Namespace, raw: dict[str, Any]) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from rndpo.config import config_from_dict, read_toml
-    from rndpo.config_toml import config_toml
+    from rndpo.config import config_from_dict, config_toml, read_toml
 
     if args.defaults == (args.config is not None):
         raise ValueError("config: pass either --defaults or a CONFIG.toml file")
@@ -185,8 +182,8 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from rndpo.model_io import load_model
-    from rndpo.prediction import predict_path
+    from rndpo.inference import predict_path
+    from rndpo.nets import load_model
 
     model = load_model(args.model)
     written = predict_path(

@@ -32,6 +32,8 @@ from rndpo.data.loaders import (
     load_unlabeled,
     match_channels,
     read_images,
+    resize_image,
+    scale_volume,
 )
 from rndpo.data.synthetic import synthetic_dataset
 
@@ -45,6 +47,8 @@ __all__ = [
     "load_unlabeled",
     "match_channels",
     "read_images",
+    "resize_image",
+    "scale_volume",
     "split_dataset",
     "synthetic_dataset",
 ]

@@ -21,6 +21,8 @@ __all__ = [
     "load_unlabeled",
     "match_channels",
     "read_images",
+    "resize_image",
+    "scale_volume",
 ]
 
 #: File extensions :func:`load_folder` reads (case-insensitive).
@@ -39,7 +41,7 @@ def _check_image_size(image_size: int | None) -> None:
         raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
 
 
-def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """One image float32 (C, H, W) to (C, size, size): bilinear, anti-aliased when shrinking, clipped to
     [min(0, image min), max(1, image max)] (that is, to [0, 1] for an image in [0, 1])."""
     from skimage.transform import resize
@@ -118,7 +120,7 @@ def _stack(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize to image_size (or check sizes agree) and stack into (N, C, H, W) float32, (N, H, W) uint8."""
     if image_size is not None:
-        images = [_resize_image(im, image_size) for im in images]
+        images = [resize_image(im, image_size) for im in images]
         masks = [_resize_mask(mk, image_size) for mk in masks]
     else:
         first = images[0].shape[1:]
@@ -195,7 +197,7 @@ def load_npz(
         ids = raw_ids.astype(str)
     groups = np.array([str(i).split("_", 1)[0] for i in ids]) if group_by == "id_prefix" else None
     if image_size is not None:
-        images = np.stack([_resize_image(im, image_size) for im in images])
+        images = np.stack([resize_image(im, image_size) for im in images])
         masks = np.stack([_resize_mask(mk, image_size) for mk in masks])
     if name is None:
         name = path.parent.name if path.stem == "data" and path.parent.name else path.stem
@@ -387,7 +389,7 @@ def load_unlabeled(
     if channels is None:
         channels = 3 if any(im.shape[0] == 3 for im in images) else 1
     images = [match_channels(im, channels, f"image {i}") for i, im in zip(ids, images, strict=True)]
-    stacked = np.stack([_resize_image(im, image_size) for im in images]).astype(np.float32, copy=False)
+    stacked = np.stack([resize_image(im, image_size) for im in images]).astype(np.float32, copy=False)
     return np.ascontiguousarray(stacked), np.array(ids)
 
 
@@ -399,7 +401,7 @@ def _nifti_stem(path: Path) -> str:
     return path.stem
 
 
-def _normalise_volume(vol: np.ndarray, window: tuple[float, float] | None, path: Path) -> np.ndarray:
+def scale_volume(vol: np.ndarray, window: tuple[float, float] | None, path: Path) -> np.ndarray:
     """float volume -> float32 in [0, 1]: clip to window, or to the 0.5-99.5 percentiles, then rescale."""
     if not np.isfinite(vol).all():
         raise ValueError(f"image {path}: volume holds NaN or inf values")
@@ -473,7 +475,7 @@ def load_nifti(
             seg = _binary_mask(np.asarray(seg), f"mask {mpath}")
         else:
             seg = np.isin(seg, np.asarray(list(labels))).astype(np.uint8)
-        vol = np.moveaxis(_normalise_volume(vol, window, ipath), axis, 0)
+        vol = np.moveaxis(scale_volume(vol, window, ipath), axis, 0)
         seg = np.moveaxis(seg, axis, 0)
         stem = _nifti_stem(ipath)
         for k in range(vol.shape[0]):

@@ -10,7 +10,7 @@ on, and every file is written atomically, so an interrupted experiment (even ``k
     OUT/stages/calibration-<key>.json   every judge's reliability on the validation split
     OUT/stages/scores-<key>.npz         judge scores (N, K) and the judge's reliability
     OUT/stages/pairs-<key>.npz          mined pairs
-    OUT/stages/policy-<key>.pt          a round's selected weights (``finetune.rounds > 1``, rndpo.rounds)
+    OUT/stages/policy-<key>.pt          a round's selected weights (``finetune.rounds > 1``, rndpo.pipeline.rounds)
     OUT/runs/<run>.json                 one fine-tuning run (curves, train log); .ckpt while running
     OUT/models/<run>.pt|json            the run's validation-selected model (``keep``), base.pt|json
     OUT/results.json|csv|md, curves.png, examples.png, rndpo.log
@@ -38,14 +38,6 @@ import torch
 import torch.distributed as dist
 
 from rndpo import __version__
-from rndpo.calibration import (
-    JudgeCalibration,
-    auto_label_smoothing,
-    calibrate_judges,
-    choose_strategy,
-    ensemble_components,
-    ensemble_weights,
-)
 from rndpo.config import (
     AUTO,
     JUDGE_FREE,
@@ -67,26 +59,30 @@ from rndpo.data import (
     split_dataset,
     synthetic_dataset,
 )
-from rndpo.ensemble import RANKING, EnsembleJudge
-from rndpo.evaluation import evaluate
-from rndpo.finetune import (
-    TrainingPairs,
-    finetune,
-    reference_logits,
-    summarize_curve,
-    summarize_selection,
-    top_choice_pairs,
+from rndpo.judges import (
+    RANKING,
+    EnsembleJudge,
+    Judge,
+    JudgeCalibration,
+    LearnedQCJudge,
+    OracleJudge,
+    auto_label_smoothing,
+    calibrate_judges,
+    choose_strategy,
+    ensemble_components,
+    ensemble_weights,
+    judge_reliability,
+    make_judge,
+    pair_quality,
 )
-from rndpo.judges import Judge, LearnedQCJudge, OracleJudge, make_judge
-from rndpo.ladder import LADDER_METHOD, mask_pairs, oracle_pairs, perfect_label_pairs, pool_dice
+from rndpo.metrics import evaluate
 from rndpo.mining import PairSet, mine_configured
-from rndpo.model import UNet
-from rndpo.model_io import save_model
+from rndpo.nets import UNet, save_model
+from rndpo.pipeline.ladder import LADDER_METHOD, mask_pairs, oracle_pairs, perfect_label_pairs, pool_dice
+from rndpo.pipeline.report import has_matplotlib, plot_pair_examples, write_reports
+from rndpo.pipeline.rounds import JudgeRun, RoundOne, Rounds, finetune_key, method_key, round_note, round_seed
+from rndpo.pipeline.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
 from rndpo.proposals import ProposalBank, generate_proposals
-from rndpo.reliability import judge_reliability, pair_quality
-from rndpo.report import has_matplotlib, plot_pair_examples, write_reports
-from rndpo.rounds import JudgeRun, RoundOne, Rounds, finetune_key, method_key, round_note, round_seed
-from rndpo.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
 from rndpo.storage import (
     atomic_dir,
     atomic_write,
@@ -96,7 +92,15 @@ from rndpo.storage import (
     write_json,
     write_npz,
 )
-from rndpo.supervised import train_base
+from rndpo.training import (
+    TrainingPairs,
+    finetune,
+    reference_logits,
+    summarize_curve,
+    summarize_selection,
+    top_choice_pairs,
+    train_base,
+)
 
 __all__ = [
     "KEEP_CHOICES",
@@ -121,7 +125,7 @@ Keep = Literal["selected", "all", "none"]
 @dataclass(frozen=True)
 class ExperimentResult:
     """rows: one dict per (method, judge, miner, seed); out: the output folder; ladder: one headroom
-    ladder dict per seed (see :mod:`rndpo.ladder`), empty when the pool has no ground truth."""
+    ladder dict per seed (see :mod:`rndpo.pipeline.ladder`), empty when the pool has no ground truth."""
 
     rows: list[dict[str, Any]]
     out: Path
@@ -397,7 +401,7 @@ class _Stages:
         self, seed: int, model: UNet, snapshots: list[dict[str, torch.Tensor]]
     ) -> dict[str, JudgeCalibration]:
         """Every judge's reliability on proposals for the validation images (see
-        :mod:`rndpo.calibration`), cached; uses no test and no pool labels."""
+        :mod:`rndpo.judges.calibration`), cached; uses no test and no pool labels."""
         cfg = self.config
         key = stage_key(
             self.base_key(seed),
@@ -637,7 +641,7 @@ def _resolve_miner(
     miner: str, calib: JudgeCalibration, label: str, seed: int
 ) -> tuple[str | None, str | None]:
     """(the miner to mine with, why) for one ``mining.strategies`` entry; ``auto`` is decided by
-    :func:`rndpo.calibration.choose_strategy` and may abstain (None)."""
+    :func:`rndpo.judges.calibration.choose_strategy` and may abstain (None)."""
     if miner != AUTO:
         return miner, None
     choice = choose_strategy(calib)
@@ -964,7 +968,7 @@ def _finetune_run(
     reference: torch.nn.Module | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The run's record (summaries and curves), its validation-selected weights and its final weights;
-    ``reference``: see :func:`rndpo.finetune.finetune`."""
+    ``reference``: see :func:`rndpo.training.finetune.finetune`."""
     config = stages.config
     test, val = stages.test, stages.splits.val
     if len(data) == 0:

@@ -95,7 +95,7 @@ def _as_matrix(arr: Any, what: str, shape: tuple[int, int] | None = None) -> np.
 
 def _true_dice(truth: ProposalBank | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if isinstance(truth, ProposalBank):
-        from rndpo.judges import OracleJudge
+        from rndpo.judges.base import OracleJudge
 
         dice = OracleJudge().score(truth)
         if dice.shape != shape:

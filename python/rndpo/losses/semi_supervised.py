@@ -1,6 +1,6 @@
 """Semi-supervised baselines that users would pick instead of judges: mean teacher and confidence-filtered
 pseudo-labelling. Both train on the unlabeled pool plus a supervised term on the labeled images (the
-method's ``anchor_weight``) and need no judge; :func:`rndpo.finetune.finetune` runs them like any other
+method's ``anchor_weight``) and need no judge; :func:`rndpo.training.finetune.finetune` runs them like any other
 objective (``objective = "mean_teacher"`` or ``"pseudo_label"``).
 
 * Mean teacher (Tarvainen & Valpola, 2017): the teacher is an exponential moving average of the student

@@ -9,7 +9,7 @@ from torch import nn
 
 from rndpo.data import SegmentationDataset
 from rndpo.inference import predict_probs
-from rndpo.metrics import assd, dice, hd95, iou
+from rndpo.metrics.segmentation import assd, dice, hd95, iou
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -43,7 +43,7 @@ def evaluate(
 ) -> Evaluation:
     """Predict ``data`` in eval mode, threshold the foreground probability and score every image.
 
-    distances: also compute HD95 and ASSD (slower; see :mod:`rndpo.metrics` for empty-mask conventions).
+    distances: also compute HD95 and ASSD (slower; see :mod:`rndpo.metrics.segmentation` for empty-mask conventions).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")

@@ -1,7 +1,7 @@
 """Segmenting new images with a saved model: :func:`predict` on arrays, :func:`predict_path` on files.
 
 Each image is brought to the model's input size exactly as in training (bilinear, anti-aliased when
-shrinking: :func:`rndpo.data.loaders._resize_image`), scored in eval mode, and its foreground
+shrinking: :func:`rndpo.data.loaders.resize_image`), scored in eval mode, and its foreground
 probabilities are resized back (bilinear) to the image's own size and thresholded (probability >
 threshold). Files are read with the saved model's normalisation: npz and image folders as the loaders
 read them (integers divided by their dtype's maximum), NIfTI volumes clipped to their percentiles (or
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from rndpo.data.loaders import _normalise_volume, _resize_image, match_channels, read_images
-from rndpo.inference import predict_probs
-from rndpo.model_io import SavedModel
+from rndpo.data import match_channels, read_images, resize_image, scale_volume
+from rndpo.inference.batched import predict_probs
+from rndpo.nets import SavedModel
 from rndpo.storage import atomic_write, write_npz
 
 __all__ = ["Prediction", "predict", "predict_path"]
@@ -95,7 +95,7 @@ def predict(
     size = model.image_size if isinstance(model, SavedModel) else None
     if isinstance(model, SavedModel):
         items = [match_channels(im, model.in_channels, f"images[{i}]") for i, im in enumerate(items)]
-    inputs = [_resize_image(im, size) if size is not None else im for im in items]
+    inputs = [resize_image(im, size) if size is not None else im for im in items]
     probs: list[np.ndarray] = [np.empty(0, np.float32)] * len(inputs)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(inputs):
@@ -171,7 +171,7 @@ def _predict_nifti(
         vol = np.asarray(img.get_fdata(dtype=np.float32))
         if vol.ndim != 3:
             raise ValueError(f"image {path}: expected a 3-D volume, got shape {vol.shape}")
-        slices = np.moveaxis(_normalise_volume(vol, window, path), axis, 0)
+        slices = np.moveaxis(scale_volume(vol, window, path), axis, 0)
         pred = predict(model, slices[:, None], batch_size=batch_size, device=device)
         target = out if single else out / f"{_nifti_stem(path)}.nii.gz"
         stem = _nifti_stem(target)

@@ -6,7 +6,7 @@ proposals' true Dice (the validation masks are known). No test and no pool label
 works with a truly unlabeled pool. Per judge (:class:`JudgeCalibration`):
 
 - ``spearman`` / ``kendall`` / ``top1_accuracy`` / ``mean_image_spearman``: as
-  :func:`rndpo.reliability.judge_reliability` (the first two pooled over all proposals of all images,
+  :func:`rndpo.judges.reliability.judge_reliability` (the first two pooled over all proposals of all images,
   so they also reward knowing which images are hard; mining uses only the order within an image, which
   ``mean_image_spearman`` and the pair accuracies measure).
 - ``pair_accuracy``: over every pair of proposals of an image whose true Dice differ, the share the
@@ -46,10 +46,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rndpo.config import AUTO, LABEL_FREE_JUDGES, JudgeConfig, MiningConfig
-from rndpo.ensemble import DEFAULT_COMPONENTS, rank_average, reliability_weights
+from rndpo.judges.ensemble import DEFAULT_COMPONENTS, rank_average, reliability_weights
+from rndpo.judges.reliability import judge_reliability, pair_quality
 from rndpo.metrics import spearman
 from rndpo.mining import mine_configured
-from rndpo.reliability import judge_reliability, pair_quality
 
 __all__ = [
     "ABSTAIN_MAX_ACCURACY",
@@ -63,6 +63,7 @@ __all__ = [
     "calibrate_judges",
     "choose_strategy",
     "ensemble_components",
+    "ensemble_weights",
     "margin_quantile",
     "pair_accuracy",
     "spearman_interval",
@@ -261,7 +262,7 @@ def calibrate_judges(
     """Calibrate every judge of ``judges`` from its validation scores ``val_scores[label]`` (N, K).
 
     An ``ensemble`` is scored here from its components' validation scores with weights from their
-    calibrated Spearman (see :func:`rndpo.ensemble.reliability_weights`); ``val_scores`` must hold the
+    calibrated Spearman (see :func:`rndpo.judges.ensemble.reliability_weights`); ``val_scores`` must hold the
     components (:func:`ensemble_components`), which are calibrated too.
     """
     out: dict[str, JudgeCalibration] = {}

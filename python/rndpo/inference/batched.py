@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rndpo.model import restore_train_flags, save_train_flags
+from rndpo.nets import restore_train_flags, save_train_flags
 
-__all__ = ["as_image_tensor", "forward_batched", "predict_logits", "predict_probs"]
+__all__ = ["as_image_tensor", "forward_batched", "predict_logits", "predict_probs", "rotate"]
 
 
 def as_image_tensor(images: np.ndarray | torch.Tensor, name: str = "images") -> torch.Tensor:

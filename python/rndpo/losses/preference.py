@@ -16,7 +16,7 @@ large disagreement region dominates a batch. RN-DPO divides the margin by |D| **
 Two fused paths compute the same outputs; neither builds per-pixel log-likelihood tensors or an autograd
 graph over pixels. On CPU (and on CUDA without Triton) a private ``torch.autograd.Function`` gathers only
 the pixels of D, reduces them to per-pair sums and computes the gradient in closed form from the masks.
-On CUDA with Triton installed, ``rndpo._triton_loss`` does the same in three kernel launches per step
+On CUDA with Triton installed, ``rndpo.losses._triton_loss`` does the same in three kernel launches per step
 (one read of the inputs for margins, |D| and the finiteness check; one per-pair kernel; one backward
 pass writing the gradient), with no gathers or index lists.
 
@@ -292,9 +292,9 @@ def _check_segmentation(
 
 @functools.cache
 def _triton_module() -> ModuleType | None:
-    """rndpo._triton_loss, or None where Triton cannot be imported (imported on first use only)."""
+    """rndpo.losses._triton_loss, or None where Triton cannot be imported (imported on first use only)."""
     try:
-        from rndpo import _triton_loss
+        from rndpo.losses import _triton_loss
     except ImportError:
         return None
     return _triton_loss
@@ -609,7 +609,7 @@ def _dice_ce(logits: Tensor, target: Tensor, dice_weight: float, target_name: st
 def soft_dice_loss(prob: Tensor, onehot: Tensor, *, smooth: float) -> Tensor:
     """Mean over images and channels of 1 - soft Dice, for probabilities and one-hot targets float
     (B, C, *S): (2 |P T| + smooth) / (|P| + |T| + smooth) per (image, channel) over the spatial dims.
-    The one soft Dice of rndpo (the fine-tuning losses here, base training in ``rndpo.supervised``)."""
+    The one soft Dice of rndpo (the fine-tuning losses here, base training in ``rndpo.training.supervised``)."""
     spatial = tuple(range(2, prob.dim()))
     inter = (prob * onehot).sum(spatial)
     denom = prob.sum(spatial) + onehot.sum(spatial)

@@ -1,4 +1,4 @@
-"""Judges: label-free quality signals that score every proposal of a :class:`~rndpo.proposals.ProposalBank`.
+"""Judges: label-free quality signals that score every proposal of a :class:`~rndpo.proposals.bank.ProposalBank`.
 
 Every judge follows the :class:`Judge` protocol: ``judge.score(bank)`` returns float64 (N, K) scores, higher
 is better, and never NaN (a judge that would produce a non-finite score raises ``ValueError`` instead).
@@ -18,8 +18,8 @@ Judges:
 - :class:`ConsensusJudge`: Dice with the per-pixel strict-majority vote of the K proposals.
 - :class:`UncertaintyJudge`: how well a mask fits the base model's probabilities.
 - :class:`LearnedQCJudge`: a small CNN that predicts Dice from (image, mask), trained on labeled images.
-- :class:`~rndpo.ensemble.EnsembleJudge` (``ensemble``): a reliability-weighted rank average of label-free
-  judges (see :mod:`rndpo.ensemble`).
+- :class:`~rndpo.judges.ensemble.EnsembleJudge` (``ensemble``): a reliability-weighted rank average of label-free
+  judges (see :mod:`rndpo.judges.ensemble`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import numpy as np
 from scipy import stats
 
 from rndpo.config import JUDGE_NAMES, UncertaintyMode
+from rndpo.judges.qc_model import QCFitResult, QCNet, fit_qc_model, load_qc_model, predict_qc, save_qc_model
 from rndpo.metrics import dice_from_counts, spearman
 from rndpo.proposals import ProposalBank
-from rndpo.qc_model import QCFitResult, QCNet, fit_qc_model, load_qc_model, predict_qc, save_qc_model
 
 __all__ = [
     "JUDGE_NAMES",
@@ -453,11 +453,11 @@ class UncertaintyJudge:
 
 
 class LearnedQCJudge:
-    """A small CNN (:class:`rndpo.qc_model.QCNet`) that predicts a proposal's Dice from (image, mask).
+    """A small CNN (:class:`rndpo.judges.qc_model.QCNet`) that predicts a proposal's Dice from (image, mask).
 
     Train it with :meth:`fit` on a bank of proposals for labeled images (their true Dice is known),
     then :meth:`score` any bank with the same number of image channels. ``n_synthetic`` corruptions of
-    each training image's true mask (:mod:`rndpo.corruptions`) join the proposals, ``rank_weight``
+    each training image's true mask (:mod:`rndpo.judges.corruptions`) join the proposals, ``rank_weight``
     weighs a pairwise ranking loss among each image's masks, ``jitter`` is the training intensity
     jitter, and ``tta`` scores as the mean over the 8 flips / 90-degree rotations. :meth:`save` / :meth:`load`
     keep the network and its fit result in a folder.
@@ -599,7 +599,7 @@ class LearnedQCJudge:
 # --------------------------------------------------------------------------------------------------------
 # factory
 
-from rndpo.ensemble import EnsembleJudge  # noqa: E402  (it builds its default components with make_judge)
+from rndpo.judges.ensemble import EnsembleJudge  # noqa: E402  (it builds its default components with make_judge)
 
 _FACTORIES: dict[str, Callable[..., Judge]] = {
     "oracle": OracleJudge,

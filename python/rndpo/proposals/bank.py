@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from rndpo.config import PROPOSAL_SOURCES, ProposalConfig
 from rndpo.inference import as_image_tensor, forward_batched, predict_logits, rotate
-from rndpo.model import enable_mc_dropout, restore_train_flags, save_train_flags
+from rndpo.nets import enable_mc_dropout, restore_train_flags, save_train_flags
 from rndpo.storage import atomic_dir
 
 __all__ = [

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from rndpo.config import METHOD_PRESETS, MethodConfig
-from rndpo.finetune import TrainingPairs, top_choice_pairs
 from rndpo.metrics import dice
 from rndpo.proposals import ProposalBank
+from rndpo.training import TrainingPairs, top_choice_pairs
 
 __all__ = ["LADDER_METHOD", "ladder_table", "mask_pairs", "oracle_pairs", "perfect_label_pairs", "pool_dice"]
 

@@ -28,17 +28,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from rndpo.calibration import calibrate_judge
 from rndpo.config import FinetuneConfig, MethodConfig, config_to_dict
-from rndpo.finetune import reference_logits
-from rndpo.judges import OracleJudge
-from rndpo.ladder import pool_dice
+from rndpo.judges import OracleJudge, calibrate_judge
+from rndpo.pipeline.ladder import pool_dice
 from rndpo.proposals import ProposalBank
 from rndpo.storage import load_weights, stage_key, stage_ready, write_json
+from rndpo.training import reference_logits
 
 if TYPE_CHECKING:
-    from rndpo.experiment import _Stages
-    from rndpo.model import UNet
+    from rndpo.nets import UNet
+    from rndpo.pipeline.experiment import _Stages
 
 __all__ = [
     "ROUND_FIELDS",
@@ -122,7 +121,7 @@ def round_entry(
 ) -> dict[str, Any]:
     """One round's figures (:data:`ROUND_FIELDS`) from its run record and its bank on the pool, with
     ``calibration``: the judge's validation calibration on the proposals of the policy the round
-    starts from (:meth:`rndpo.calibration.JudgeCalibration.to_dict`; None where there is none)."""
+    starts from (:meth:`rndpo.judges.calibration.JudgeCalibration.to_dict`; None where there is none)."""
     pool = pool_dice(bank, true_dice) if true_dice is not None and bank.probs is not None else {}
     entry = {f: record.get(f) for f in ROUND_FIELDS}
     entry |= {"round": round, "start_dice": record.get("base_dice"), **pool, "calibration": calibration}
@@ -179,7 +178,7 @@ class Rounds:
     def run(self, run: JudgeRun, first: RoundOne) -> dict[str, Any]:
         """Rounds 2..N of ``run`` after ``first``; the row of the last round with ``rounds`` (one
         :func:`round_entry` per round) and the base figures of round 1."""
-        from rndpo import experiment as ex  # the stage helpers; experiment imports this module
+        from rndpo.pipeline import experiment as ex  # the stage helpers; experiment imports this module
 
         stages, cfg = self.stages, self.stages.config
         total = cfg.finetune.rounds

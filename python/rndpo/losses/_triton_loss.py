@@ -1,6 +1,6 @@
-"""Triton kernels for :func:`rndpo.losses.preference_loss` on CUDA: three launches per step, no gathers.
+"""Triton kernels for :func:`rndpo.losses.preference.preference_loss` on CUDA: three launches per step, no gathers.
 
-The math is the module docstring of :mod:`rndpo.losses`; here it is laid out for a GPU:
+The math is the module docstring of :mod:`rndpo.losses.preference`; here it is laid out for a GPU:
 
 1. ``_region_sums_kernel``, grid (B, ceil(P / BLOCK)): one read of policy, reference and both masks. Each
    program reduces its block of pixels to partial sums (accumulation dtype): the margin term summed over
@@ -19,7 +19,7 @@ The math is the module docstring of :mod:`rndpo.losses`; here it is laid out for
 Scalars (beta, label smoothing, region power) are passed as two float32 halves (hi + lo), because Triton
 passes Python floats as float32 and float64 accumulation needs them to about 48 bits.
 
-Launches go through :class:`rndpo._triton_launch.Launcher`: after the first launch of a
+Launches go through :class:`rndpo.losses._triton_launch.Launcher`: after the first launch of a
 specialization the compiled kernel is called directly, without the JIT's per-call binding; all
 per-call buffers come from two allocations (one float, one int64), split into views.
 
@@ -39,7 +39,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from rndpo._triton_launch import Launcher
+from rndpo.losses._triton_launch import Launcher
 
 __all__ = ["INTERPRETED", "LAUNCHERS", "LOSS_CODES", "region_preference_loss", "triton_version"]
 
@@ -451,7 +451,7 @@ def region_preference_loss(
     Returns (loss, losses, chosen_rewards, rejected_rewards, margins, accuracies, region_size, bad) as
     documented on ``_TritonPreferenceFunction``; ``bad`` holds the non-finite counts of policy and ref,
     which the caller must check (with bad inputs every float output is NaN). Kernels launch through
-    :class:`rndpo._triton_launch.Launcher` (``RNDPO_TRITON_LAUNCH=jit|direct``).
+    :class:`rndpo.losses._triton_launch.Launcher` (``RNDPO_TRITON_LAUNCH=jit|direct``).
     """
     options = (float(beta), loss_type, float(region_power), float(label_smoothing), normalization)
     outputs: tuple[Tensor, ...] = _TritonPreferenceFunction.apply(

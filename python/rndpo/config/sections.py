@@ -27,6 +27,10 @@ else:  # pragma: no cover
 
 __all__ = [
     "AUTO",
+    "JUDGE_FREE",
+    "JUDGE_NAMES",
+    "LABEL_FREE_JUDGES",
+    "LOSS_TYPES",
     "METHOD_PRESETS",
     "PROPOSAL_SOURCES",
     "STRATEGIES",
@@ -290,7 +294,7 @@ LABEL_FREE_JUDGES = ("agreement", "consensus", "uncertainty", "learned_qc")
 """The judges an ``ensemble`` may combine (those that need no ground truth on the pool)."""
 AUTO = "auto"
 """``mining.strategies = ["auto"]`` and ``label_smoothing = "auto"``: resolved from the validation
-calibration of the judge (see :mod:`rndpo.calibration`)."""
+calibration of the judge (see :mod:`rndpo.judges.calibration`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,17 +437,17 @@ class MiningConfig:
 OBJECTIVES = ("sft_top", "preference", "mean_teacher", "pseudo_label")
 JUDGE_FREE = ("mean_teacher", "pseudo_label")  # semi-supervised baselines: no judge, no pairs
 LossType = Literal["sigmoid", "ipo", "hinge", "robust", "cdpo"]
-"""The loss types of :func:`rndpo.losses.preference_loss`."""
+"""The loss types of :func:`rndpo.losses.preference.preference_loss`."""
 LOSS_TYPES: tuple[str, ...] = typing.get_args(LossType)
 Normalization = Literal["margin", "weight"]
-"""Where :func:`rndpo.losses.preference_loss` applies 1 / |D|**p: inside the sigmoid, or as a pair weight."""
+"""Where :func:`rndpo.losses.preference.preference_loss` applies 1 / |D|**p: inside the sigmoid, or as a pair weight."""
 
 
 @dataclass(frozen=True, slots=True)
 class MethodConfig:
     """One fine-tuning objective: pseudo-label SFT on the judge's top pick, a preference loss, or a
     judge-free semi-supervised baseline (mean teacher, confidence-filtered pseudo-labels; see
-    :mod:`rndpo.baselines`)."""
+    :mod:`rndpo.losses.semi_supervised`)."""
 
     objective: Literal["sft_top", "preference", "mean_teacher", "pseudo_label"] = field(
         default="preference", metadata=_help("objective family")
@@ -515,7 +519,7 @@ class MethodConfig:
             raise ConfigError(f"methods.<name>.confidence must be in [0.5, 1), got {self.confidence}")
 
     def loss_options(self) -> dict[str, Any]:
-        """The keyword options of :func:`rndpo.losses.preference_loss` this method sets.
+        """The keyword options of :func:`rndpo.losses.preference.preference_loss` this method sets.
 
         Raises ValueError while ``label_smoothing`` is still ``"auto"`` (the experiment replaces it with
         the judge's estimated flip rate first)."""

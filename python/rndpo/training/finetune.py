@@ -25,15 +25,21 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from rndpo.baselines import confident_pseudo_label_loss, consistency_loss, ema_update
 from rndpo.config import FinetuneConfig, MethodConfig
 from rndpo.data import SegmentationDataset
-from rndpo.evaluation import evaluate
 from rndpo.inference import predict_logits
-from rndpo.losses import preference_loss, sft_top_loss, supervised_anchor_loss
+from rndpo.losses import (
+    confident_pseudo_label_loss,
+    consistency_loss,
+    ema_update,
+    preference_loss,
+    sft_top_loss,
+    supervised_anchor_loss,
+)
+from rndpo.metrics import evaluate
 from rndpo.mining import PairSet
 from rndpo.storage import atomic_write, load_weights, stage_ready
-from rndpo.supervised import augment_batch
+from rndpo.training.supervised import augment_batch
 
 __all__ = [
     "FinetuneResult",

@@ -33,7 +33,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, stats
 
-__all__ = ["MetricSummary", "assd", "dice", "hd95", "iou", "summarize"]
+__all__ = [
+    "MetricSummary",
+    "assd",
+    "dice",
+    "dice_from_counts",
+    "hd95",
+    "iou",
+    "kendall",
+    "spearman",
+    "summarize",
+]
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 

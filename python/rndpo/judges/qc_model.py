@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rndpo.corruptions import corruption_set
 from rndpo.inference import as_image_tensor
+from rndpo.judges.corruptions import corruption_set
 from rndpo.metrics import spearman
-from rndpo.model import restore_train_flags, save_train_flags
+from rndpo.nets import restore_train_flags, save_train_flags
 from rndpo.storage import atomic_dir
 
 __all__ = [
@@ -143,7 +143,7 @@ def _augment(
 def synthetic_training_set(
     ground_truth: np.ndarray, n_synthetic: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n_synthetic`` corruptions per true mask (:func:`rndpo.corruptions.corruption_set`, Dice spread
+    """``n_synthetic`` corruptions per true mask (:func:`rndpo.judges.corruptions.corruption_set`, Dice spread
     evenly over [0, 1]) of ``ground_truth`` (N, H, W) in {0, 1}: (masks uint8 (N, n_synthetic, H, W),
     their true Dice float64 (N, n_synthetic)). Seeded by ``seed``."""
     rng = np.random.default_rng([seed, 20])

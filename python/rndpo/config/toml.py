@@ -2,7 +2,7 @@
 
 Every key of every table comes with its value and a one-line comment taken from the dataclass field's
 ``help`` metadata (plus the valid choices of ``Literal`` fields). A key whose default is None (no TOML
-value) is written commented out. Parsing the output with :func:`rndpo.config.config_from_dict` gives the
+value) is written commented out. Parsing the output with :func:`rndpo.config.sections.config_from_dict` gives the
 config back.
 """
 
@@ -14,7 +14,7 @@ import re
 import typing
 from typing import Any
 
-from rndpo.config import _SECTIONS, METHOD_PRESETS, MethodConfig, RunConfig, _literal_choices
+from rndpo.config.sections import _SECTIONS, METHOD_PRESETS, MethodConfig, RunConfig, _literal_choices
 
 __all__ = ["config_toml"]
 

@@ -7,7 +7,7 @@ Dice estimate, a probability fit) comparable. They are taken over the bank, not 
 a component knows about how hard an image is survives: the ensemble's scores are comparable across
 images like its components' (per-image ranks would put every image's best proposal at 1). In an
 experiment the weights are the components' validated reliability, ``max(spearman on the validation
-split, 0)`` (see :mod:`rndpo.calibration`), with equal weights when every weight is 0.
+split, 0)`` (see :mod:`rndpo.judges.calibration`), with equal weights when every weight is 0.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class EnsembleJudge:
 
     def __init__(self, judges: Sequence[Any] | None = None, weights: Sequence[float] | None = None) -> None:
         if judges is None:
-            from rndpo.judges import make_judge
+            from rndpo.judges.base import make_judge
 
             judges = [make_judge(name) for name in DEFAULT_COMPONENTS]
         self.judges = list(judges)

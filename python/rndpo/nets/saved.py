@@ -4,7 +4,7 @@ The ``.pt`` file holds only tensors, so ``torch.load(path, weights_only=True)`` 
 object is ever needed. The JSON says how to rebuild the network and how its inputs were prepared:
 
 - ``format``: ``"rndpo-model/1"``; ``version``: the rndpo version that wrote it;
-- ``architecture``: ``{"name": "rndpo.UNet", "config": {...}}`` (:meth:`rndpo.model.UNet.config`:
+- ``architecture``: ``{"name": "rndpo.UNet", "config": {...}}`` (:meth:`rndpo.nets.unet.UNet.config`:
   in/out channels, channels per level, dropout, norm) or ``{"name": "monai.BasicUNet", "config":
   {...}}`` (its keyword arguments); any other name needs the network passed to :func:`load_model`;
 - ``in_channels`` and ``image_size``: inputs are resized to (image_size, image_size) (None: as given);
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from rndpo import __version__
-from rndpo.model import UNet
+from rndpo.nets.unet import UNet
 from rndpo.storage import atomic_write, load_weights, write_json
 
 __all__ = ["FORMAT", "NORMALISATIONS", "SavedModel", "load_model", "save_model"]
@@ -86,7 +86,7 @@ def save_model(
     """Write ``path`` (.pt, a plain state dict) and its ``.json`` description; returns both paths.
 
     state_dict: the weights to save (default: ``model``'s own); architecture: how to rebuild the network
-    (default: derived for :class:`rndpo.model.UNet`); info: further JSON-ready fields to record.
+    (default: derived for :class:`rndpo.nets.unet.UNet`); info: further JSON-ready fields to record.
     """
     path = Path(path)
     if path.suffix != ".pt":

@@ -2,7 +2,7 @@
 
 results.json holds ``runs`` (one row per method, judge, miner and seed, with its Dice ``curve`` and
 ``final_dice_per_image`` on the test images), ``ladder`` (the headroom ladder per seed, see
-:mod:`rndpo.ladder`; empty when the pool has no ground truth), the config and the package version.
+:mod:`rndpo.pipeline.ladder`; empty when the pool has no ground truth), the config and the package version.
 results.md starts with the ladder, then gives mean +- std over seeds of each (method, judge, miner), and
 for ``finetune.rounds > 1`` a table per round (rows carry ``rounds``: one dict per round).
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from rndpo import __version__
 from rndpo.config import TOP_PICK, RunConfig, config_to_dict
-from rndpo.ladder import ladder_table
+from rndpo.pipeline.ladder import ladder_table
 from rndpo.storage import atomic_write, write_json, write_text
 
 __all__ = [
@@ -107,7 +107,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: the per-round figures results.md shows for runs with ``finetune.rounds > 1`` (see :mod:`rndpo.rounds`)
+#: the per-round figures results.md shows for runs with ``finetune.rounds > 1`` (see :mod:`rndpo.pipeline.rounds`)
 _ROUND_SUMMARY = (
     "start_dice",
     "selected_dice",

@@ -1,0 +1,37 @@
+"""Losses: the preference objectives (DPO, RN-DPO and relatives), supervised segmentation losses, semi-supervised baselines."""
+
+from rndpo.losses.preference import (
+    LossType,
+    Normalization,
+    PreferenceLoss,
+    PreferenceLossOutput,
+    check_nonfinite,
+    preference_loss,
+    sft_top_loss,
+    soft_dice_loss,
+    supervised_anchor_loss,
+)
+from rndpo.losses.semi_supervised import (
+    confident_pseudo_label_loss,
+    consistency_loss,
+    dihedral,
+    ema_update,
+    photometric_noise,
+)
+
+__all__ = [
+    "LossType",
+    "Normalization",
+    "PreferenceLoss",
+    "PreferenceLossOutput",
+    "check_nonfinite",
+    "confident_pseudo_label_loss",
+    "consistency_loss",
+    "dihedral",
+    "ema_update",
+    "photometric_noise",
+    "preference_loss",
+    "sft_top_loss",
+    "soft_dice_loss",
+    "supervised_anchor_loss",
+]
