@@ -19,7 +19,7 @@ import torch
 
 from rndpo.config import DataConfig, ModelConfig
 from rndpo.metrics.evaluation import evaluate
-from rndpo.pipeline.experiment import build_unet, load_data, split_data
+from rndpo.pipeline import build_unet, load_data, split_data
 from rndpo.training.supervised import BaseTrainConfig, train_base
 
 __all__ = ["main", "train_and_score"]
@@ -38,8 +38,8 @@ def train_and_score(
     for seed in seeds:
         torch.manual_seed(seed)
         model = build_unet(ModelConfig(), splits.labeled.images.shape[1])
-        config = BaseTrainConfig(steps=steps, seed=seed)
-        result = train_base(model, splits.labeled, splits.val, config, progress=False)
+        config = BaseTrainConfig(steps=steps)
+        result = train_base(model, splits.labeled, splits.val, config, seed=seed, progress=False)
         scores.append(evaluate(model, splits.test, distances=False).means()["dice"])
         seconds.append(result.seconds)
         print(f"  budget {budget} seed {seed}: Dice {scores[-1]:.3f} ({result.seconds:.0f} s of training)")

@@ -35,7 +35,7 @@ Launch path and finiteness check (CUDA, Triton): the kernels launch as ``RNDPO_T
 header; ``benches/gpu_checks.sh`` runs the script once per mode. "fused" checks the inputs' finiteness
 with one device-to-host copy per call (a host sync, the default ``RNDPO_TRITON_FINITE=sync``);
 "deferred" is the same step with ``RNDPO_TRITON_FINITE=deferred`` (the copy does not block; the error
-comes one call later; ``rndpo.losses._FiniteCheck``).
+comes one call later; ``rndpo.losses.set_finite_check_mode``).
 
 CUDA graphs (``--graphs``, CUDA only): the same forward + backward captured once in a
 ``torch.cuda.CUDAGraph`` (after warm-up on a side stream) and replayed CUDA_INNER times between two
@@ -45,7 +45,7 @@ capture the fused path's finiteness check is the kernel's NaN poisoning alone (c
 sync). A path that cannot be captured shows "-".
 
 ``--steps``: one fine-tuning step of the default U-Net (``rndpo.nets.unet.UNet()``, eval mode as in
-``rndpo.training.finetune``, AdamW) on B = 16 images at 128 x 128 and 256 x 256, everything already on the
+``rndpo.training.finetuning``, AdamW) on B = 16 images at 128 x 128 and 256 x 256, everything already on the
 device: "supervised" = forward, ``rndpo.training.supervised.segmentation_loss`` (BCE + soft Dice), backward,
 optimizer step; "RN-DPO" = forward, ``preference_loss`` (sigmoid, region_power 1) against precomputed
 reference logits, backward, optimizer step; same model, batch and optimizer. Ratio = RN-DPO / supervised.
@@ -71,8 +71,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from factories import boundary_masks
 from oracles import naive_preference_loss
-from rndpo.losses import preference as losses
-from rndpo.losses import preference_loss
+from rndpo.losses import (
+    finite_check_mode,
+    loss_backend,
+    preference_loss,
+    set_finite_check_mode,
+    set_loss_backend,
+)
 from rndpo.nets.unet import UNet
 from rndpo.training.supervised import segmentation_loss
 
@@ -105,27 +110,38 @@ def fused_step(inputs: Inputs) -> None:
     preference_loss(policy, ref, chosen, rejected, beta=0.5).loss.backward()
 
 
+def _on_torch(step: Callable[[], None]) -> None:
+    """Run ``step`` with preference_loss on its torch (index-gathering) path, also on CUDA."""
+    backend = loss_backend()
+    set_loss_backend("torch")
+    try:
+        step()
+    finally:
+        set_loss_backend(backend)
+
+
 def gather_step(inputs: Inputs) -> None:
     """The index-gathering fused path, also on CUDA."""
-    use_triton = losses._use_triton
-    losses._use_triton = lambda logits: False  # type: ignore[assignment]
-    try:
-        fused_step(inputs)
-    finally:
-        losses._use_triton = use_triton  # type: ignore[assignment]
+    _on_torch(lambda: fused_step(inputs))
 
 
 def deferred_step(inputs: Inputs) -> None:
     """The fused path with the deferred finiteness check (no host sync per call)."""
-    check = losses.FINITE_CHECK
-    losses.FINITE_CHECK = _DEFERRED
+    mode = finite_check_mode()
+    set_finite_check_mode("deferred")
     try:
         fused_step(inputs)
     finally:
-        losses.FINITE_CHECK = check
+        set_finite_check_mode(mode)
 
 
-_DEFERRED = losses._FiniteCheck("deferred")
+def _triton_available() -> bool:
+    """Whether the Triton kernels of preference_loss import here (the CUDA path uses them then)."""
+    try:
+        from rndpo.losses import _triton_loss  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def naive_step(inputs: Inputs) -> None:
@@ -252,7 +268,7 @@ def measure(
     paths: dict[str, Callable[[Inputs], None]] = {"fused": fused_step, "naive": naive_step}
     if device == "cuda":
         paths["gather"] = gather_step
-        if losses._use_triton(inputs[0]):
+        if _triton_available():
             paths["read"] = read_pass_step
             paths["deferred"] = deferred_step
 
@@ -306,17 +322,8 @@ def step_times(device: str, size: int, repeats: int, batch: int = STEP_BATCH) ->
         opt.step()
 
     steps: dict[str, Callable[[], None]] = {"supervised": supervised, "rndpo": rndpo}
-    if device == "cuda" and losses._use_triton(images):
-
-        def rndpo_gather() -> None:
-            use_triton = losses._use_triton
-            losses._use_triton = lambda logits: False  # type: ignore[assignment]
-            try:
-                rndpo()
-            finally:
-                losses._use_triton = use_triton  # type: ignore[assignment]
-
-        steps["rndpo_gather"] = rndpo_gather
+    if device == "cuda" and _triton_available():
+        steps["rndpo_gather"] = lambda: _on_torch(rndpo)
     return _median_times(steps, device, repeats)
 
 
@@ -341,12 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    triton = any(d == "cuda" for d in devices) and losses._triton_module() is not None
+    triton = any(d == "cuda" for d in devices) and _triton_available()
     from rndpo.losses import _triton_launch
 
-    launch = (
-        f", launch {_triton_launch.launch_mode()}, finite check {losses.FINITE_CHECK.mode}" if triton else ""
-    )
+    launch = f", launch {_triton_launch.launch_mode()}, finite check {finite_check_mode()}" if triton else ""
     print(
         f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, {SIZE} x {SIZE}, float32; "
         f"CUDA fused path: {'triton' if triton else 'gather'}{launch}"

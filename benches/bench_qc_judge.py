@@ -22,10 +22,16 @@ from typing import Any
 import numpy as np
 
 from rndpo.config import config_from_dict
-from rndpo.judges import LearnedQCJudge, OracleJudge, make_judge
-from rndpo.judges.reliability import judge_reliability, pair_quality
+from rndpo.judges import (
+    LearnedQCJudge,
+    OracleJudge,
+    judge_reliability,
+    judge_settings,
+    make_judge,
+    pair_quality,
+)
 from rndpo.mining import mine_pairs
-from rndpo.pipeline.experiment import _Stages, load_data, load_pool, split_data
+from rndpo.pipeline import Stages, load_data, load_pool, split_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipe_search import DATASETS  # the study settings: 64 x 64, 10% labels
@@ -68,26 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     splits = split_data(config.data, load_data(config.data))
     pool = load_pool(config.data, splits)
     out = Path(args.out) / args.data
-    stages = _Stages(config, out, splits, pool, False, "none", args.data)
+    stages = Stages(config, out, splits, pool, progress=False, keep="none", dataset=args.data)
     base_key, model, snapshots = stages.base(args.seed)
     _, bank = stages.bank(args.seed, base_key, model, snapshots)
     truth = OracleJudge().score(bank)
     masks = np.asarray(bank.masks)
     rows: list[dict[str, Any]] = []
-    j = config.judges  # the package defaults, overridden by --judge
-    kwargs: dict[str, Any] = {
-        "n_synthetic": j.qc_synthetic,
-        "rank_weight": j.qc_rank_weight,
-        "jitter": j.qc_jitter,
-        "tta": j.qc_tta,
-    }
-    kwargs |= json.loads(args.judge)
+    # the package defaults (what an experiment fits the judge with), overridden by --judge
+    kwargs: dict[str, Any] = judge_settings("learned_qc", config.judges) | json.loads(args.judge)
     steps = args.steps if args.steps is not None else config.judges.qc_steps
     images, gt = splits.labeled.images, splits.labeled.masks
     if args.fit_on == "labeled+val":
         images = np.concatenate([images, splits.val.images])
         gt = np.concatenate([gt, splits.val.masks])
-    train_bank = stages._proposals(model, snapshots, images, gt, args.seed)
+    train_bank = stages.proposals(model, snapshots, images, gt, args.seed)
     t0 = time.perf_counter()
     qc = LearnedQCJudge(**kwargs)
     fit = qc.fit(train_bank, steps=steps, seed=args.seed, progress=False)

@@ -24,9 +24,9 @@ import torch
 from rndpo.config import METHOD_PRESETS, config_from_dict
 from rndpo.judges import OracleJudge
 from rndpo.mining import mine_pairs
-from rndpo.pipeline.experiment import _Stages, load_data, load_pool, split_data
+from rndpo.pipeline import Stages, load_data, load_pool, split_data
 from rndpo.pipeline.ladder import LADDER_METHOD, mask_pairs, perfect_label_pairs
-from rndpo.training.finetune import (
+from rndpo.training.finetuning import (
     TrainingPairs,
     finetune,
     reference_logits,
@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / args.data
     config = config_from_dict({"data": DATASETS[args.data], "seeds": args.seeds})
     splits = split_data(config.data, load_data(config.data))
-    stages = _Stages(config, out, splits, load_pool(config.data, splits), False, "none", args.data)
+    stages = Stages(
+        config, out, splits, load_pool(config.data, splits), progress=False, keep="none", dataset=args.data
+    )
     for seed in args.seeds:
         base_key, model, snapshots = stages.base(seed)
         _, bank = stages.bank(seed, base_key, model, snapshots)

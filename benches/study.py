@@ -30,7 +30,7 @@ import numpy as np
 from rndpo import __version__
 from rndpo.config import AUTO, TOP_PICK, FinetuneConfig, config_from_dict
 from rndpo.metrics.stats import paired_verdict
-from rndpo.pipeline.experiment import run_experiment
+from rndpo.pipeline import run_experiment
 from rndpo.pipeline.ladder import ladder_table
 from rndpo.pipeline.report import plot_curves, rounds_table, summary_table
 from rndpo.storage import write_text

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rndpo.config import ConfigError, MethodConfig, MiningConfig, config_from_dict
-from rndpo.judges import NoisyOracleJudge, OracleJudge
+from rndpo.judges import NoisyOracleJudge, OracleJudge, make_judge
 from rndpo.judges.calibration import (
     ABSTAIN_MAX_ACCURACY,
     TOP_ANCHORED_MIN_ACCURACY,
@@ -229,7 +229,7 @@ def test_ensemble_judge_rank_averages_its_components() -> None:
     judge = EnsembleJudge([OracleJudge(), NoisyOracleJudge(0.2, seed=1)], [1.0, 0.0])
     # a zero weight drops the noisy component; bank-wide ranks keep the oracle's order exactly
     assert spearman(judge.score(bank), dice) == pytest.approx(1.0)
-    assert EnsembleJudge().score(bank).shape == (6, 4)  # agreement + consensus
+    assert make_judge("ensemble").score(bank).shape == (6, 4)  # agreement + consensus
 
 
 def test_config_accepts_auto_and_region_fraction() -> None:
@@ -325,13 +325,13 @@ def test_the_ensembles_ranking_scheme_keys_its_stages(
 ) -> None:
     """A folder written under another ranking scheme (earlier builds ranked per image) must not hand
     its ensemble scores, calibration or runs to this one: the scheme is part of their keys."""
-    import rndpo.pipeline.experiment
+    from rndpo.judges import registry  # the one place that puts the scheme into kwargs and keys
 
     config, out = write_config(tmp_path, AUTO_RUN), tmp_path / "out"
-    monkeypatch.setattr(rndpo.pipeline.experiment, "RANKING", "image")
+    monkeypatch.setattr(registry, "RANKING", "image")
     assert run(config, out) == 0
     before = {p.name for p in (out / "stages").iterdir()}
-    monkeypatch.setattr(rndpo.pipeline.experiment, "RANKING", "bank")
+    monkeypatch.setattr(registry, "RANKING", "bank")
     assert run(config, out, "--resume") == 0
     added = {p.name for p in (out / "stages").iterdir()} - before
     assert any(n.startswith("calibration-") for n in added)
@@ -405,25 +405,25 @@ def test_ensemble_components_default_to_agreement_and_consensus() -> None:
 
 
 def test_label_smoothing_auto_reaches_the_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rndpo.pipeline.experiment as experiment
+    from rndpo.pipeline import runs, stages
 
     seen: list[float] = []
-    original = experiment.finetune
+    original = runs.finetune
 
     def recording(model, data, method, *args, **kwargs):  # type: ignore[no-untyped-def]
         if method.loss_type == "robust":  # not the ladder's rungs
             seen.append(method.loss_options()["label_smoothing"])
         return original(model, data, method, *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "finetune", recording)
-    calibrate = experiment.calibrate_judges
+    monkeypatch.setattr(runs, "finetune", recording)
+    calibrate = stages.calibrate_judges
 
     def known_flips(*args, **kwargs):  # type: ignore[no-untyped-def]
         # the tiny bank's judge may flip nothing: plant a known flip rate to follow into the loss
         out = calibrate(*args, **kwargs)
         return {k: dataclasses.replace(c, flip_rates={"all_pairs": 0.23}) for k, c in out.items()}
 
-    monkeypatch.setattr(experiment, "calibrate_judges", known_flips)
+    monkeypatch.setattr(stages, "calibrate_judges", known_flips)
     text = (
         AUTO_RUN.replace(
             'names = ["agreement", "ensemble"]', 'names = ["noisy_oracle"]\nreliabilities = [0.6]'

@@ -149,7 +149,7 @@ def test_same_seed_gives_the_same_results(tiny_run: tuple[Path, Path], tmp_path:
 
 _KILL_AFTER_FIRST_CHECKPOINT = """
 import os, signal, sys
-import rndpo.training.finetune as finetune
+import rndpo.training.finetuning as finetune
 from rndpo.cli import main
 
 write = finetune.atomic_write

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from rndpo.cli import main
-from rndpo.config import RunConfig, config_from_dict, load_config
-from rndpo.config.sections import _SECTIONS
-from rndpo.config.toml import config_toml
+from rndpo.config import SECTIONS, RunConfig, config_from_dict, config_toml, load_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,7 +26,7 @@ def test_defaults_parse_back_to_the_default_config_with_every_key_commented(
     assert main(["config", "--defaults"]) == 0
     text = capsys.readouterr().out
     assert config_from_dict(tomllib.loads(text)) == RunConfig()
-    for name, cls in _SECTIONS.items():
+    for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             lines = [
                 ln

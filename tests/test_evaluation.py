@@ -1,4 +1,4 @@
-"""Tests of rndpo.metrics.evaluation: evaluate() scores thresholded predictions with rndpo.metrics, image by image."""
+"""rndpo.metrics.evaluation: evaluate() scores thresholded predictions with rndpo.metrics, image by image."""
 
 from __future__ import annotations
 

@@ -27,7 +27,13 @@ def test_own_model_example_runs_and_saves_a_loadable_model(tmp_path: Path) -> No
     assert "the 'snapshot' source is skipped" in proc.stderr
     assert "pairs; val Dice" in proc.stdout
     info = json.loads((tmp_path / "own.json").read_text())
-    assert info["architecture"]["name"] == "monai.BasicUNet" and info["method"] == "rndpo"
+    assert info["method"] == "rndpo" and info["architecture"] == {  # recorded by build_network
+        "name": "monai.BasicUNet",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "kwargs": {"features": [8, 8, 16, 32, 64, 8], "dropout": 0.1},
+    }
 
     import rndpo
 

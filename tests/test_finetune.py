@@ -18,7 +18,7 @@ from rndpo.data import synthetic_dataset
 from rndpo.losses import sft_top_loss
 from rndpo.mining import mine_pairs
 from rndpo.nets.unet import UNet
-from rndpo.training.finetune import (
+from rndpo.training.finetuning import (
     TrainingPairs,
     finetune,
     reference_logits,
@@ -294,7 +294,7 @@ def test_chosen_sft_weight_adds_the_sft_loss_of_the_chosen_masks() -> None:
 
 
 def test_lr_factor_warmup_then_cosine_to_five_percent() -> None:
-    from rndpo.training.finetune import lr_factor
+    from rndpo.training.finetuning import lr_factor
 
     cfg = FinetuneConfig(steps=10, warmup_steps=4, schedule="cosine")
     f = [lr_factor(s, cfg) for s in range(10)]

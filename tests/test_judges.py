@@ -1,4 +1,4 @@
-"""Judges (rndpo.judges, rndpo.judges.qc_model): hand-built banks with known answers, loop oracles, properties."""
+"""Judges (rndpo.judges): hand-built banks with known answers, loop oracles, properties; the registry."""
 
 from __future__ import annotations
 
@@ -468,7 +468,7 @@ def test_learned_qc_beats_constant_on_builtin_default() -> None:
         BaseTrainConfig(steps=30, eval_every=15, n_snapshots=0),
         progress=False,
     )
-    cfg = ProposalConfig(k=6, sources=("mc_dropout", "tta", "threshold", "morph"), seed=0)
+    cfg = ProposalConfig(k=6, sources=("mc_dropout", "tta", "threshold", "morph"))
     train_bank = generate_proposals(
         model, splits.labeled.images, config=cfg, ground_truth=splits.labeled.masks, progress=False
     )
@@ -500,8 +500,176 @@ def test_closed_form_starting_correlation_gives_the_spearman_asked_for(rho: floa
     assert pearson_for_spearman(0.0) == 0.0 and pearson_for_spearman(1.0) == pytest.approx(1.0)
 
 
-def test_the_judge_factory_knows_exactly_the_configs_judge_names() -> None:
-    from rndpo.config import JUDGE_NAMES
-    from rndpo.judges import base as judges
+# --------------------------------------------------------------------------------------------------------
+# the registry (rndpo.judges.registry): builds every judge, the default ensemble included
 
-    assert tuple(judges._FACTORIES) == JUDGE_NAMES == judges.JUDGE_NAMES
+
+def test_the_registry_knows_exactly_the_configs_judge_names() -> None:
+    from rndpo.config import JUDGE_NAMES as CONFIG_NAMES
+    from rndpo.judges import JUDGE_SPECS
+
+    assert tuple(JUDGE_SPECS) == CONFIG_NAMES == JUDGE_NAMES
+    assert all(spec.name == name for name, spec in JUDGE_SPECS.items())
+    kinds = {n: (s.seeded, s.trained, s.composite) for n, s in JUDGE_SPECS.items()}
+    assert {n for n, k in kinds.items() if any(k)} == {"noisy_oracle", "learned_qc", "ensemble"}
+    assert kinds["noisy_oracle"] == (True, False, False)
+    assert kinds["learned_qc"] == (False, True, False)
+    assert kinds["ensemble"] == (False, False, True)
+
+
+def test_build_judge_builds_every_judge_and_passes_the_seed_only_to_seeded_ones() -> None:
+    from rndpo.judges import build_judge
+
+    for name in JUDGE_NAMES:
+        judge = build_judge(name, seed=5)
+        assert judge.name == name and isinstance(judge, Judge)
+    assert build_judge("noisy_oracle", {"reliability": 0.4}, seed=7).seed == 7  # type: ignore[attr-defined]
+    assert build_judge("noisy_oracle", {"reliability": 0.4}).seed == 0  # type: ignore[attr-defined]
+    unc = build_judge("uncertainty", {"mode": "boundary"}, seed=3)
+    assert unc.mode == "boundary"  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"judge 'noisy_oracle': \['seed'\] given both"):
+        build_judge("noisy_oracle", {"seed": 1}, seed=2)
+    with pytest.raises(ValueError, match=r"unknown judge 'nope'; valid names: \['oracle'"):
+        build_judge("nope")
+
+
+def test_the_default_ensemble_scores_as_agreement_and_consensus_did(big_bank: ProposalBank) -> None:
+    from rndpo.config import JudgeConfig
+    from rndpo.judges import EnsembleJudge, build_judge
+
+    parts = [AgreementJudge(), ConsensusJudge()]
+    expected = EnsembleJudge(parts).score(big_bank)
+    for judge in (
+        make_judge("ensemble"),
+        build_judge("ensemble"),
+        build_judge("ensemble", config=JudgeConfig(names=("noisy_oracle", "ensemble"))),
+    ):
+        assert isinstance(judge, EnsembleJudge)
+        assert [j.name for j in judge.judges] == ["agreement", "consensus"]
+        np.testing.assert_array_equal(judge.weights, [1.0, 1.0])
+        assert judge.score(big_bank).tobytes() == expected.tobytes()
+    weighted = EnsembleJudge(parts, [0.25, 0.75]).score(big_bank)
+    built = make_judge("ensemble", weights=[0.25, 0.75])
+    assert built.score(big_bank).tobytes() == weighted.tobytes()
+    assert not np.array_equal(weighted, expected)
+    given = make_judge("ensemble", judges=[OracleJudge(), AgreementJudge()], weights=[1.0, 0.0])
+    assert [j.name for j in given.judges] == ["oracle", "agreement"]  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'judges'"):
+        EnsembleJudge()  # type: ignore[call-arg]  # the registry builds the components, not the ensemble
+    with pytest.raises(TypeError, match=r"judges\[1\] must be a Judge .*got str"):
+        EnsembleJudge([AgreementJudge(), "consensus"])  # type: ignore[list-item]
+
+
+def test_an_experiments_ensemble_is_built_from_the_configs_components(big_bank: ProposalBank) -> None:
+    from rndpo.config import JudgeConfig
+    from rndpo.judges import EnsembleJudge, build_judge
+
+    cfg = JudgeConfig(
+        names=("noisy_oracle", "uncertainty", "agreement", "ensemble"), uncertainty_mode="entropy"
+    )
+    kwargs = {"components": ["uncertainty", "agreement"], "weights": [0.4, 0.6], "ranking": "bank"}
+    seen: list[tuple[str, str, dict]] = []
+
+    def component(label: str, name: str, kw: dict) -> Judge:
+        seen.append((label, name, kw))
+        return make_judge(name, **kw)
+
+    judge = build_judge("ensemble", kwargs, config=cfg, seed=3, component=component)
+    assert seen == [("uncertainty", "uncertainty", {"mode": "entropy"}), ("agreement", "agreement", {})]
+    expected = EnsembleJudge([UncertaintyJudge("entropy"), AgreementJudge()], [0.4, 0.6]).score(big_bank)
+    assert judge.score(big_bank).tobytes() == expected.tobytes()
+    # without a builder the registry builds the components itself; configured labels get their kwargs
+    same = build_judge("ensemble", kwargs, config=cfg)
+    assert same.score(big_bank).tobytes() == expected.tobytes()
+    # without a config, component labels are judge names
+    plain = build_judge("ensemble", {"components": ["agreement", "consensus"]})
+    assert [j.name for j in plain.judges] == ["agreement", "consensus"]  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"'consensus' is no component of 'ensemble' under this config"):
+        build_judge("ensemble", {"components": ["consensus"]}, config=cfg)
+    with pytest.raises(ValueError, match=r"ranking must be 'bank'"):
+        build_judge("ensemble", {**kwargs, "ranking": "image"}, config=cfg)
+    with pytest.raises(TypeError, match=r"judge 'ensemble' got invalid arguments \['mode'\]"):
+        build_judge("ensemble", {"mode": "x"})
+    with pytest.raises(ValueError, match=r"components: unknown judge 'ensemble'"):
+        build_judge("ensemble", {"components": ["ensemble"]})
+
+
+def test_a_trained_judge_is_fitted_once_into_its_folder_then_loaded(qc_bank: ProposalBank, tmp_path) -> None:
+    from rndpo.config import JudgeConfig
+    from rndpo.judges import FitSource, build_judge
+
+    cfg = JudgeConfig(qc_steps=3, qc_synthetic=1, qc_rank_weight=0.5, qc_jitter=0.0, qc_tta=False)
+    calls: list[int] = []
+
+    def labeled() -> ProposalBank:
+        calls.append(1)
+        return qc_bank
+
+    fit = FitSource(tmp_path / "qc", labeled, seed=2)
+    first = build_judge("learned_qc", {"width": 4}, config=cfg, fit=fit)
+    assert calls == [1] and (tmp_path / "qc" / "model.pt").is_file()
+    assert isinstance(first, LearnedQCJudge)
+    assert (first.n_synthetic, first.rank_weight, first.jitter, first.tta) == (1, 0.5, 0.0, False)
+    assert first.fit_result is not None and first.fit_result.steps == 3
+    again = build_judge("learned_qc", {"width": 4}, config=cfg, fit=fit)
+    assert calls == [1]  # loaded, not refitted: the labeled bank is never made
+    assert again.score(qc_bank).tobytes() == first.score(qc_bank).tobytes()
+    # the same fit by hand: same numbers
+    by_hand = LearnedQCJudge(width=4, n_synthetic=1, rank_weight=0.5, jitter=0.0, tta=False)
+    by_hand.fit(qc_bank, steps=3, seed=2, progress=False)
+    assert by_hand.score(qc_bank).tobytes() == first.score(qc_bank).tobytes()
+    unfitted = build_judge("learned_qc", config=cfg)  # no FitSource: an unfitted judge with the settings
+    assert isinstance(unfitted, LearnedQCJudge) and unfitted.model is None and unfitted.n_synthetic == 1
+    with pytest.raises(TypeError, match=r"judge 'learned_qc': \['n_synthetic'\] given both"):
+        build_judge("learned_qc", {"n_synthetic": 2}, config=cfg)
+
+
+def test_the_registry_answers_what_the_pipeline_asked_by_name() -> None:
+    """calibration_judges, calibration_settings, key_settings and calibrated_kwargs give exactly what
+    the pipeline computed from judge names before the registry (cache keys must not change)."""
+    from rndpo.config import JudgeConfig, MiningConfig
+    from rndpo.judges import (
+        RANKING,
+        calibrate_judge,
+        calibrated_kwargs,
+        calibration_judges,
+        calibration_settings,
+        ensemble_components,
+        ensemble_weights,
+        judge_settings,
+        key_settings,
+    )
+
+    configs = [
+        JudgeConfig(),
+        JudgeConfig(names=("noisy_oracle", "ensemble"), reliabilities=(0.3, 0.9)),
+        JudgeConfig(names=("uncertainty", "learned_qc", "agreement", "ensemble", "oracle")),
+        JudgeConfig(names=("learned_qc",), qc_steps=7, qc_synthetic=2, qc_rank_weight=0.0, qc_tta=False),
+    ]
+    bank = disc_bank(6, 4, 16, seed=0)
+    truth = OracleJudge().score(bank)
+    for cfg in configs:
+        old = [j for j in cfg.judge_labels() if j[1] != "ensemble"]
+        if "ensemble" in cfg.names:
+            old += ensemble_components(cfg)
+        assert calibration_judges(cfg) == list(dict((j[0], j) for j in old).values())
+        assert calibration_settings(cfg) == ([RANKING] if "ensemble" in cfg.names else [])
+        qc = {"n_synthetic": cfg.qc_synthetic, "rank_weight": cfg.qc_rank_weight}
+        qc |= {"jitter": cfg.qc_jitter, "tta": cfg.qc_tta}
+        assert judge_settings("learned_qc", cfg) == qc
+        assert key_settings("learned_qc", cfg) == [cfg.qc_steps, qc]
+        # the learned QC judge is unfitted here: agreement's scores stand in for its calibration
+        calibration = {}
+        for label, name, kw in calibration_judges(cfg):
+            judge = AgreementJudge() if name == "learned_qc" else make_judge(name, **kw)
+            calibration[label] = calibrate_judge(label, judge.score(bank), truth, bank.masks, MiningConfig())
+        for _, name, kwargs in cfg.judge_labels():
+            if name != "learned_qc":
+                assert key_settings(name, cfg) is None and judge_settings(name, cfg) == {}
+            if name == "ensemble":
+                parts = [part[0] for part in ensemble_components(cfg)]
+                expected = {"components": parts, "weights": ensemble_weights(calibration, parts)}
+                expected["ranking"] = RANKING
+                assert calibrated_kwargs(name, kwargs, cfg, calibration) == expected
+            else:
+                assert calibrated_kwargs(name, kwargs, cfg, calibration) is kwargs

@@ -17,11 +17,13 @@ from oracles import naive_preference_loss
 from rndpo.losses import (
     PreferenceLoss,
     PreferenceLossOutput,
+    loss_backend,
     preference_loss,
+    set_loss_backend,
     sft_top_loss,
     supervised_anchor_loss,
 )
-from rndpo.losses.preference import _flat_nonzero
+from rndpo.losses._torch_loss import flat_nonzero  # the torch path's kernel module (like _triton_loss)
 
 LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "cdpo"]
 FIELDS = ["loss", "losses", "chosen_rewards", "rejected_rewards", "margins", "accuracies", "region_size"]
@@ -223,6 +225,54 @@ def test_saves_no_per_pixel_float_tensors() -> None:
     assert len([t for t in saved if t.is_floating_point() and t.numel() >= pixels]) >= 2
 
 
+def _assert_exact_region(chosen: torch.Tensor, rejected: torch.Tensor, seed: int) -> None:
+    """|D|, the margins and the gradient's support of preference_loss are exactly those of D = chosen !=
+    rejected (chosen, rejected (B, L) bool): integer logits make every sum exact in float64, and IPO with
+    region_power 0 gives the gradient 2 (m - 1/2) (2 y_w - 1) / #pairs on D, never 0 for integer m."""
+    gen = torch.Generator().manual_seed(seed)
+    region = chosen != rejected
+    policy = torch.randint(-8, 9, (chosen.shape[0], 1, chosen.shape[1]), generator=gen)
+    policy = policy.double().requires_grad_()
+    out = preference_loss(
+        policy, torch.zeros_like(policy), chosen, rejected, beta=1.0, loss_type="ipo", region_power=0.0
+    )
+    assert torch.equal(out.region_size, region.sum(1))
+    sign = chosen.double() * 2 - 1
+    assert torch.equal(out.margins, (sign * policy.detach()[:, 0] * region).sum(1))
+    if bool(region.any()):
+        (grad,) = torch.autograd.grad(out.loss, policy)
+        assert torch.equal(grad[:, 0] != 0, region)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 2000),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**31 - 1),
+)
+def test_region_is_exactly_the_disagreement_pixels(
+    batch: int, length: int, density: float, seed: int
+) -> None:
+    # any size (multiples of 8 or not, below and above 1024 pixels), sparse to dense regions: the scan for D
+    # reads the mask eight bytes at a time where it can
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.rand(batch, length, generator=gen) < 0.5
+    flip = torch.rand(batch, length, generator=gen) < density * density  # often sparse
+    _assert_exact_region(chosen, chosen ^ flip, seed)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.05, 0.3, 1.0])
+def test_region_is_exact_on_the_word_scan(density: float) -> None:
+    # 2 x 8192 pixels: the eight-bytes-at-a-time scan of D (sparse) or the plain one (dense)
+    gen = torch.Generator().manual_seed(1)
+    chosen = torch.rand(2, 8 * 1024, generator=gen) < 0.5
+    flip = torch.rand(2, 8 * 1024, generator=gen) < density
+    flip[0, 4000:4100] = density > 0  # a clustered run, like a boundary band
+    flip[1, 8150:8192] = density > 0  # a run up to the end of the last pair
+    _assert_exact_region(chosen, chosen ^ flip, 2)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.integers(0, 5000),
@@ -231,17 +281,18 @@ def test_saves_no_per_pixel_float_tensors() -> None:
     st.integers(0, 9),
 )
 def test_flat_nonzero_matches_nonzero(length: int, density: float, seed: int, offset: int) -> None:
+    # the sorted order matters too: the per-pair sums accumulate in it, so the figures are bit-stable
     gen = torch.Generator().manual_seed(seed)
     base = torch.rand(length + offset, generator=gen) < density * density  # often sparse
     mask = base[offset:]  # storage offsets that are not multiples of 8 take the plain path
-    torch.testing.assert_close(_flat_nonzero(mask), mask.nonzero().squeeze(1), atol=0, rtol=0)
+    torch.testing.assert_close(flat_nonzero(mask), mask.nonzero().squeeze(1), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.001, 0.05, 0.3, 1.0])
 def test_flat_nonzero_word_path(density: float) -> None:
     mask = torch.rand(16 * 1024, generator=torch.Generator().manual_seed(1)) < density
     mask[4000:4100] = density > 0  # a clustered run, like a boundary band
-    torch.testing.assert_close(_flat_nonzero(mask), mask.nonzero().squeeze(1), atol=0, rtol=0)
+    torch.testing.assert_close(flat_nonzero(mask), mask.nonzero().squeeze(1), atol=0, rtol=0)
 
 
 def test_large_finite_logits_are_accepted() -> None:
@@ -659,3 +710,22 @@ def test_cuda_matches_cpu(classes: int, dtype: torch.dtype) -> None:
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), atol=1e-4, rtol=1e-4)
     assert grad_gpu.dtype == dtype
     torch.testing.assert_close(grad_gpu.cpu().float(), grad_cpu.float(), atol=1e-4, rtol=1e-2)
+
+
+def test_loss_backend_switch() -> None:
+    # the default picks the torch path for CPU logits; forcing it gives the very same figures
+    gen = torch.Generator().manual_seed(5)
+    policy, ref, chosen, rejected = _pairs(gen, 3, 1, (6, 7))
+    assert loss_backend() == "auto"
+    auto = preference_loss(policy, ref, chosen, rejected, beta=0.5)
+    set_loss_backend("torch")
+    try:
+        assert loss_backend() == "torch"
+        forced = preference_loss(policy, ref, chosen, rejected, beta=0.5)
+    finally:
+        set_loss_backend("auto")
+    for name in FIELDS:
+        assert torch.equal(getattr(forced, name), getattr(auto, name)), name
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'triton', got 'fast'"):
+        set_loss_backend("fast")
+    assert loss_backend() == "auto"

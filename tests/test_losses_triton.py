@@ -9,6 +9,7 @@ on CUDA, and the tests marked ``cuda`` add realistic sizes and float64 finite di
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import zlib
@@ -24,8 +25,16 @@ pytest.importorskip("triton")
 
 from factories import boundary_masks
 from oracles import naive_preference_loss
-from rndpo.losses import _triton_launch, _triton_loss, preference_loss
-from rndpo.losses import preference as losses
+from rndpo.losses import (
+    _triton_launch,
+    _triton_loss,
+    check_nonfinite,
+    finite_check_mode,
+    loss_backend,
+    preference_loss,
+    set_finite_check_mode,
+    set_loss_backend,
+)
 
 LOSS_TYPES = ["sigmoid", "ipo", "hinge", "robust", "cdpo"]
 FIELDS = ["loss", "losses", "chosen_rewards", "rejected_rewards", "margins", "accuracies", "region_size"]
@@ -37,14 +46,35 @@ if _triton_loss.INTERPRETED and _triton_loss.triton_version() < (3, 7):
     pytest.skip("Triton's interpreter needs Triton >= 3.7 here", allow_module_level=True)
 
 
+@contextlib.contextmanager
+def _backend(backend: str) -> Iterator[None]:
+    """preference_loss on ``backend`` ('auto', 'torch' or 'triton') inside the block."""
+    previous = loss_backend()
+    set_loss_backend(backend)
+    try:
+        yield
+    finally:
+        set_loss_backend(previous)
+
+
+@contextlib.contextmanager
+def _finite_check(mode: str) -> Iterator[None]:
+    """The Triton path's finiteness check in ``mode`` ('sync' or 'deferred') inside the block."""
+    previous = finite_check_mode()
+    set_finite_check_mode(mode)
+    try:
+        yield
+    finally:
+        set_finite_check_mode(previous)
+
+
 @pytest.fixture(autouse=True)
-def _triton_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _triton_path() -> Iterator[None]:
     """Route preference_loss through the Triton kernels (on CPU tensors only under the interpreter)."""
     if DEVICE == "cuda" and not torch.cuda.is_available():
         pytest.fail("triton kernels are compiled (TRITON_INTERPRET was not set before import) and no GPU")
-    if DEVICE == "cpu":
-        monkeypatch.setattr(losses, "_use_triton", lambda logits: True)
-    yield
+    with _backend("triton" if DEVICE == "cpu" else "auto"):
+        yield
 
 
 def _on_triton(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -137,8 +167,7 @@ def test_matches_cpu_path_and_naive(
             label_smoothing=_eps(loss_type),
             normalization=normalization,
         )
-        with monkeypatch.context() as patch:
-            patch.setattr(losses, "_use_triton", lambda logits: False)
+        with _backend("torch"):
             cpu = _run(inputs, "cpu", weights, **options)
         calls = _on_triton(monkeypatch)
         got = _run(inputs, DEVICE, weights, **options)
@@ -204,7 +233,7 @@ def test_low_precision_inputs(classes: int, dtype: torch.dtype, ref_dtype: torch
     _assert_same(got, (values, grad.to(dtype)), atol=1e-5, rtol=1e-5, grad_rtol=ulp)
 
 
-def test_gradient_through_either_output(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradient_through_either_output() -> None:
     # backward gets dL/dloss or dL/dlosses alone (the other undefined), as in loss.backward()
     policy, ref, chosen, rejected = _pairs(17, 3, 1, (5, 5))
     weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
@@ -218,8 +247,7 @@ def test_gradient_through_either_output(monkeypatch: pytest.MonkeyPatch) -> None
         return only_loss.cpu(), only_losses.cpu()
 
     got = grads(DEVICE)
-    with monkeypatch.context() as patch:
-        patch.setattr(losses, "_use_triton", lambda logits: False)
+    with _backend("torch"):
         want = grads("cpu")
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
@@ -271,8 +299,16 @@ def test_non_finite_input_poisons_every_float_output() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
-def test_deferred_non_finite_check_raises_at_the_next_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(losses, "FINITE_CHECK", losses._FiniteCheck("deferred"))
+def test_deferred_non_finite_check_raises_at_the_next_call() -> None:
+    with _finite_check("deferred"):
+        _deferred_calls()
+    assert finite_check_mode() == "sync"
+    with pytest.raises(ValueError, match="mode must be 'sync' or 'deferred', got 'later'"):
+        set_finite_check_mode("later")
+
+
+def _deferred_calls() -> None:
+    assert finite_check_mode() == "deferred"
     policy, ref, chosen, rejected = (t.to(DEVICE) for t in _pairs(4, 2, 1, (4, 4), dtype=torch.float32))
     good = preference_loss(policy, ref, chosen, rejected, beta=0.5)  # call 1: finite
     assert bool(torch.isfinite(good.loss))
@@ -286,13 +322,11 @@ def test_deferred_non_finite_check_raises_at_the_next_call(monkeypatch: pytest.M
         preference_loss(policy, ref, chosen, rejected, beta=0.5)
     again = preference_loss(policy, ref, chosen, rejected, beta=0.5)  # the error is raised once
     assert torch.equal(again.loss, good.loss)
-    losses.check_nonfinite()  # nothing pending after finite inputs
+    check_nonfinite()  # nothing pending after finite inputs
     preference_loss(policy, ref, chosen, bad_policy.detach()[:, 0] > 0, beta=0.5)  # finite logits
     preference_loss(policy, ref * math.nan, chosen, rejected, beta=0.5)
     with pytest.raises(ValueError, match=r"got 0 and 32 non-finite values"):
-        losses.check_nonfinite()
-    with pytest.raises(ValueError, match="RNDPO_TRITON_FINITE must be 'sync' or 'deferred', got 'later'"):
-        losses._FiniteCheck("later")
+        check_nonfinite()
 
 
 @pytest.mark.skipif(not _triton_loss.INTERPRETED, reason="the interpreter only")
@@ -433,13 +467,13 @@ def test_cuda_graph_capture_of_forward_and_backward() -> None:
 
 @pytest.mark.cuda
 @cuda
-def test_cuda_deferred_non_finite_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(losses, "FINITE_CHECK", losses._FiniteCheck("deferred"))
+def test_cuda_deferred_non_finite_check() -> None:
     policy, ref, chosen, rejected = (t.cuda() for t in _pairs(6, 3, 1, (32, 32), dtype=torch.float32))
     policy[2, 0, 5, 5] = math.nan
-    out = preference_loss(policy, ref, chosen, rejected, beta=0.5)
-    assert bool(torch.isnan(out.loss))
-    policy[2, 0, 5, 5] = 0.0
-    with pytest.raises(ValueError, match=r"got 1 and 0 non-finite values"):
-        preference_loss(policy, ref, chosen, rejected, beta=0.5)
-    assert bool(torch.isfinite(preference_loss(policy, ref, chosen, rejected, beta=0.5).loss))
+    with _finite_check("deferred"):
+        out = preference_loss(policy, ref, chosen, rejected, beta=0.5)
+        assert bool(torch.isnan(out.loss))
+        policy[2, 0, 5, 5] = 0.0
+        with pytest.raises(ValueError, match=r"got 1 and 0 non-finite values in preference_loss call 1"):
+            preference_loss(policy, ref, chosen, rejected, beta=0.5)
+        assert bool(torch.isfinite(preference_loss(policy, ref, chosen, rejected, beta=0.5).loss))

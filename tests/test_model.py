@@ -1,4 +1,5 @@
-"""rndpo.nets.unet (UNet, enable_mc_dropout) and rndpo.inference (batched prediction)."""
+"""rndpo.nets.unet (UNet in 2D and 3D, enable_mc_dropout), rndpo.nets.padding and rndpo.inference
+(batched prediction)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from rndpo.inference import predict_logits
+from rndpo.nets import PadToMultiple
 from rndpo.nets.unet import UNet, enable_mc_dropout, restore_train_flags, save_train_flags
 
 SMALL = (4, 8, 16)
@@ -108,6 +110,7 @@ def test_config_round_trip() -> None:
         "channels": list(SMALL),
         "dropout": 0.2,
         "norm": "instance",
+        "spatial_dims": 2,
     }
     clone = UNet.from_config(config)
     clone.load_state_dict(model.state_dict())
@@ -125,6 +128,8 @@ def test_config_round_trip() -> None:
         ({"channels": (8, -1)}, "channels must list"),
         ({"dropout": 1.0}, r"dropout must be a float in \[0, 1\), got 1.0"),
         ({"norm": "layer"}, r"norm must be one of \['batch', 'instance', 'none'\], got 'layer'"),
+        ({"spatial_dims": 1}, "spatial_dims must be 2 or 3, got 1"),
+        ({"spatial_dims": True}, "spatial_dims must be 2 or 3, got True"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
@@ -155,3 +160,48 @@ def test_train_flags_are_restored_module_by_module() -> None:
     assert [m.training for m in model.modules()] == before
     predict_logits(model, np.zeros((1, 1, 16, 16), dtype=np.float32))
     assert [m.training for m in model.modules()] == before
+
+
+def test_2d_parameter_names_are_those_of_saved_models() -> None:
+    """Saved state dicts name these parameters: 2D keeps them (and their order) exactly."""
+    conv, norm = ["weight"], ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    block = [f"{i}.{k}" for i, keys in ((0, conv), (1, norm), (3, conv), (4, norm)) for k in keys]
+    names = [f"encoders.{level}.{b}" for level in (0, 1) for b in block]
+    names += ["ups.0.weight", "ups.0.bias", *[f"decoders.0.{b}" for b in block], "head.weight", "head.bias"]
+    assert list(UNet(channels=(4, 8)).state_dict()) == names
+
+
+@pytest.mark.parametrize("size", [(9, 13, 6), (8, 8, 8), (1, 2, 3)])
+def test_3d_output_shape_any_size(size: tuple[int, int, int]) -> None:
+    model = _model(spatial_dims=3, in_channels=2, out_channels=3).eval()
+    out = model(torch.rand(2, 2, *size))
+    assert out.shape == (2, 3, *size) and out.dtype == torch.float32
+    assert isinstance(model.head, nn.Conv3d) and model.config()["spatial_dims"] == 3
+
+
+def test_3d_padding_is_a_crop_and_mc_dropout_samples_differ() -> None:
+    model = _model(spatial_dims=3, dropout=0.3).eval()
+    x = torch.rand(1, 1, 5, 7, 6)
+    padded = torch.nn.functional.pad(x, (0, 2, 0, 1, 0, 3), mode="replicate")  # up to multiples of 4
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(padded)[..., :5, :7, :6], atol=1e-6)
+        enable_mc_dropout(model)
+        assert not torch.equal(model(x), model(x))
+    assert any(isinstance(m, nn.Dropout3d) for m in model.modules())
+    with pytest.raises(ValueError, match=r"x must have shape \(B, in_channels=1, D, H, W\), got \(1, 1, 8, 8\)"):
+        model(torch.rand(1, 1, 8, 8))
+
+
+def test_pad_to_multiple_wraps_any_network() -> None:
+    inner = nn.Conv2d(1, 2, 3, padding=1)
+    wrapped = PadToMultiple(inner, 8, 2)
+    x = torch.rand(2, 1, 13, 10)
+    padded = torch.nn.functional.pad(x, (0, 6, 0, 3), mode="replicate")
+    with torch.no_grad():
+        assert torch.equal(wrapped(x), inner(padded)[..., :13, :10])
+        assert torch.equal(wrapped(padded), inner(padded))  # nothing to pad: the network's own output
+    assert list(wrapped.state_dict()) == ["network.weight", "network.bias"]
+    with pytest.raises(ValueError, match=r"x must have 4 dimensions \(B, C and 2 spatial\), got shape \(1, 8, 8\)"):
+        wrapped(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="multiple must be a positive int, got 0"):
+        PadToMultiple(inner, 0, 2)

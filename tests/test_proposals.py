@@ -12,9 +12,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import rndpo.proposals as proposals_module
+import rndpo.proposals.bank as proposals_bank
 from factories import disks
 from oracles import oracle_binary_morph
+from rndpo.config import ConfigError
 from rndpo.data import SegmentationDataset
 from rndpo.inference import predict_logits
 from rndpo.nets.unet import UNet
@@ -132,12 +133,12 @@ def test_snapshot_modules_and_state_dicts_agree(base) -> None:  # type: ignore[n
 
 
 def test_generation_is_deterministic(base) -> None:  # type: ignore[no-untyped-def]
-    cfg = ProposalConfig(k=8, seed=3)
-    a, b = _generate(base, config=cfg), _generate(base, config=cfg)
+    cfg = ProposalConfig(k=8)
+    a, b = _generate(base, config=cfg, seed=3), _generate(base, config=cfg, seed=3)
     np.testing.assert_array_equal(a.masks, b.masks)
     np.testing.assert_array_equal(a.probs, b.probs)
     before = torch.random.get_rng_state()
-    c = _generate(base, config=dataclasses.replace(cfg, seed=4))
+    c = _generate(base, config=cfg, seed=4)
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is left alone
     mc = [j for j, s in enumerate(cfg.sources * 2) if s == "mc_dropout"]
     assert not np.array_equal(a.masks[:, mc], c.masks[:, mc])
@@ -200,22 +201,35 @@ def test_missing_snapshots_and_bad_arguments(base) -> None:  # type: ignore[no-u
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"k": 0}, "k must be a positive int, got 0"),
-        ({"sources": ("tta", "flip")}, r"sources entries must be one of \['mc_dropout', .*\], got 'flip'"),
-        ({"sources": ()}, "sources must be a non-empty tuple"),
-        ({"sources": ("tta", "tta")}, "must not repeat"),
+        ({"k": 0}, "proposals.k must be >= 1, got 0"),
+        ({"k": 2.0}, "proposals.k must be an integer, got float 2.0"),
+        (
+            {"sources": ("tta", "flip")},
+            r"proposals.sources: unknown source 'flip'; valid choices: \['mc_dropout', .*\]",
+        ),
+        ({"sources": ()}, "proposals.sources must name at least one of"),
+        ({"sources": ["tta"]}, "proposals.sources must be a tuple in Python"),
+        ({"sources": ("tta", "tta")}, "proposals.sources must not repeat"),
         ({"threshold_low": 0.8}, "0 < low <= high < 1, got 0.8 and 0.7"),
-        ({"mc_dropout_p": 1.0}, r"mc_dropout_p must be None or in \(0, 1\), got 1.0"),
-        ({"morph_radius": 0}, "morph_radius must be a positive int, got 0"),
-        ({"tta_degrees": 120.0}, r"tta_degrees must be in \[0, 90\]"),
-        ({"seed": -1}, "seed must be an int >= 0, got -1"),
+        ({"mc_dropout_p": 1.0}, r"proposals.mc_dropout_p must be in \(0, 1\), or unset .*, got 1.0"),
+        ({"morph_radius": 0}, "proposals.morph_radius must be >= 1, got 0"),
+        ({"tta_degrees": 120.0}, r"proposals.tta_degrees must be in \[0, 90\]"),
     ],
 )
 def test_bad_config(changes: dict[str, object], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         ProposalConfig(**changes)  # type: ignore[arg-type]
     for f in dataclasses.fields(ProposalConfig):
         assert f.metadata.get("help"), f.name
+
+
+@pytest.mark.parametrize(
+    ("seed", "error", "match"),
+    [(-1, ValueError, "seed must be an int >= 0, got -1"), (1.0, TypeError, "seed must be an int >= 0")],
+)
+def test_bad_seed(base, seed: object, error: type[Exception], match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=match):
+        _generate(base, config=ProposalConfig(k=2, sources=("threshold",)), seed=seed)
 
 
 @settings(max_examples=30, deadline=None)
@@ -284,7 +298,7 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
             raise OSError("disk full")
         real_save(path, arr, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(proposals_module.np, "save", failing_save)
+    monkeypatch.setattr(proposals_bank.np, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
         _bank(seed=2).save(tmp_path / "bank")
     with pytest.raises(OSError, match="disk full"):

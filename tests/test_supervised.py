@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from factories import disks
 from oracles import oracle_rotate_nearest, oracle_segmentation_loss
+from rndpo.config import ConfigError
 from rndpo.inference import rotate
 from rndpo.nets.unet import UNet
 from rndpo.training.supervised import (
@@ -32,7 +33,7 @@ def _model(in_channels: int = 1) -> UNet:
     return UNet(in_channels=in_channels, channels=SMALL, dropout=0.1)
 
 
-FAST = BaseTrainConfig(steps=24, batch_size=8, lr=3e-3, eval_every=8, n_snapshots=3, seed=0)
+FAST = BaseTrainConfig(steps=24, batch_size=8, lr=3e-3, eval_every=8, n_snapshots=3)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,7 @@ def test_training_is_reproducible(trained: tuple[UNet, dict[str, torch.Tensor], 
     for s1, s2 in zip(result.snapshots, again.snapshots, strict=True):
         assert all(torch.equal(s1[k], s2[k]) for k in s1)
     other = train_base(
-        _model(), disks(16), disks(6, seed=1), dataclasses.replace(FAST, steps=8, seed=1), progress=False
+        _model(), disks(16), disks(6, seed=1), dataclasses.replace(FAST, steps=8), seed=1, progress=False
     )
     assert not torch.equal(other.state_dict["head.weight"], result.snapshots[0]["head.weight"])
 
@@ -246,22 +247,26 @@ def test_bad_input(
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"steps": 0}, "steps must be a positive int, got 0"),
-        ({"batch_size": 2.5}, "batch_size must be a positive int"),
-        ({"n_snapshots": 30, "steps": 10}, "n_snapshots must be <= steps = 10, got 30"),
-        ({"lr": -1.0}, "lr must be > 0"),
-        ({"lr": math.nan}, "lr must be a finite number"),
-        ({"schedule": "step"}, r"schedule must be one of \['cosine', 'constant'\], got 'step'"),
-        ({"max_rotation": 200.0}, r"max_rotation must be in \[0, 180\]"),
+        ({"steps": 0}, "base.steps must be >= 1, got 0"),
+        ({"batch_size": 2.5}, "base.batch_size must be an integer, got float 2.5"),
+        ({"n_snapshots": 30, "steps": 10}, "base.n_snapshots must be <= base.steps = 10, got 30"),
+        ({"lr": -1.0}, "base.lr must be > 0, got -1.0"),
+        ({"lr": math.nan}, "base.lr must be a finite number"),
+        ({"schedule": "step"}, r"base.schedule must be one of \['cosine', 'constant'\], got 'step'"),
+        ({"max_rotation": 200.0}, r"base.max_rotation must be in \[0, 180\]"),
     ],
 )
 def test_bad_config(changes: dict[str, object], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         BaseTrainConfig(**changes)  # type: ignore[arg-type]
 
 
 def test_config_type_checked() -> None:
     with pytest.raises(TypeError, match="config must be a BaseTrainConfig, got dict"):
         train_base(_model(), disks(2), disks(2), {"steps": 2}, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"seed must be an int, got float 1\.0"):
+        train_base(_model(), disks(2), disks(2), FAST, seed=1.0, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="device must be a torch device such as 'cpu' or 'cuda', got 'gpu'"):
+        train_base(_model(), disks(2), disks(2), FAST, device="gpu", progress=False)
     for f in dataclasses.fields(BaseTrainConfig):
         assert f.metadata.get("help"), f.name

@@ -1,4 +1,4 @@
-"""rndpo.losses._triton_launch.Launcher: the caching and dispatch logic, with fake kernels (no GPU, no Triton).
+"""rndpo.losses._triton_launch.Launcher: the caching and dispatch logic with fake kernels (no GPU, no Triton).
 
 The fake JIT kernel records its launches and returns a fake compiled kernel that records direct launches,
 so each test sees which path a launch took and with which arguments. The real kernels are exercised by

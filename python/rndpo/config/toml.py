@@ -2,7 +2,7 @@
 
 Every key of every table comes with its value and a one-line comment taken from the dataclass field's
 ``help`` metadata (plus the valid choices of ``Literal`` fields). A key whose default is None (no TOML
-value) is written commented out. Parsing the output with :func:`rndpo.config.sections.config_from_dict` gives the
+value) is written commented out. Parsing the output with :func:`rndpo.config.run.config_from_dict` gives the
 config back.
 """
 
@@ -11,12 +11,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import typing
 from typing import Any
 
-from rndpo.config.sections import _SECTIONS, METHOD_PRESETS, MethodConfig, RunConfig, _literal_choices
+from rndpo.config._fields import field_types, literal_choices
+from rndpo.config.methods import METHOD_PRESETS, MethodConfig
+from rndpo.config.run import SECTIONS, RunConfig
 
 __all__ = ["config_toml"]
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(k: str) -> str:
+    return k if _BARE_KEY.fullmatch(k) else json.dumps(k)
 
 
 def _value(v: Any) -> str:
@@ -28,12 +36,14 @@ def _value(v: Any) -> str:
         return json.dumps(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"no TOML form for {type(v).__name__} {v!r}")
 
 
 def _comment(cls: type, f: dataclasses.Field[Any]) -> str:
     text = str(f.metadata.get("help", "")).strip()
-    choices = _literal_choices(typing.get_type_hints(cls)[f.name])
+    choices = literal_choices(field_types(cls)[f.name])
     if choices is not None:
         text += f" (one of {', '.join(map(str, choices))})"
     return text
@@ -66,7 +76,7 @@ def config_toml(config: RunConfig | None = None) -> str:
         lines.append(f"methods = {_value(list(config.methods))}  # {_comment(RunConfig, fields['methods'])}")
     lines += [f"#   presets: {', '.join(METHOD_PRESETS)}", "#   keys of a method table:"]
     lines += _table(MethodConfig, MethodConfig(), prefix="#   ")
-    for name, cls in _SECTIONS.items():
+    for name, cls in SECTIONS.items():
         doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", (cls.__doc__ or "").strip().splitlines()[0])
         lines += ["", f"[{name}]", f"# {doc}"]
         lines += _table(cls, getattr(config, name))
@@ -76,5 +86,5 @@ def config_toml(config: RunConfig | None = None) -> str:
             cells = ", ".join(
                 f"{f.name} = {_value(getattr(method, f.name))}" for f in dataclasses.fields(method)
             )
-            lines.append(f"{name} = {{{cells}}}")
+            lines.append(f"{_key(name)} = {{{cells}}}")
     return "\n".join(lines) + "\n"

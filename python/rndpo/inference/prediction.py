@@ -3,7 +3,7 @@
 Each image is brought to the model's input size exactly as in training (bilinear, anti-aliased when
 shrinking: :func:`rndpo.data.loaders.resize_image`), scored in eval mode, and its foreground
 probabilities are resized back (bilinear) to the image's own size and thresholded (probability >
-threshold). Files are read with the saved model's normalisation: npz and image folders as the loaders
+threshold). Files are read with the saved model's scaling: npz and image folders as the loaders
 read them (integers divided by their dtype's maximum), NIfTI volumes clipped to their percentiles (or
 the recorded window) and sliced along the recorded axis. Outputs come in the input's format: an npz
 (``masks`` uint8 (N, H, W), ``ids``, with ``probs`` float32 (N, H, W) on request), a folder of PNG masks
@@ -74,7 +74,7 @@ def predict(
 ) -> Prediction:
     """Segment ``images``: float32 (N, C, H, W), or a list of (C, H_i, W_i) images of any sizes.
 
-    Images follow the one image rule (any finite range; normalisation is the caller's). With a
+    Images follow the one image rule (any finite range; scaling is the caller's). With a
     :class:`SavedModel` they are converted to its channels (gray <-> RGB) and resized to its image size,
     and the masks come back at each image's own size; a bare ``nn.Module`` sees them as given.
     threshold: default the saved model's (0.5 for a bare module).
@@ -125,7 +125,7 @@ def _predict_npz_or_folder(
     model: SavedModel, src: Path, out: Path, probs: bool, batch_size: int, device: str
 ) -> list[Path]:
     images, ids = read_images(src)
-    if model.normalisation.get("kind") == "volume_percentile":
+    if model.scaling.get("kind") == "volume_percentile":
         log.warning("%s: the model was trained on NIfTI volumes; reading these images as 0-1 images", src)
     pred = predict(model, images, batch_size=batch_size, device=device)
     if src.is_file():  # npz in, npz out
@@ -159,9 +159,9 @@ def _predict_nifti(
 ) -> list[Path]:
     import nibabel as nib
 
-    norm = model.normalisation
-    axis = int(norm.get("axis", 2))
-    window: Any = tuple(norm["window"]) if norm.get("window") else None
+    scaling = model.scaling
+    axis = int(scaling.get("axis", 2))
+    window: Any = tuple(scaling["window"]) if scaling.get("window") else None
     single = len(files) == 1 and _is_nifti(out)
     if not single:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,12 @@
 """Judges score proposals: the ``Judge`` protocol, each judge, the registry that builds them, calibration on validation."""
 
-from rndpo.judges.base import (
-    JUDGE_NAMES,
+from rndpo.judges.agreement import (
     AgreementJudge,
     ConsensusJudge,
+)
+from rndpo.judges.base import (
     Judge,
-    LearnedQCJudge,
-    NoisyOracleJudge,
-    OracleJudge,
-    UncertaintyJudge,
-    make_judge,
-    pearson_for_spearman,
-    proposal_dice,
+    TrainableJudge,
 )
 from rndpo.judges.calibration import (
     ABSTAIN_MAX_ACCURACY,
@@ -43,6 +38,15 @@ from rndpo.judges.ensemble import (
     rank_average,
     reliability_weights,
 )
+from rndpo.judges.learned_qc import (
+    LearnedQCJudge,
+)
+from rndpo.judges.oracle import (
+    NoisyOracleJudge,
+    OracleJudge,
+    pearson_for_spearman,
+    proposal_dice,
+)
 from rndpo.judges.qc_model import (
     QCFitResult,
     QCNet,
@@ -52,11 +56,30 @@ from rndpo.judges.qc_model import (
     save_qc_model,
     synthetic_training_set,
 )
+from rndpo.judges.registry import (
+    JUDGE_NAMES,
+    JUDGE_SPECS,
+    ComponentBuilder,
+    FitSource,
+    JudgeLabel,
+    JudgeSpec,
+    build_judge,
+    calibrated_kwargs,
+    calibration_judges,
+    calibration_settings,
+    judge_settings,
+    judge_spec,
+    key_settings,
+    make_judge,
+)
 from rndpo.judges.reliability import (
     PairQuality,
     ReliabilityReport,
     judge_reliability,
     pair_quality,
+)
+from rndpo.judges.uncertainty import (
+    UncertaintyJudge,
 )
 
 __all__ = [
@@ -65,14 +88,19 @@ __all__ = [
     "CORRUPTION_KINDS",
     "DEFAULT_COMPONENTS",
     "JUDGE_NAMES",
+    "JUDGE_SPECS",
     "MAX_LABEL_SMOOTHING",
     "RANKING",
     "TOP_ANCHORED_MIN_ACCURACY",
     "AgreementJudge",
+    "ComponentBuilder",
     "ConsensusJudge",
     "EnsembleJudge",
+    "FitSource",
     "Judge",
     "JudgeCalibration",
+    "JudgeLabel",
+    "JudgeSpec",
     "LearnedQCJudge",
     "NoisyOracleJudge",
     "OracleJudge",
@@ -81,10 +109,15 @@ __all__ = [
     "QCNet",
     "ReliabilityReport",
     "StrategyChoice",
+    "TrainableJudge",
     "UncertaintyJudge",
     "auto_label_smoothing",
+    "build_judge",
     "calibrate_judge",
     "calibrate_judges",
+    "calibrated_kwargs",
+    "calibration_judges",
+    "calibration_settings",
     "choose_strategy",
     "corrupt_mask",
     "corruption_set",
@@ -92,6 +125,9 @@ __all__ = [
     "ensemble_weights",
     "fit_qc_model",
     "judge_reliability",
+    "judge_settings",
+    "judge_spec",
+    "key_settings",
     "load_qc_model",
     "make_judge",
     "margin_quantile",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from rndpo.judges.base import Judge
 from rndpo.proposals import ProposalBank
 
 __all__ = ["DEFAULT_COMPONENTS", "RANKING", "EnsembleJudge", "rank_average", "reliability_weights"]
@@ -71,20 +72,22 @@ def rank_average(scores_list: Sequence[Any], weights: Sequence[float] | np.ndarr
 class EnsembleJudge:
     """Rank-averages the scores of ``judges`` with ``weights`` (see :func:`rank_average`).
 
-    judges: Judge objects (default: agreement and consensus); weights: one per judge, >= 0
+    judges: the component Judge objects (at least one; :func:`rndpo.judges.registry.build_judge` builds
+    them, the default ensemble of :data:`DEFAULT_COMPONENTS` included); weights: one per judge, >= 0
     (default: equal). ``score(bank)`` -> float64 (N, K) in [0, 1].
     """
 
     name = "ensemble"
 
-    def __init__(self, judges: Sequence[Any] | None = None, weights: Sequence[float] | None = None) -> None:
-        if judges is None:
-            from rndpo.judges.base import make_judge
-
-            judges = [make_judge(name) for name in DEFAULT_COMPONENTS]
+    def __init__(self, judges: Sequence[Judge], weights: Sequence[float] | None = None) -> None:
         self.judges = list(judges)
         if not self.judges:
             raise ValueError("judges must name at least one component judge, got none")
+        for i, judge in enumerate(self.judges):
+            if not isinstance(judge, Judge):
+                raise TypeError(
+                    f"judges[{i}] must be a Judge (a name and score(bank)), got {type(judge).__name__}"
+                )
         self.weights = np.ones(len(self.judges)) if weights is None else np.asarray(weights, dtype=np.float64)
         if self.weights.shape != (len(self.judges),):
             raise ValueError(

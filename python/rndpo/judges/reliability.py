@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
+from rndpo.judges.oracle import OracleJudge
 from rndpo.metrics import kendall, spearman
 from rndpo.proposals import ProposalBank
 
@@ -95,8 +96,6 @@ def _as_matrix(arr: Any, what: str, shape: tuple[int, int] | None = None) -> np.
 
 def _true_dice(truth: ProposalBank | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if isinstance(truth, ProposalBank):
-        from rndpo.judges.base import OracleJudge
-
         dice = OracleJudge().score(truth)
         if dice.shape != shape:
             raise ValueError(f"scores must have shape (N, K) = {dice.shape} of the bank, got {shape}")

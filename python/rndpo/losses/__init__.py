@@ -1,4 +1,6 @@
-"""Losses: the preference objectives (DPO, RN-DPO and relatives), supervised segmentation losses, semi-supervised baselines."""
+"""Losses: the preference objectives (DPO, RN-DPO and relatives), supervised segmentation losses, semi-
+supervised baselines.
+"""
 
 from rndpo.losses.preference import (
     LossType,
@@ -6,7 +8,13 @@ from rndpo.losses.preference import (
     PreferenceLoss,
     PreferenceLossOutput,
     check_nonfinite,
+    finite_check_mode,
+    loss_backend,
     preference_loss,
+    set_finite_check_mode,
+    set_loss_backend,
+)
+from rndpo.losses.segmentation import (
     sft_top_loss,
     soft_dice_loss,
     supervised_anchor_loss,
@@ -29,8 +37,12 @@ __all__ = [
     "consistency_loss",
     "dihedral",
     "ema_update",
+    "finite_check_mode",
+    "loss_backend",
     "photometric_noise",
     "preference_loss",
+    "set_finite_check_mode",
+    "set_loss_backend",
     "sft_top_loss",
     "soft_dice_loss",
     "supervised_anchor_loss",

@@ -1,4 +1,4 @@
-"""Triton kernels for :func:`rndpo.losses.preference.preference_loss` on CUDA: three launches per step, no gathers.
+"""Triton kernels for :func:`rndpo.losses.preference.preference_loss` on CUDA: three launches, no gathers.
 
 The math is the module docstring of :mod:`rndpo.losses.preference`; here it is laid out for a GPU:
 

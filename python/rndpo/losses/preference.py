@@ -14,11 +14,12 @@ large disagreement region dominates a batch. RN-DPO divides the margin by |D| **
 (1.0 is RN-DPO, 0.0 is DPO; values between interpolate).
 
 Two fused paths compute the same outputs; neither builds per-pixel log-likelihood tensors or an autograd
-graph over pixels. On CPU (and on CUDA without Triton) a private ``torch.autograd.Function`` gathers only
-the pixels of D, reduces them to per-pair sums and computes the gradient in closed form from the masks.
-On CUDA with Triton installed, ``rndpo.losses._triton_loss`` does the same in three kernel launches per step
-(one read of the inputs for margins, |D| and the finiteness check; one per-pair kernel; one backward
-pass writing the gradient), with no gathers or index lists.
+graph over pixels. On CPU (and on CUDA without Triton) a ``torch.autograd.Function``
+(``rndpo.losses._torch_loss``) gathers only the pixels of D, reduces them to per-pair sums and computes
+the gradient in closed form from the masks. On CUDA with Triton installed, ``rndpo.losses._triton_loss``
+does the same in three kernel launches per step (one read of the inputs for margins, |D| and the
+finiteness check; one per-pair kernel; one backward pass writing the gradient), with no gathers or index
+lists. :func:`set_loss_backend` forces either path (benchmarks, tests).
 
 Scoring in eval mode: the trainer must compute policy and reference logits with the networks in eval
 mode (dropout off, batch-norm statistics frozen). Then, at step 0 with policy == reference, the margin is
@@ -38,11 +39,11 @@ from types import ModuleType
 from typing import Any, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from rndpo.config import LOSS_TYPES, LossType, Normalization
+from rndpo.losses._checks import check_labels, check_logits, check_segmentation, check_tensor, shape_str
+from rndpo.losses._torch_loss import RegionPreferenceFunction, log_sigmoid
 
 __all__ = [
     "LossType",
@@ -50,17 +51,16 @@ __all__ = [
     "PreferenceLoss",
     "PreferenceLossOutput",
     "check_nonfinite",
+    "finite_check_mode",
+    "loss_backend",
     "preference_loss",
-    "sft_top_loss",
-    "soft_dice_loss",
-    "supervised_anchor_loss",
+    "set_finite_check_mode",
+    "set_loss_backend",
 ]
 
 
 _NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
-_LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _SMOOTHED = ("robust", "cdpo")
-_DICE_SMOOTH = 1e-5  # MONAI DiceLoss defaults (smooth_nr = smooth_dr = 1e-5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,113 +84,6 @@ class PreferenceLossOutput:
     margins: Tensor
     accuracies: Tensor
     region_size: Tensor
-
-
-def _log_sigmoid(h: Tensor) -> Tensor:
-    """logsigmoid(h) = -log(1 + exp(-h)), elementwise, through logaddexp (any shape, float dtype).
-
-    Same values and gradients as F.logsigmoid, but on CPU F.logsigmoid enters an OpenMP parallel region
-    even for a handful of elements, which costs milliseconds per call on a busy machine.
-    """
-    return -torch.logaddexp(torch.zeros_like(h), -h)
-
-
-def _flat_nonzero(mask: Tensor) -> Tensor:
-    """Sorted positions (N,) int64 of the True entries of a contiguous 1-D bool tensor (N0,).
-
-    Disagreement regions are sparse and clustered (boundaries), so the mask is first scanned eight bytes
-    at a time (as int64 words); only the words holding a True byte are expanded. Same result as
-    ``mask.nonzero()``, several times faster on CPU for sparse masks; dense masks take the plain path.
-    """
-    n = mask.numel()
-    if n % 8 != 0 or n < 1024 or not mask.is_contiguous() or mask.storage_offset() % 8 != 0:
-        return mask.nonzero().squeeze(1)
-    words = mask.view(torch.int64).nonzero().squeeze(1)
-    if 16 * words.numel() > n:  # dense: more than half the words hit, expanding them costs more
-        return mask.nonzero().squeeze(1)
-    candidates = (words.unsqueeze(1) * 8 + torch.arange(8, device=mask.device)).reshape(-1)
-    return candidates[mask[candidates]]
-
-
-class _RegionPreferenceFunction(torch.autograd.Function):
-    """Per-pair region sums from the disagreement pixels only, with a closed-form backward.
-
-    Inputs: policy, ref (B, C, P) float (any of float16/bfloat16/float32/float64), chosen, rejected
-    (B, P) bool/integer, acc_dtype (float32 or float64). Outputs, all (B,):
-    margin_sum acc_dtype = sum over D of the log-ratio margin term (differentiable);
-    chosen_logratio acc_dtype = sum over D of log pi(y_w) - log pi_ref(y_w) (not differentiable);
-    region_size int64 = |D| (not differentiable).
-    Saved for backward: the flat positions of D, (|D|,) int64, and references to the two masks (no
-    copies). The gradient w.r.t. policy is g_b * (2 y_w - 1) on D for C = 1, and +g_b at class y_w,
-    -g_b at class y_l on D for C > 1 (g_b = dL/dmargin_sum_b); 0 elsewhere. The reference gets minus that.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx,
-        policy: Tensor,
-        ref: Tensor,
-        chosen: Tensor,
-        rejected: Tensor,
-        acc_dtype: torch.dtype,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        batch, classes, pixels = policy.shape
-        idx = _flat_nonzero((chosen != rejected).reshape(-1))  # flat b * P + p over D, sorted
-        pair = torch.div(idx, pixels, rounding_mode="floor")
-        region_size = torch.bincount(pair, minlength=batch)
-        y_w = chosen.reshape(-1)[idx]
-        if classes == 1:
-            z = policy.reshape(-1)[idx].to(acc_dtype)
-            z_ref = ref.reshape(-1)[idx].to(acc_dtype)
-            sign = y_w.to(acc_dtype) * 2 - 1  # 2 y_w - 1: +1 where y_w = 1, -1 where y_w = 0
-            term = sign * (z - z_ref)
-            logratio = _log_sigmoid(sign * z) - _log_sigmoid(sign * z_ref)
-        else:
-            pix = idx - pair * pixels
-            win = y_w.long().unsqueeze(1)
-            lose = rejected.reshape(-1)[idx].long().unsqueeze(1)
-            z = policy[pair, :, pix].to(acc_dtype)  # (|D|, C)
-            z_ref = ref[pair, :, pix].to(acc_dtype)
-            term = (
-                (z.gather(1, win) - z.gather(1, lose)) - (z_ref.gather(1, win) - z_ref.gather(1, lose))
-            ).squeeze(1)
-            logratio = (z.gather(1, win).squeeze(1) - torch.logsumexp(z, dim=1)) - (
-                z_ref.gather(1, win).squeeze(1) - torch.logsumexp(z_ref, dim=1)
-            )
-        zeros = torch.zeros(batch, dtype=acc_dtype, device=policy.device)
-        margin_sum = zeros.index_add(0, pair, term)
-        chosen_logratio = zeros.index_add(0, pair, logratio)
-        ctx.save_for_backward(idx, chosen, rejected)
-        ctx.policy_meta = (policy.shape, policy.dtype)  # type: ignore[attr-defined]
-        ctx.ref_dtype = ref.dtype  # type: ignore[attr-defined]
-        ctx.mark_non_differentiable(chosen_logratio, region_size)
-        return margin_sum, chosen_logratio, region_size
-
-    @staticmethod
-    @once_differentiable
-    def backward(
-        ctx: Any, grad_margin: Tensor, _grad_logratio: Tensor, _grad_size: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, None, None, None]:
-        need_policy, need_ref = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_policy or need_ref):
-            return None, None, None, None, None
-        idx, chosen, rejected = ctx.saved_tensors
-        (batch, classes, pixels), dtype = ctx.policy_meta
-        pair = torch.div(idx, pixels, rounding_mode="floor")
-        g = grad_margin[pair]  # (|D|,) acc dtype
-        y_w = chosen.reshape(-1)[idx]
-        grad = torch.zeros(batch * classes * pixels, dtype=dtype, device=grad_margin.device)
-        if classes == 1:
-            grad[idx] = (g * (y_w.to(g.dtype) * 2 - 1)).to(dtype)
-        else:
-            pix = idx - pair * pixels
-            base = pair * (classes * pixels) + pix
-            g = g.to(dtype)
-            grad[base + y_w.long() * pixels] = g  # y_w != y_l on D: the two writes never collide
-            grad[base + rejected.reshape(-1)[idx].long() * pixels] = -g
-        grad = grad.view(batch, classes, pixels)
-        grad_ref = -grad.to(ctx.ref_dtype) if need_ref else None
-        return (grad if need_policy else None), grad_ref, None, None, None
 
 
 def _check_options(
@@ -220,76 +113,6 @@ def _check_options(
         )
 
 
-def _shape(t: Tensor) -> str:
-    return str(tuple(t.shape))
-
-
-def _check_tensor(name: str, value: object) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    return value
-
-
-def _check_logits(name: str, logits: Tensor, *, check_finite: bool = True) -> None:
-    """dtype check, then (check_finite=True) the finiteness check, which reads the whole tensor."""
-    if logits.dtype not in _LOGIT_DTYPES:
-        raise TypeError(f"{name} must be a float16, bfloat16, float32 or float64 tensor, got {logits.dtype}")
-    if not check_finite:
-        return
-    # fast path: one reduction, no temporaries; any NaN or inf makes the sum non-finite. Only when the sum
-    # is not finite (a bad value, or an overflow of finite values) is each element checked.
-    values = logits.detach()
-    total = values.sum(dtype=torch.float64 if values.dtype == torch.float64 else torch.float32)
-    if bool(torch.isfinite(total)):
-        return
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{name} must be finite, got {bad} non-finite values")
-
-
-def _check_labels(
-    name: str, labels: Tensor, shape: tuple[int, ...], classes: int, device: torch.device
-) -> None:
-    if labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise TypeError(f"{name} must be a bool or integer tensor, got {labels.dtype}")
-    if tuple(labels.shape) != shape:
-        raise ValueError(f"{name} must have shape (B, *S) = {shape}, got {_shape(labels)}")
-    if labels.device != device:
-        raise ValueError(f"{name} must be on the logits' device {device}, got {labels.device}")
-    if labels.dtype == torch.bool or labels.numel() == 0:
-        return  # bool values {0, 1} are valid binary masks and valid class ids (C >= 2)
-    low, high = (int(v) for v in torch.aminmax(labels))
-    if classes == 1 and (low < 0 or high > 1):
-        raise ValueError(
-            f"{name} must be binary (values in {{0, 1}}) for single-channel logits (B, 1, *S), "
-            f"got values in [{low}, {high}]"
-        )
-    if classes > 1 and (low < 0 or high >= classes):
-        raise ValueError(
-            f"{name} must hold class ids in [0, {classes - 1}] for C = {classes}, got [{low}, {high}]"
-        )
-
-
-def _check_segmentation(
-    name: str, logits: Tensor, labels: Tensor, label_name: str, *, finite: bool = True
-) -> tuple[int, tuple[int, ...]]:
-    """Validate logits (B, C, *S) against labels (B, *S); return (C, (B, *S)).
-
-    finite=False skips the logits' finiteness check (the caller checks finiteness itself)."""
-    if logits.dim() < 3:
-        raise ValueError(
-            f"{name} must have shape (B, C, *S) with at least one spatial dim, got {_shape(logits)}"
-        )
-    classes = int(logits.shape[1])
-    if classes < 1:
-        raise ValueError(f"{name} must have at least one channel, got shape {_shape(logits)}")
-    _check_logits(name, logits, check_finite=finite)
-    mask_shape = (int(logits.shape[0]), *(int(s) for s in logits.shape[2:]))
-    _check_labels(label_name, labels, mask_shape, classes, logits.device)
-    return classes, mask_shape
-
-
 @functools.cache
 def _triton_module() -> ModuleType | None:
     """rndpo.losses._triton_loss, or None where Triton cannot be imported (imported on first use only)."""
@@ -300,23 +123,60 @@ def _triton_module() -> ModuleType | None:
     return _triton_loss
 
 
+_LOSS_BACKENDS = ("auto", "torch", "triton")
+_backend = "auto"
+
+
+def loss_backend() -> str:
+    """The path :func:`preference_loss` computes on: 'auto' (the default), 'torch' or 'triton'."""
+    return _backend
+
+
+def set_loss_backend(backend: str) -> None:
+    """Choose the path :func:`preference_loss` computes on (for benchmarks and tests; same outputs).
+
+    * ``"auto"`` (default): the Triton kernels for CUDA logits where Triton imports, else the torch path;
+    * ``"torch"``: the torch path (the autograd Function over the pixels of D), on every device;
+    * ``"triton"``: the Triton kernels for CUDA logits, and for CPU logits under Triton's interpreter
+      (``TRITON_INTERPRET=1`` set before the first call); RuntimeError here where Triton cannot be imported.
+    """
+    global _backend
+    if backend not in _LOSS_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, _LOSS_BACKENDS))}, got {backend!r}")
+    if backend == "triton" and _triton_module() is None:
+        raise RuntimeError("backend 'triton' needs the triton package, which cannot be imported here")
+    _backend = backend
+
+
 def _use_triton(logits: Tensor) -> bool:
-    """Whether :func:`preference_loss` takes the Triton path: CUDA logits and Triton importable."""
-    return logits.is_cuda and _triton_module() is not None
+    """Whether :func:`preference_loss` takes the Triton path (:func:`set_loss_backend`); 'auto': CUDA logits
+    and Triton importable."""
+    if _backend == "auto":
+        return logits.is_cuda and _triton_module() is not None
+    if _backend == "torch":
+        return False
+    module = _triton_module()
+    assert module is not None  # set_loss_backend checked it
+    if not (logits.is_cuda or module.INTERPRETED):
+        raise ValueError(
+            f"policy_logits must be on a CUDA device for loss backend 'triton' (CPU tensors need "
+            f"TRITON_INTERPRET=1 set before Triton is first used), got {logits.device}"
+        )
+    return True
 
 
 def _pair_losses(h: Tensor, raw: Tensor, beta: float, loss_type: str, eps: float) -> Tensor:
     """Per-pair loss from the beta-scaled margin h = beta * raw (formulas in :func:`preference_loss`)."""
     if loss_type == "sigmoid":
-        return -_log_sigmoid(h)
+        return -log_sigmoid(h)
     if loss_type == "ipo":
         return (raw - 1.0 / (2.0 * beta)) ** 2
     if loss_type == "hinge":
         return torch.relu(1.0 - h)
     if loss_type == "robust":
-        return (-(1.0 - eps) * _log_sigmoid(h) + eps * _log_sigmoid(-h)) / (1.0 - 2.0 * eps)
+        return (-(1.0 - eps) * log_sigmoid(h) + eps * log_sigmoid(-h)) / (1.0 - 2.0 * eps)
     # cdpo
-    return -(1.0 - eps) * _log_sigmoid(h) - eps * _log_sigmoid(-h)
+    return -(1.0 - eps) * log_sigmoid(h) - eps * log_sigmoid(-h)
 
 
 def preference_loss(
@@ -360,32 +220,32 @@ def preference_loss(
     the checks of shapes, dtypes and label values; the errors raised are the same. With
     ``RNDPO_TRITON_FINITE=deferred`` (and always inside CUDA graph capture) that sync is avoided: a
     non-finite input gives NaN outputs and gradient, and the ValueError is raised by the next call (or
-    :func:`check_nonfinite`); see ``_FiniteCheck``.
+    :func:`check_nonfinite`); see :func:`set_finite_check_mode`.
     ``beta`` may be any real number (a NumPy float too). A beta so large that beta * margin overflows
     float32/float64 raises FloatingPointError naming beta instead of returning an infinite loss (on the
     CPU path; the Triton path does not check it, to keep its single sync).
     """
     _check_options(beta, loss_type, region_power, label_smoothing, normalization)
     beta, region_power, label_smoothing = float(beta), float(region_power), float(label_smoothing)
-    policy_logits = _check_tensor("policy_logits", policy_logits)
-    ref_logits = _check_tensor("ref_logits", ref_logits)
-    chosen = _check_tensor("chosen", chosen)
-    rejected = _check_tensor("rejected", rejected)
+    policy_logits = check_tensor("policy_logits", policy_logits)
+    ref_logits = check_tensor("ref_logits", ref_logits)
+    chosen = check_tensor("chosen", chosen)
+    rejected = check_tensor("rejected", rejected)
     triton_path = _use_triton(policy_logits) and policy_logits.numel() > 0
-    classes, mask_shape = _check_segmentation(
+    classes, mask_shape = check_segmentation(
         "policy_logits", policy_logits, chosen, "chosen", finite=not triton_path
     )
     if ref_logits.shape != policy_logits.shape:
         raise ValueError(
-            f"ref_logits must have the shape of policy_logits (B, C, *S) = {_shape(policy_logits)}, "
-            f"got {_shape(ref_logits)}"
+            f"ref_logits must have the shape of policy_logits (B, C, *S) = {shape_str(policy_logits)}, "
+            f"got {shape_str(ref_logits)}"
         )
     if ref_logits.device != policy_logits.device:
         raise ValueError(
             f"ref_logits must be on policy_logits' device {policy_logits.device}, got {ref_logits.device}"
         )
-    _check_logits("ref_logits", ref_logits, check_finite=not triton_path)
-    _check_labels("rejected", rejected, mask_shape, classes, policy_logits.device)
+    check_logits("ref_logits", ref_logits, check_finite=not triton_path)
+    check_labels("rejected", rejected, mask_shape, classes, policy_logits.device)
 
     batch, pixels = mask_shape[0], math.prod(mask_shape[1:])
     acc = torch.float64 if torch.float64 in (policy_logits.dtype, ref_logits.dtype) else torch.float32
@@ -398,7 +258,7 @@ def preference_loss(
             acc,
             (beta, loss_type, region_power, label_smoothing, normalization),
         )
-    margin_sum, chosen_logratio, region_size = _RegionPreferenceFunction.apply(
+    margin_sum, chosen_logratio, region_size = RegionPreferenceFunction.apply(
         policy_logits.reshape(batch, classes, pixels),
         ref_logits.reshape(batch, classes, pixels),
         chosen.reshape(batch, pixels),
@@ -447,14 +307,14 @@ def _triton_preference_loss(
     acc: torch.dtype,
     options: tuple[float, str, float, float, str],
 ) -> PreferenceLossOutput:
-    """The Triton path of :func:`preference_loss`: policy, ref (B, C, *S), masks (B, *S), validated
-    except for finiteness, which the kernel counts; :data:`FINITE_CHECK` says when that count is read."""
+    """The Triton path of :func:`preference_loss`: policy, ref (B, C, *S), masks (B, *S), validated except
+    for finiteness, which the kernel counts; :func:`set_finite_check_mode` says when that count is read."""
     module = _triton_module()
     assert module is not None
     beta, loss_type, region_power, label_smoothing, normalization = options
     capturing = policy.is_cuda and torch.cuda.is_current_stream_capturing()  # no copy, no sync allowed
-    if FINITE_CHECK.mode == "deferred" and not capturing:
-        FINITE_CHECK.raise_pending()
+    if _FINITE_CHECK.mode == "deferred" and not capturing:
+        _FINITE_CHECK.raise_pending()
     *outputs, bad = module.region_preference_loss(
         policy,
         ref,
@@ -469,12 +329,15 @@ def _triton_preference_loss(
     )
     if capturing:
         pass  # the check is the kernel's NaN poisoning alone (``_FiniteCheck``)
-    elif FINITE_CHECK.mode == "deferred":
-        FINITE_CHECK.defer(bad)
+    elif _FINITE_CHECK.mode == "deferred":
+        _FINITE_CHECK.defer(bad)
     elif any(bad.tolist()):  # one small copy, the only sync of this path; the full checks word the error
-        _check_logits("policy_logits", policy)
-        _check_logits("ref_logits", ref)
+        check_logits("policy_logits", policy)
+        check_logits("ref_logits", ref)
     return PreferenceLossOutput(*outputs)
+
+
+_FINITE_CHECK_MODES = ("sync", "deferred")
 
 
 class _FiniteCheck:
@@ -492,7 +355,7 @@ class _FiniteCheck:
     """
 
     def __init__(self, mode: str) -> None:
-        if mode not in ("sync", "deferred"):
+        if mode not in _FINITE_CHECK_MODES:
             raise ValueError(f"RNDPO_TRITON_FINITE must be 'sync' or 'deferred', got {mode!r}")
         self.mode = mode
         self.calls = 0
@@ -530,13 +393,33 @@ class _FiniteCheck:
             )
 
 
-FINITE_CHECK = _FiniteCheck(os.environ.get("RNDPO_TRITON_FINITE") or "sync")
+_FINITE_CHECK = _FiniteCheck(os.environ.get("RNDPO_TRITON_FINITE") or "sync")
+
+
+def finite_check_mode() -> str:
+    """When the Triton path reads its non-finite counts: 'sync' (the default) or 'deferred'."""
+    return _FINITE_CHECK.mode
+
+
+def set_finite_check_mode(mode: str) -> None:
+    """Switch the Triton path's finiteness check (``RNDPO_TRITON_FINITE`` at run time; ``_FiniteCheck``).
+
+    'sync': a NaN/inf input raises from its own call (one host sync per call); 'deferred': from the next
+    Triton-path call or :func:`check_nonfinite`, counting calls from the switch. An error still pending
+    stays so across switches, until the next call in 'deferred' mode or :func:`check_nonfinite`.
+    """
+    if mode not in _FINITE_CHECK_MODES:
+        raise ValueError(f"mode must be 'sync' or 'deferred', got {mode!r}")
+    if mode == "deferred" and _FINITE_CHECK.mode != "deferred":
+        _FINITE_CHECK.calls = 0
+    _FINITE_CHECK.mode = mode
 
 
 def check_nonfinite() -> None:
     """Raise the pending non-finite error of the CUDA path's deferred check (``RNDPO_TRITON_FINITE=
-    deferred``), if any; call it after the last step. A no-op in the default ``sync`` mode."""
-    FINITE_CHECK.raise_pending()
+    deferred``), if any; call it after the last step. A no-op when nothing is pending (always, if
+    ``deferred`` was never used)."""
+    _FINITE_CHECK.raise_pending()
 
 
 class PreferenceLoss(nn.Module):
@@ -580,57 +463,3 @@ class PreferenceLoss(nn.Module):
             f"beta={self.beta}, loss_type={self.loss_type!r}, region_power={self.region_power}, "
             f"label_smoothing={self.label_smoothing}, normalization={self.normalization!r}"
         )
-
-
-def _dice_ce(logits: Tensor, target: Tensor, dice_weight: float, target_name: str) -> Tensor:
-    """(Binary) cross-entropy + dice_weight * soft Dice (MONAI DiceCELoss semantics), mean over batch."""
-    logits = _check_tensor("policy_logits", logits)
-    target = _check_tensor(target_name, target)
-    if isinstance(dice_weight, bool) or not isinstance(dice_weight, (int, float)):
-        raise TypeError(f"dice_weight must be a float, got {type(dice_weight).__name__}")
-    if not (math.isfinite(dice_weight) and dice_weight >= 0):
-        raise ValueError(f"dice_weight must be finite and >= 0, got {dice_weight}")
-    classes, _ = _check_segmentation("policy_logits", logits, target, target_name)
-    x = logits if logits.dtype == torch.float64 else logits.float()
-    if x.shape[0] == 0:  # an empty batch: 0 with zero gradient, like preference_loss
-        return x.sum() * 0.0
-    if classes == 1:
-        onehot = target.unsqueeze(1).to(x.dtype)
-        ce = F.binary_cross_entropy_with_logits(x, onehot)
-        prob = torch.sigmoid(x)
-    else:
-        labels = target.long()
-        ce = F.cross_entropy(x, labels)
-        prob = torch.softmax(x, dim=1)
-        onehot = F.one_hot(labels, classes).movedim(-1, 1).to(x.dtype)
-    return ce + dice_weight * soft_dice_loss(prob, onehot, smooth=_DICE_SMOOTH)
-
-
-def soft_dice_loss(prob: Tensor, onehot: Tensor, *, smooth: float) -> Tensor:
-    """Mean over images and channels of 1 - soft Dice, for probabilities and one-hot targets float
-    (B, C, *S): (2 |P T| + smooth) / (|P| + |T| + smooth) per (image, channel) over the spatial dims.
-    The one soft Dice of rndpo (the fine-tuning losses here, base training in ``rndpo.training.supervised``)."""
-    spatial = tuple(range(2, prob.dim()))
-    inter = (prob * onehot).sum(spatial)
-    denom = prob.sum(spatial) + onehot.sum(spatial)
-    return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
-
-
-def sft_top_loss(policy_logits: Tensor, chosen: Tensor, *, dice_weight: float = 1.0) -> Tensor:
-    """Pseudo-label fine-tuning on the judge's choice: (B)CE + dice_weight * soft Dice towards ``chosen``.
-
-    policy_logits: (B, 1, *S) (BCE with logits, sigmoid Dice) or (B, C, *S) (cross-entropy, softmax
-    Dice over all C channels, background included); chosen: (B, *S) bool/integer. Returns a () float32
-    tensor (float64 for float64 logits). Dice per (image, channel) with MONAI's smoothing 1e-5.
-    """
-    return _dice_ce(policy_logits, chosen, dice_weight, "chosen")
-
-
-def supervised_anchor_loss(policy_logits: Tensor, masks: Tensor, *, dice_weight: float = 1.0) -> Tensor:
-    """Supervised anchor on labeled images: (B)CE + dice_weight * soft Dice towards ground-truth ``masks``.
-
-    Same shapes and semantics as :func:`sft_top_loss`: policy_logits (B, C, *S), masks (B, *S)
-    bool/integer; returns () float32 (float64 for float64 logits). The trainer adds it, with a weight, to
-    any preference loss.
-    """
-    return _dice_ce(policy_logits, masks, dice_weight, "masks")

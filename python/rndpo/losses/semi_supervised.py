@@ -1,7 +1,7 @@
 """Semi-supervised baselines that users would pick instead of judges: mean teacher and confidence-filtered
 pseudo-labelling. Both train on the unlabeled pool plus a supervised term on the labeled images (the
-method's ``anchor_weight``) and need no judge; :func:`rndpo.training.finetune.finetune` runs them like any other
-objective (``objective = "mean_teacher"`` or ``"pseudo_label"``).
+method's ``anchor_weight``) and need no judge; :func:`rndpo.training.finetuning.finetune` runs them like any
+other objective (``objective = "mean_teacher"`` or ``"pseudo_label"``).
 
 * Mean teacher (Tarvainen & Valpola, 2017): the teacher is an exponential moving average of the student
   (``ema_decay``); the student, on a flipped/rotated (dihedral) view of an unlabeled image with

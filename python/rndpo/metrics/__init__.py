@@ -1,8 +1,14 @@
-"""Metrics: Dice / IoU / HD95 / ASSD, rank correlations, a model's evaluation on a dataset, paired statistics over seeds."""
+"""Metrics: Dice / IoU / HD95 / ASSD, rank correlations, a model's evaluation on a dataset, paired
+statistics over seeds.
+"""
 
 from rndpo.metrics.evaluation import (
     Evaluation,
     evaluate,
+)
+from rndpo.metrics.ranking import (
+    kendall,
+    spearman,
 )
 from rndpo.metrics.segmentation import (
     MetricSummary,
@@ -11,8 +17,6 @@ from rndpo.metrics.segmentation import (
     dice_from_counts,
     hd95,
     iou,
-    kendall,
-    spearman,
     summarize,
 )
 from rndpo.metrics.stats import (

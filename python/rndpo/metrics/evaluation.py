@@ -43,7 +43,8 @@ def evaluate(
 ) -> Evaluation:
     """Predict ``data`` in eval mode, threshold the foreground probability and score every image.
 
-    distances: also compute HD95 and ASSD (slower; see :mod:`rndpo.metrics.segmentation` for empty-mask conventions).
+    distances: also compute HD95 and ASSD (slower; see :mod:`rndpo.metrics.segmentation` for the
+    empty-mask conventions).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage
 
 __all__ = [
     "MetricSummary",
@@ -40,8 +40,6 @@ __all__ = [
     "dice_from_counts",
     "hd95",
     "iou",
-    "kendall",
-    "spearman",
     "summarize",
 ]
 
@@ -106,31 +104,6 @@ def dice(pred: np.ndarray, target: np.ndarray) -> np.ndarray | float:
     inter = np.count_nonzero(p & t, axis=(1, 2))
     out = dice_from_counts(inter, np.count_nonzero(p, axis=(1, 2)), np.count_nonzero(t, axis=(1, 2)))
     return _finish(out, single)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman rho (average ranks for ties) of two arrays of M values each, compared flat.
-
-    None when M < 2 or either side is constant (the correlation is undefined there).
-    """
-    ra = stats.rankdata(np.ravel(a), method="average")
-    rb = stats.rankdata(np.ravel(b), method="average")
-    if ra.size != rb.size:
-        raise ValueError(f"b must have as many values as a ({ra.size}), got {rb.size}")
-    if ra.size < 2:
-        return None
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb) / denom if denom > 0 else None
-
-
-def kendall(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Kendall tau-b of two arrays of M values each, compared flat; None when M < 2 or either is constant."""
-    x, y = np.ravel(a), np.ravel(b)
-    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
-        return None
-    return float(stats.kendalltau(x, y).statistic)
 
 
 def iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray | float:

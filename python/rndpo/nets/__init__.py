@@ -1,8 +1,22 @@
 """Segmentation networks: rndpo's own U-Net, the registry that builds any supported network, saved model files."""
 
+from rndpo.nets.padding import (
+    PadToMultiple,
+    crop_to,
+    pad_to_multiple,
+)
+from rndpo.nets.registry import (
+    NETWORKS,
+    NetworkSpec,
+    architecture_of,
+    build_network,
+    network_from_architecture,
+    network_from_config,
+    supports_mc_dropout,
+)
 from rndpo.nets.saved import (
     FORMAT,
-    NORMALISATIONS,
+    SCALINGS,
     SavedModel,
     load_model,
     save_model,
@@ -17,13 +31,23 @@ from rndpo.nets.unet import (
 
 __all__ = [
     "FORMAT",
-    "NORMALISATIONS",
+    "NETWORKS",
     "NORMS",
+    "NetworkSpec",
+    "PadToMultiple",
+    "SCALINGS",
     "SavedModel",
     "UNet",
+    "architecture_of",
+    "build_network",
+    "crop_to",
     "enable_mc_dropout",
     "load_model",
+    "network_from_architecture",
+    "network_from_config",
+    "pad_to_multiple",
     "restore_train_flags",
     "save_model",
     "save_train_flags",
+    "supports_mc_dropout",
 ]

@@ -4,11 +4,14 @@ The ``.pt`` file holds only tensors, so ``torch.load(path, weights_only=True)`` 
 object is ever needed. The JSON says how to rebuild the network and how its inputs were prepared:
 
 - ``format``: ``"rndpo-model/1"``; ``version``: the rndpo version that wrote it;
-- ``architecture``: ``{"name": "rndpo.UNet", "config": {...}}`` (:meth:`rndpo.nets.unet.UNet.config`:
-  in/out channels, channels per level, dropout, norm) or ``{"name": "monai.BasicUNet", "config":
-  {...}}`` (its keyword arguments); any other name needs the network passed to :func:`load_model`;
+- ``architecture``: ``{"name", "spatial_dims", "in_channels", "out_channels", "kwargs"}``, a network of
+  the registry (:data:`rndpo.nets.registry.NETWORKS`) and its keyword arguments, rebuilt with
+  :func:`rndpo.nets.registry.build_network` (files of rndpo 0.x before it hold ``{"name":
+  "rndpo.UNet" | "monai.BasicUNet", "config": {...}}``: they load too); any other name (``kwargs``
+  None) needs the network passed to :func:`load_model`;
 - ``in_channels`` and ``image_size``: inputs are resized to (image_size, image_size) (None: as given);
-- ``normalisation``: how files were turned into model inputs (see :data:`NORMALISATIONS`);
+- ``scaling``: how files were turned into model inputs (see :data:`SCALINGS`; older files call it
+  ``normalisation``);
 - ``threshold``: foreground where the sigmoid probability is > threshold;
 - free fields written by the experiment: ``method``, ``judge``, ``miner``, ``seed``, ``selected_step``,
   ``val_dice``, ``test_dice``, ``dataset``.
@@ -26,18 +29,18 @@ import torch
 from torch import nn
 
 from rndpo import __version__
-from rndpo.nets.unet import UNet
+from rndpo.nets.registry import architecture_of, network_from_architecture
 from rndpo.storage import atomic_write, load_weights, write_json
 
-__all__ = ["FORMAT", "NORMALISATIONS", "SavedModel", "load_model", "save_model"]
+__all__ = ["FORMAT", "SCALINGS", "SavedModel", "load_model", "save_model"]
 
 FORMAT = "rndpo-model/1"
 
-#: ``normalisation["kind"]`` values: ``unit`` (integer images divided by their dtype's maximum, float
-#: images used as they are: the npz and folder loaders), ``volume_percentile`` (NIfTI: each volume
-#: clipped to ``window`` or to its 0.5-99.5 percentiles and rescaled to [0, 1], sliced along ``axis``),
-#: ``none`` (arrays used as given: the caller's normalisation).
-NORMALISATIONS: tuple[str, ...] = ("unit", "volume_percentile", "none")
+#: ``scaling["kind"]`` values, how image files were scaled into model inputs: ``unit`` (integer images
+#: divided by their dtype's maximum, float images used as they are: the npz and folder loaders),
+#: ``volume_percentile`` (NIfTI: each volume clipped to ``window`` or to its 0.5-99.5 percentiles and
+#: rescaled to [0, 1], sliced along ``axis``), ``none`` (arrays used as given: the caller's scaling).
+SCALINGS: tuple[str, ...] = ("unit", "volume_percentile", "none")
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,16 @@ class SavedModel:
         return float(self.info.get("threshold", 0.5))
 
     @property
-    def normalisation(self) -> dict[str, Any]:
-        return dict(self.info.get("normalisation", {"kind": "none"}))
+    def scaling(self) -> dict[str, Any]:
+        """How image files are scaled into model inputs: ``{"kind": one of SCALINGS, ...}``."""
+        return dict(self.info.get("scaling", self.info.get("normalisation", {"kind": "none"})))
 
 
 def _architecture(model: nn.Module) -> dict[str, Any]:
-    if isinstance(model, UNet):
-        return {"name": "rndpo.UNet", "config": model.config()}
-    return {"name": f"{type(model).__module__}.{type(model).__qualname__}", "config": None}
+    found = architecture_of(model)
+    if found is not None:
+        return found
+    return {"name": f"{type(model).__module__}.{type(model).__qualname__}", "kwargs": None}
 
 
 def save_model(
@@ -77,7 +82,7 @@ def save_model(
     *,
     in_channels: int,
     image_size: int | None,
-    normalisation: Mapping[str, Any] | None = None,
+    scaling: Mapping[str, Any] | None = None,
     threshold: float = 0.5,
     architecture: Mapping[str, Any] | None = None,
     state_dict: Mapping[str, torch.Tensor] | None = None,
@@ -85,8 +90,10 @@ def save_model(
 ) -> tuple[Path, Path]:
     """Write ``path`` (.pt, a plain state dict) and its ``.json`` description; returns both paths.
 
-    state_dict: the weights to save (default: ``model``'s own); architecture: how to rebuild the network
-    (default: derived for :class:`rndpo.nets.unet.UNet`); info: further JSON-ready fields to record.
+    scaling: how image files were scaled into the inputs (``{"kind": one of SCALINGS, ...}``; default
+    ``none``); state_dict: the weights to save (default: ``model``'s own); architecture: how to rebuild
+    the network (default: :func:`rndpo.nets.registry.architecture_of`, for every network built by
+    ``build_network`` and every ``UNet``); info: further JSON-ready fields to record.
     """
     path = Path(path)
     if path.suffix != ".pt":
@@ -95,21 +102,22 @@ def save_model(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    norm = dict(normalisation) if normalisation is not None else {"kind": "none"}
-    if norm.get("kind") not in NORMALISATIONS:
-        raise ValueError(
-            f"normalisation['kind'] must be one of {list(NORMALISATIONS)}, got {norm.get('kind')!r}"
-        )
+    if "normalisation" in info:
+        raise TypeError("save_model: normalisation= is now called scaling= (how images were scaled)")
+    scale = dict(scaling) if scaling is not None else {"kind": "none"}
+    if scale.get("kind") not in SCALINGS:
+        raise ValueError(f"scaling['kind'] must be one of {list(SCALINGS)}, got {scale.get('kind')!r}")
+    arch = dict(architecture) if architecture is not None else _architecture(model)
     weights = state_dict if state_dict is not None else model.state_dict()
     tensors = {k: v.detach().cpu().clone() for k, v in weights.items()}
     atomic_write(path, lambda tmp: torch.save(tensors, tmp))
     meta = {
         "format": FORMAT,
         "version": __version__,
-        "architecture": dict(architecture) if architecture is not None else _architecture(model),
+        "architecture": arch,
         "in_channels": int(in_channels),
         "image_size": None if image_size is None else int(image_size),
-        "normalisation": norm,
+        "scaling": scale,
         "threshold": float(threshold),
         **info,
     }
@@ -118,23 +126,12 @@ def save_model(
     return path, json_path
 
 
-def _build(arch: Mapping[str, Any], path: Path) -> nn.Module:
-    name, config = arch.get("name"), arch.get("config")
-    if name == "rndpo.UNet":
-        return UNet.from_config(config or {})
-    if name == "monai.BasicUNet":
-        from monai.networks.nets import BasicUNet
-
-        return BasicUNet(**(config or {}))
-    raise ValueError(
-        f"{path}: architecture {name!r} cannot be rebuilt from its description; pass the network to"
-        " load_model(path, model=...) and its weights are loaded into it"
-    )
-
-
 def load_model(path: str | Path, model: nn.Module | None = None) -> SavedModel:
     """Read a saved segmenter (``MODEL.pt`` or ``MODEL.json``): rebuild its network (or load the
-    weights into ``model``), with ``torch.load(weights_only=True)``; the network is in eval mode on CPU."""
+    weights into ``model``), with ``torch.load(weights_only=True)``; the network is in eval mode on CPU.
+
+    The network is rebuilt through the registry (:func:`rndpo.nets.registry.network_from_architecture`),
+    so every registered network loads (MONAI's need MONAI installed: ImportError otherwise)."""
     path = Path(path)
     pt, js = path.with_suffix(".pt"), path.with_suffix(".json")
     for p in (pt, js):
@@ -143,7 +140,10 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> SavedModel:
     info = json.loads(js.read_text())
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{js}: not an rndpo model description (format {FORMAT!r} expected)")
-    network = model if model is not None else _build(info.get("architecture", {}), js)
+    if model is None:
+        network = network_from_architecture(info.get("architecture", {}), f"{js}: architecture")
+    else:
+        network = model
     state = load_weights(pt)  # torch.load(weights_only=True): tensors only, nothing runs
     try:
         network.load_state_dict(state)

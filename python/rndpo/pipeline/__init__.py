@@ -1,13 +1,26 @@
 """The experiment pipeline: cached stages, runs, rounds, the headroom ladder, reports and the run folder."""
 
+from rndpo.pipeline.distributed import (
+    barrier,
+    cached,
+    rank,
+)
 from rndpo.pipeline.experiment import (
-    KEEP_CHOICES,
     ExperimentResult,
+    run_experiment,
+)
+from rndpo.pipeline.inputs import (
     build_unet,
+    image_scaling,
     load_data,
     load_pool,
-    run_experiment,
     split_data,
+)
+from rndpo.pipeline.keys import (
+    finetune_key,
+    method_key,
+    round_note,
+    round_seed,
 )
 from rndpo.pipeline.ladder import (
     LADDER_METHOD,
@@ -30,14 +43,10 @@ from rndpo.pipeline.report import (
 )
 from rndpo.pipeline.rounds import (
     ROUND_FIELDS,
-    JudgeRun,
     RoundOne,
     Rounds,
     choose_reference,
-    finetune_key,
     round_entry,
-    round_note,
-    round_seed,
 )
 from rndpo.pipeline.rundir import (
     LOCK_NAME,
@@ -47,6 +56,23 @@ from rndpo.pipeline.rundir import (
     clear_out,
     lock_out,
     remove_leftovers,
+)
+from rndpo.pipeline.runs import (
+    JudgeRun,
+    base_model_name,
+    cached_run,
+    finetune_run,
+    judge_run,
+    model_info,
+    run_record,
+    save_base,
+    training_data,
+)
+from rndpo.pipeline.stages import (
+    KEEP_CHOICES,
+    Keep,
+    Stages,
+    shared_stages,
 )
 
 __all__ = [
@@ -58,34 +84,50 @@ __all__ = [
     "RUN_MARKER",
     "ExperimentResult",
     "JudgeRun",
+    "Keep",
     "RoundOne",
     "Rounds",
+    "Stages",
+    "barrier",
+    "base_model_name",
     "build_unet",
+    "cached",
+    "cached_run",
     "check_device",
     "check_out",
     "choose_reference",
     "clear_out",
     "finetune_key",
+    "finetune_run",
     "has_matplotlib",
+    "image_scaling",
+    "judge_run",
     "judge_table",
     "ladder_table",
     "load_data",
     "load_pool",
     "lock_out",
     "mask_pairs",
+    "method_key",
+    "model_info",
     "oracle_pairs",
     "output_listing",
     "perfect_label_pairs",
     "plot_curves",
     "plot_pair_examples",
     "pool_dice",
+    "rank",
     "remove_leftovers",
     "round_entry",
     "round_note",
     "round_seed",
     "rounds_table",
     "run_experiment",
+    "run_record",
+    "save_base",
+    "shared_stages",
     "split_data",
     "summary_table",
+    "training_data",
     "write_reports",
 ]

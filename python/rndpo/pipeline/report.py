@@ -107,7 +107,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: the per-round figures results.md shows for runs with ``finetune.rounds > 1`` (see :mod:`rndpo.pipeline.rounds`)
+#: the per-round figures results.md shows for runs with ``finetune.rounds > 1`` (:mod:`rndpo.pipeline.rounds`)
 _ROUND_SUMMARY = (
     "start_dice",
     "selected_dice",

@@ -23,33 +23,31 @@ import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from rndpo.config import FinetuneConfig, MethodConfig, config_to_dict
+from rndpo.config import config_to_dict
 from rndpo.judges import OracleJudge, calibrate_judge
+from rndpo.pipeline.distributed import cached
+from rndpo.pipeline.keys import finetune_key, method_key, round_seed
 from rndpo.pipeline.ladder import pool_dice
+from rndpo.pipeline.runs import JudgeRun, judge_run, training_data
+from rndpo.pipeline.stages import Stages
 from rndpo.proposals import ProposalBank
 from rndpo.storage import load_weights, stage_key, stage_ready, write_json
 from rndpo.training import reference_logits
 
-if TYPE_CHECKING:
-    from rndpo.nets import UNet
-    from rndpo.pipeline.experiment import _Stages
-
 __all__ = [
     "ROUND_FIELDS",
-    "JudgeRun",
     "RoundOne",
     "Rounds",
     "choose_reference",
-    "finetune_key",
     "round_entry",
-    "round_note",
-    "round_seed",
 ]
+
 
 #: the figures of one round in a row's ``rounds`` list (None where the pool or test set lacks ground truth)
 ROUND_FIELDS: tuple[str, ...] = (
@@ -69,38 +67,6 @@ ROUND_FIELDS: tuple[str, ...] = (
     "pool_median_proposal_dice",
     "pool_best_of_k_dice",
 )
-
-
-# MethodConfig fields added after runs were first cached: left out of a method's key while they hold their
-# default, so adding an option does not invalidate every cached run
-_METHOD_FIELDS_ADDED = ("chosen_sft_weight",)
-_METHOD_DEFAULTS = config_to_dict(MethodConfig())
-
-
-def method_key(method: MethodConfig) -> dict[str, Any]:
-    """The part of a method a run's stage key depends on: every field, less the later-added ones that
-    still hold their default (:data:`_METHOD_FIELDS_ADDED`)."""
-    return {
-        k: v
-        for k, v in config_to_dict(method).items()
-        if not (k in _METHOD_FIELDS_ADDED and v == _METHOD_DEFAULTS[k])
-    }
-
-
-def finetune_key(config: FinetuneConfig) -> dict[str, Any]:
-    """The part of ``[finetune]`` a run's stage key depends on: everything but ``rounds`` and
-    ``reference``, which key the rounds >= 2 themselves (so round 1 keeps the keys of ``rounds = 1``)."""
-    return {k: v for k, v in config_to_dict(config).items() if k not in ("rounds", "reference")}
-
-
-def round_seed(seed: int, round: int) -> int:
-    """The seed of round ``round``'s proposals and noisy-oracle noise: ``seed`` itself in round 1."""
-    return seed if round <= 1 else seed + 100_003 * (round - 1)
-
-
-def round_note(round: int) -> str:
-    """ " (round r)" for log lines of rounds >= 2, "" in round 1."""
-    return f" (round {round})" if round > 1 else ""
 
 
 def choose_reference(reference: str, base: torch.nn.Module, previous: torch.nn.Module) -> torch.nn.Module:
@@ -129,22 +95,6 @@ def round_entry(
 
 
 @dataclass(frozen=True)
-class JudgeRun:
-    """What every round of one judge-driven run repeats: method, judge and miner of one seed."""
-
-    method_name: str
-    method: MethodConfig
-    label: str
-    judge: str
-    kwargs: dict[str, Any]
-    miner: str
-    seed: int
-    mine_with: str | None = None
-    """The ``mining.strategies`` entry the pairs are mined with when ``miner`` is ``auto`` (its
-    resolution from round 1's validation calibration); None: ``miner`` itself."""
-
-
-@dataclass(frozen=True)
 class RoundOne:
     """Round 1 of a run: its stage key, its row, the base bank, its true Dice (N, K) or None, and the
     folder of its learned QC judge (used only by ``learned_qc``)."""
@@ -161,8 +111,8 @@ class Rounds:
 
     def __init__(
         self,
-        stages: _Stages,
-        base: UNet,
+        stages: Stages,
+        base: nn.Module,
         snapshots: list[dict[str, torch.Tensor]],
         base_state: dict[str, torch.Tensor],
         base_hd95: float | None,
@@ -171,34 +121,33 @@ class Rounds:
         self.snapshots = snapshots
         self.base_state = base_state
         self.base_hd95 = base_hd95
-        self.base = stages._model()
+        self.base = stages.model()
         self.base.load_state_dict(base_state)
         self.base.eval()
 
     def run(self, run: JudgeRun, first: RoundOne) -> dict[str, Any]:
         """Rounds 2..N of ``run`` after ``first``; the row of the last round with ``rounds`` (one
         :func:`round_entry` per round) and the base figures of round 1."""
-        from rndpo.pipeline import experiment as ex  # the stage helpers; experiment imports this module
 
         stages, cfg = self.stages, self.stages.config
         total = cfg.finetune.rounds
-        base_calibration = ex._cached(partial(stages.calibration, run.seed, self.base, self.snapshots)).get(
+        base_calibration = cached(partial(stages.calibration, run.seed, self.base, self.snapshots)).get(
             run.label
         )
         first_calibration = base_calibration.to_dict() if base_calibration is not None else None
         entries = [round_entry(1, first.row, first.bank, first.true_dice, first_calibration)]
         prev_key, row = first.key, first.row
         for r in range(2, total + 1):
-            policy = stages._model()
+            policy = stages.model()
             policy.load_state_dict(load_weights(stages.stages / f"policy-{prev_key}.pt")["selected"])
             policy.eval()
-            bank_key, bank = ex._cached(partial(self._bank, policy, prev_key, run.seed, r))
+            bank_key, bank = cached(partial(self._bank, policy, prev_key, run.seed, r))
             true_dice = OracleJudge().score(bank) if bank.ground_truth is not None else None
             score = partial(stages.scores, run.seed, bank_key, bank, run.label, run.judge, run.kwargs)
-            scores_key, scores, judge_stats = ex._cached(
+            scores_key, scores, judge_stats = cached(
                 partial(score, self.base, self.snapshots, true_dice, round=r, qc_dir=first.qc_dir)
             )
-            pairs_key, data, quality = ex._training_data(
+            pairs_key, data, quality = training_data(
                 stages, scores_key, bank, scores, true_dice, run.mine_with or run.miner, run.seed
             )
             reference = choose_reference(cfg.finetune.reference, self.base, policy)
@@ -206,7 +155,7 @@ class Rounds:
             key = stage_key(pairs_key, method_key(run.method), finetune_key(cfg.finetune), r)
             key = stage_key(key, cfg.finetune.reference)
             run_id = f"{run.method_name}-{run.label}-{run.miner}-s{run.seed}-r{r}-{key}".replace("@", "")
-            row = ex._judge_run(
+            row = judge_run(
                 stages,
                 policy,
                 {k: v.clone() for k, v in policy.state_dict().items()},
@@ -221,14 +170,14 @@ class Rounds:
                 round=r,
                 reference=reference,
             )
-            calibration = ex._cached(partial(self._calibration, policy, run, prev_key, r, first.qc_dir))
+            calibration = cached(partial(self._calibration, policy, run, prev_key, r, first.qc_dir))
             entries.append(round_entry(r, row, bank, true_dice, calibration))
             prev_key = key
         base_fields = ("base_dice", "base_val_dice", "base_hd95")
         return {**row, **{f: first.row.get(f) for f in base_fields}, "rounds": entries}
 
     def _calibration(
-        self, policy: UNet, run: JudgeRun, prev_key: str, round: int, qc_dir: Path
+        self, policy: nn.Module, run: JudgeRun, prev_key: str, round: int, qc_dir: Path
     ) -> dict[str, Any]:
         """The judge's calibration (as a dict) on validation proposals of round ``round``'s starting
         ``policy``: what validation says of the judge on the banks this round mines (cached)."""
@@ -240,7 +189,7 @@ class Rounds:
         if not stage_ready(path):
             val = stages.splits.val
             seed = round_seed(run.seed, round)
-            bank = stages._proposals(policy, self.snapshots, val.images, val.masks, seed)
+            bank = stages.proposals(policy, self.snapshots, val.images, val.masks, seed)
             judge = stages.judge(
                 run.seed,
                 run.label,
@@ -258,13 +207,13 @@ class Rounds:
             write_json(path, result.to_dict(), checksum=True)
         return dict(json.loads(path.read_text()))
 
-    def _bank(self, policy: UNet, prev_key: str, seed: int, round: int) -> tuple[str, ProposalBank]:
+    def _bank(self, policy: nn.Module, prev_key: str, seed: int, round: int) -> tuple[str, ProposalBank]:
         """Round ``round``'s proposal bank on the pool, generated with ``policy`` (cached)."""
         stages, cfg = self.stages, self.stages.config
         key = stage_key(prev_key, "round", round, config_to_dict(cfg.proposals), cfg.data.max_unlabeled, seed)
         folder = stages.stages / f"bank-{key}"
         if not stage_ready(folder):
             proposal_seed = round_seed(seed, round)
-            bank = stages._proposals(policy, self.snapshots, stages.pool, stages.pool_truth, proposal_seed)
+            bank = stages.proposals(policy, self.snapshots, stages.pool, stages.pool_truth, proposal_seed)
             bank.save(folder)
         return key, ProposalBank.load(folder, mmap=True)

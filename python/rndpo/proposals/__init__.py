@@ -2,18 +2,18 @@
 
 from rndpo.proposals.bank import (
     PROPOSAL_SOURCES,
-    TTA_VARIANTS,
     ProposalBank,
     ProposalConfig,
+    TTA_VARIANTS,
     allocate_sources,
     generate_proposals,
 )
 
 __all__ = [
     "PROPOSAL_SOURCES",
-    "TTA_VARIANTS",
     "ProposalBank",
     "ProposalConfig",
+    "TTA_VARIANTS",
     "allocate_sources",
     "generate_proposals",
 ]

@@ -9,7 +9,7 @@ Allocation rule of :func:`generate_proposals`: proposal j (0-based) comes from s
 ``i = j // S``-th variant:
 
 - ``mc_dropout``: dropout on, batch-norm frozen, threshold 0.5; variant i draws its dropout masks with
-  seed ``(config.seed, i, batch index)``.
+  seed ``(seed, i, batch index)`` (``seed``: the argument of :func:`generate_proposals`).
 - ``tta``: transform the input, predict, invert the transform on the logits, threshold 0.5; variant i
   is ``TTA_VARIANTS[i % 8]``: hflip, vflip, rotate +a, rotate -a, hflip + rotate +a/2,
   vflip + rotate -a/2, rotate +a/2, rotate -a/2 (a = ``tta_degrees``).
@@ -352,6 +352,7 @@ def generate_proposals(
     ground_truth: np.ndarray | None = None,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
+    seed: int = 0,
     progress: bool = True,
 ) -> ProposalBank:
     """A :class:`ProposalBank` of ``config.k`` proposals for each of images float32 (N, C, H, W).
@@ -359,12 +360,16 @@ def generate_proposals(
     snapshots: models or state dicts (rebuilt on a copy of ``model``) for the "snapshot" source; without
     them that source is skipped with a warning (the other sources share the k proposals);
     ground_truth: optional uint8 (N, H, W) in {0, 1}, stored for experiments. Images follow the one
-    image rule (any finite range). Deterministic for a given config (seed) and batch_size. The model's
-    train/eval flags are restored afterwards.
+    image rule (any finite range). ``seed`` (an int >= 0) seeds the MC-dropout samples: deterministic for
+    a given config, seed and batch_size. The model's train/eval flags are restored afterwards.
     """
     config = ProposalConfig() if config is None else config
     if not isinstance(config, ProposalConfig):
         raise TypeError(f"config must be a ProposalConfig, got {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int >= 0, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x = as_image_tensor(images)
@@ -418,7 +423,7 @@ def generate_proposals(
                 radius = 1 + (i // 2) % config.morph_radius
                 masks[:, j] = _morph(base, radius, dilate=(i % 2 == 0))
             elif source == "mc_dropout":
-                logits = _mc_dropout_logits(model, x, config.mc_dropout_p, config.seed, i, batch_size, device)
+                logits = _mc_dropout_logits(model, x, config.mc_dropout_p, seed, i, batch_size, device)
                 masks[:, j] = (logits[:, 0] >= 0).numpy()
             elif source == "tta":
                 fwd, inv = _tta_pair(i, config.tta_degrees)

@@ -1,6 +1,6 @@
 """Training: the supervised base segmenter and fine-tuning against the frozen reference."""
 
-from rndpo.training.finetune import (
+from rndpo.training.finetuning import (
     FinetuneResult,
     TrainingPairs,
     finetune,

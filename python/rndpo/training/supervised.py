@@ -1,7 +1,7 @@
 """Supervised base training on the labeled split: BCE + soft Dice, AdamW, batch augmentation in torch.
 
-Seeding: the global torch RNG (dropout) is forked and seeded with ``config.seed`` for the run, and a
-separate ``torch.Generator`` seeded with ``config.seed`` draws the batches and augmentation parameters,
+Seeding: the global torch RNG (dropout) is forked and seeded with ``seed`` for the run, and a
+separate ``torch.Generator`` seeded with ``seed`` draws the batches and augmentation parameters,
 so two runs from the same initial model and seed give identical weights on CPU.
 Checkpoint selection: the state with the highest validation Dice (threshold 0.5; an image where
 prediction and truth are both empty scores 1) over evaluations every ``eval_every`` steps and at the end;
@@ -129,17 +129,25 @@ def train_base(
     val: SegmentationDataset,
     config: BaseTrainConfig | None = None,
     *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> BaseTrainResult:
     """Train ``model`` (logits (B, 1, H, W)) on ``labeled`` and select the best state on ``val``.
 
-    labeled / val: images float32 (N, C, H, W) (any finite range), masks uint8 (N, H, W). The model is
-    trained in place and ends holding the best state, in eval mode, on ``config.device``. Returns a
-    :class:`BaseTrainResult`.
+    labeled / val: images float32 (N, C, H, W) (any finite range), masks uint8 (N, H, W). ``seed`` seeds
+    batch sampling, augmentation and dropout; training runs on ``device``. The model is trained in place
+    and ends holding the best state, in eval mode, on ``device``. Returns a :class:`BaseTrainResult`.
     """
     config = BaseTrainConfig() if config is None else config
     if not isinstance(config, BaseTrainConfig):
         raise TypeError(f"config must be a BaseTrainConfig, got {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_dataset(labeled, "labeled")
@@ -153,12 +161,11 @@ def train_base(
             f"val.images must have as many channels as labeled.images ({c}), got {val.images.shape[1]}"
         )
 
-    device = torch.device(config.device)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     start = time.perf_counter()
     with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(config.seed)
-        gen = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
         model.to(device)
         x_all = torch.from_numpy(np.ascontiguousarray(labeled.images)).to(device)
         y_all = torch.from_numpy(labeled.masks.astype(np.float32)).unsqueeze(1).to(device)

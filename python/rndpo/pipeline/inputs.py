@@ -1,0 +1,103 @@
+"""The experiment's inputs from its ``[data]`` config: the dataset, its seeded splits, the unlabeled
+pool, how files were scaled into model inputs, and the configured network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rndpo.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+)
+from rndpo.data import (
+    DatasetSplits,
+    SegmentationDataset,
+    load_folder,
+    load_nifti,
+    load_npz,
+    load_unlabeled,
+    split_dataset,
+    synthetic_dataset,
+)
+from rndpo.nets import UNet
+
+__all__ = [
+    "build_unet",
+    "image_scaling",
+    "load_data",
+    "load_pool",
+    "split_data",
+]
+
+
+def load_data(cfg: DataConfig) -> SegmentationDataset:
+    """The dataset a config names; relative paths are taken from the current directory."""
+    size = cfg.image_size
+    if cfg.kind == "synthetic":
+        return synthetic_dataset(n_images=cfg.n_images, size=size, seed=cfg.seed)
+    if cfg.kind == "nifti":
+        for p in (*cfg.nifti_images, *cfg.nifti_masks):
+            if not Path(p).is_file():
+                raise ConfigError(f"data.nifti_images/nifti_masks: file not found: {p}")
+        return load_nifti(list(cfg.nifti_images), list(cfg.nifti_masks), axis=cfg.nifti_axis, image_size=size)
+    path = Path(cfg.path)
+    if not path.exists():
+        raise ConfigError(f"data.path: {cfg.kind} dataset not found: {path} (relative to {Path.cwd()})")
+    if cfg.kind == "npz":
+        return load_npz(path, image_size=size, group_by=cfg.group_by)
+    mask_dir = Path(cfg.mask_path) if cfg.mask_path else path / "masks"
+    image_dir = path / "images" if (path / "images").is_dir() else path
+    return load_folder(image_dir, mask_dir, image_size=size, mask_suffix=cfg.mask_suffix)
+
+
+def split_data(cfg: DataConfig, data: SegmentationDataset) -> DatasetSplits:
+    """The seeded splits a config names; ``label_budget`` > 1 is a count of labeled images.
+
+    With ``unlabeled_path`` every labeled image not in val or test trains the base model (the
+    ``unlabeled`` split is then empty: the pool comes from ``unlabeled_path``).
+    """
+    budget = int(cfg.label_budget) if cfg.label_budget > 1 else cfg.label_budget
+    if cfg.unlabeled_path:
+        budget = 1.0
+    return split_dataset(
+        data,
+        label_budget=budget,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+
+
+def image_scaling(cfg: DataConfig) -> dict[str, Any]:
+    """How the loaders turned this config's files into model inputs (recorded with saved models)."""
+    if cfg.kind == "nifti":
+        return {"kind": "volume_percentile", "axis": cfg.nifti_axis, "window": None}
+    return {"kind": "unit"}
+
+
+def load_pool(cfg: DataConfig, splits: DatasetSplits) -> tuple[np.ndarray, np.ndarray | None]:
+    """The unlabeled pool: images float32 (N, C, H, W) and their ground truth uint8 (N, H, W), or None
+    for a truly unlabeled pool (``unlabeled_path``); at most ``max_unlabeled`` images (None: all)."""
+    truth: np.ndarray | None
+    if cfg.unlabeled_path:
+        path = Path(cfg.unlabeled_path)
+        if not path.exists():
+            raise ConfigError(f"data.unlabeled_path: not found: {path} (relative to {Path.cwd()})")
+        channels = splits.labeled.images.shape[1]
+        images, _ = load_unlabeled(path, image_size=cfg.image_size, channels=channels)
+        truth = None
+    else:
+        images, truth = splits.unlabeled.images, splits.unlabeled.masks
+    if cfg.max_unlabeled is not None and len(images) > cfg.max_unlabeled:
+        images = images[: cfg.max_unlabeled]
+        truth = None if truth is None else truth[: cfg.max_unlabeled]
+    return images, truth
+
+
+def build_unet(cfg: ModelConfig, in_channels: int) -> UNet:
+    """The U-Net a config names, for images with ``in_channels`` channels."""
+    return UNet(in_channels=in_channels, channels=cfg.channels, dropout=cfg.dropout)
