@@ -19,7 +19,8 @@ import torch
 
 from rndpo.config import DataConfig, ModelConfig
 from rndpo.metrics.evaluation import evaluate
-from rndpo.pipeline import build_unet, load_data, split_data
+from rndpo.nets import network_from_config
+from rndpo.pipeline import load_data, split_data
 from rndpo.training.supervised import BaseTrainConfig, train_base
 
 __all__ = ["main", "train_and_score"]
@@ -37,7 +38,7 @@ def train_and_score(
     scores, seconds = [], []
     for seed in seeds:
         torch.manual_seed(seed)
-        model = build_unet(ModelConfig(), splits.labeled.images.shape[1])
+        model = network_from_config(ModelConfig(), splits.labeled.images.shape[1])
         config = BaseTrainConfig(steps=steps)
         result = train_base(model, splits.labeled, splits.val, config, seed=seed, progress=False)
         scores.append(evaluate(model, splits.test, distances=False).means()["dice"])

@@ -30,5 +30,6 @@ cfg = FinetuneConfig(steps=30, eval_every=5)
 result = finetune(model, data, METHOD_PRESETS["rndpo"], cfg, val=val, ref_logits=ref, progress=False)
 sel, val_dice = result.selected_step, dict(result.val_curve)[result.selected_step]
 save_model(f"{out}/own.pt", model, state_dict=result.selected_state_dict, in_channels=1, image_size=32,
-           method="rndpo", judge="agreement", miner="top_vs_bottom", selected_step=sel, val_dice=val_dice)  # fmt: skip
+           method="rndpo", judge="agreement", miner="top_vs_bottom", selected_step=sel,
+           val_dice=val_dice)  # fmt: skip
 print(f"{len(pairs)} pairs; val Dice {result.val_curve[0][1]:.3f} -> {val_dice:.3f} at step {sel}")

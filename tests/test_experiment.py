@@ -1,4 +1,4 @@
-"""Tests of rndpo.pipeline.experiment's building blocks: data, splits, pool, model and the cached-stage helper.
+"""Tests of the pipeline's building blocks: data, splits, pool, model and the cached-stage helper.
 
 Whole runs (stages, caching, resume, results) are tested through the CLI in tests/test_cli.py,
 tests/test_stage_keys.py and tests/test_integrity.py.
@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rndpo.config import ConfigError, DataConfig, ModelConfig
 from rndpo import pipeline
+from rndpo.config import ConfigError, DataConfig, ModelConfig
+from rndpo.nets import network_from_config
 from rndpo.pipeline import cached
 
 
@@ -52,8 +53,8 @@ def test_a_truly_unlabeled_pool_has_no_ground_truth_and_trains_on_every_labeled_
         pipeline.load_pool(DataConfig(unlabeled_path=str(tmp_path / "none.npz")), splits)
 
 
-def test_build_unet_follows_the_model_config() -> None:
-    model = pipeline.build_unet(ModelConfig(channels=(4, 8), dropout=0.2), in_channels=3)
+def test_the_network_follows_the_model_config() -> None:
+    model = network_from_config(ModelConfig(channels=(4, 8), dropout=0.2), in_channels=3)
     assert model.in_channels == 3
     assert pipeline.image_scaling(DataConfig()) == {"kind": "unit"}
 

@@ -125,7 +125,9 @@ def test_no_private_name_crosses_a_subpackage() -> None:
     wrong = []
     for mod, path in modules().items():
         for target, name, line in imports(path):
-            private = (name.startswith("_") and not name.startswith("__")) or target.split(".")[-1].startswith("_")
+            private = (name.startswith("_") and not name.startswith("__")) or target.split(".")[
+                -1
+            ].startswith("_")
             if private and target != "rndpo._core" and stage(target) != stage(mod):
                 wrong.append(f"{mod} imports {name or target} from {target}, line {line}")
     assert not wrong, "\n".join(wrong)

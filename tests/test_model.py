@@ -188,7 +188,9 @@ def test_3d_padding_is_a_crop_and_mc_dropout_samples_differ() -> None:
         enable_mc_dropout(model)
         assert not torch.equal(model(x), model(x))
     assert any(isinstance(m, nn.Dropout3d) for m in model.modules())
-    with pytest.raises(ValueError, match=r"x must have shape \(B, in_channels=1, D, H, W\), got \(1, 1, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(B, in_channels=1, D, H, W\), got \(1, 1, 8, 8\)"
+    ):
         model(torch.rand(1, 1, 8, 8))
 
 
@@ -201,7 +203,9 @@ def test_pad_to_multiple_wraps_any_network() -> None:
         assert torch.equal(wrapped(x), inner(padded)[..., :13, :10])
         assert torch.equal(wrapped(padded), inner(padded))  # nothing to pad: the network's own output
     assert list(wrapped.state_dict()) == ["network.weight", "network.bias"]
-    with pytest.raises(ValueError, match=r"x must have 4 dimensions \(B, C and 2 spatial\), got shape \(1, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have 4 dimensions \(B, C and 2 spatial\), got shape \(1, 8, 8\)"
+    ):
         wrapped(torch.rand(1, 8, 8))
     with pytest.raises(ValueError, match="multiple must be a positive int, got 0"):
         PadToMultiple(inner, 0, 2)

@@ -1,4 +1,4 @@
-"""Reliability report (rndpo.judges.reliability): rank statistics, top-1 accuracy and pair quality vs oracles."""
+"""Reliability report (rndpo.judges.reliability): rank statistics, top-1 accuracy, pair quality vs oracles."""
 
 from __future__ import annotations
 

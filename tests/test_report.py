@@ -1,4 +1,4 @@
-"""Tests of rndpo.pipeline.report: the summary table's statistics, the CSV curves, the closing file listing."""
+"""Tests of rndpo.pipeline.report: the summary statistics, the CSV curves, the closing file listing."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ import torch
 
 import rndpo.training.finetuning as finetune_module
 from rndpo.config import METHOD_PRESETS, ConfigError, FinetuneConfig, config_from_dict, config_to_dict
-from rndpo.pipeline.report import rounds_table
 from rndpo.pipeline import choose_reference, finetune_key, method_key, round_seed
+from rndpo.pipeline.report import rounds_table
 from rndpo.proposals import ProposalBank
 from rndpo.storage import load_weights, stage_key
 from runs import copy_run, rows, run, stage_files, tiny_run

@@ -259,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         NotADirectoryError,
         IsADirectoryError,
         PermissionError,
+        ImportError,
     ) as err:
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"rndpo: error: {message}", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""Run configuration: frozen dataclasses per section, the method presets, TOML reading and the one ``ConfigError``."""
+"""Run configuration: frozen dataclasses per section, the method presets, TOML reading and the one
+``ConfigError``.
+"""
 
 from rndpo.config.errors import (
     ConfigError,

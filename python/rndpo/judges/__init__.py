@@ -1,4 +1,6 @@
-"""Judges score proposals: the ``Judge`` protocol, each judge, the registry that builds them, calibration on validation."""
+"""Judges score proposals: the ``Judge`` protocol, each judge, the registry that builds them, calibration
+on validation.
+"""
 
 from rndpo.judges.agreement import (
     AgreementJudge,

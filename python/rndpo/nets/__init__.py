@@ -1,4 +1,6 @@
-"""Segmentation networks: rndpo's own U-Net, the registry that builds any supported network, saved model files."""
+"""Segmentation networks: rndpo's own U-Net, the registry that builds any supported network, saved model
+files.
+"""
 
 from rndpo.nets.padding import (
     PadToMultiple,
@@ -33,9 +35,9 @@ __all__ = [
     "FORMAT",
     "NETWORKS",
     "NORMS",
+    "SCALINGS",
     "NetworkSpec",
     "PadToMultiple",
-    "SCALINGS",
     "SavedModel",
     "UNet",
     "architecture_of",

@@ -7,6 +7,7 @@ Inputs float32 (B, C, *S) (S: (H, W) or (D, H, W)) are padded at the end of each
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, spatial_dims: int) -> tuple[
 
 def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """The leading ``size`` corner of the last ``len(size)`` axes of ``x`` (a view)."""
-    return x[(..., *(slice(0, s) for s in size))]
+    index: tuple[Any, ...] = (..., *(slice(0, s) for s in size))
+    return x[index]
 
 
 class PadToMultiple(nn.Module):

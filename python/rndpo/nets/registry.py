@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from math import lcm, prod
+from math import lcm
 from types import MappingProxyType
 from typing import Any
 
@@ -64,19 +64,17 @@ def _monai(class_name: str, network: str) -> Callable[[], type[nn.Module]]:
 
 
 def _stride_multiple(kwargs: Mapping[str, Any]) -> int:
-    """monai.UNet: sizes must be multiples of the product of its strides (per axis; the lcm over axes)."""
-    strides = list(kwargs.get("strides", ()))
-    per_axis = [s if isinstance(s, int) else list(s) for s in strides]
-    if all(isinstance(s, int) for s in per_axis):
-        return int(prod(per_axis))  # type: ignore[arg-type]
-    axes = max(len(s) for s in per_axis if isinstance(s, list))
-    totals = [prod(s if isinstance(s, int) else s[a] for s in per_axis) for a in range(axes)]
-    return lcm(*[int(t) for t in totals])
+    """monai.UNet: every axis must be a multiple of the product of its strides (a stride may be one per
+    axis: the lcm of those then stands for it)."""
+    total = 1
+    for stride in kwargs.get("strides", ()):
+        total *= int(stride) if isinstance(stride, int) else lcm(*(int(s) for s in stride))
+    return total
 
 
 def _level_multiple(kwargs: Mapping[str, Any]) -> int:
     """monai.SegResNet: sizes must be multiples of 2 ** (levels - 1)."""
-    return int(2 ** (len(kwargs.get("blocks_down", (1, 2, 2, 4))) - 1))
+    return int(2 ** (len(kwargs.get("blocks_down", (1, 2, 2, 4))) - 1))  # MONAI's default: 4 levels
 
 
 @dataclass(frozen=True)
@@ -276,8 +274,8 @@ def network_from_architecture(architecture: Mapping[str, Any], where: str = "arc
     name = architecture.get("name")
     if name not in NETWORKS:
         raise ValueError(
-            f"{where}: network {name!r} is not one the registry builds ({list(NETWORKS)}); pass the network to"
-            " load_model(path, model=...) and its weights are loaded into it"
+            f"{where}: network {name!r} is not one the registry builds ({list(NETWORKS)}); pass the"
+            " network to load_model(path, model=...) and its weights are loaded into it"
         )
     kwargs, config = architecture.get("kwargs"), architecture.get("config")
     if isinstance(kwargs, Mapping):

@@ -10,7 +10,6 @@ from rndpo.pipeline.experiment import (
     run_experiment,
 )
 from rndpo.pipeline.inputs import (
-    build_unet,
     image_scaling,
     load_data,
     load_pool,
@@ -90,7 +89,6 @@ __all__ = [
     "Stages",
     "barrier",
     "base_model_name",
-    "build_unet",
     "cached",
     "cached_run",
     "check_device",

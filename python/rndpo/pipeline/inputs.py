@@ -11,7 +11,6 @@ import numpy as np
 from rndpo.config import (
     ConfigError,
     DataConfig,
-    ModelConfig,
 )
 from rndpo.data import (
     DatasetSplits,
@@ -23,10 +22,8 @@ from rndpo.data import (
     split_dataset,
     synthetic_dataset,
 )
-from rndpo.nets import UNet
 
 __all__ = [
-    "build_unet",
     "image_scaling",
     "load_data",
     "load_pool",
@@ -96,8 +93,3 @@ def load_pool(cfg: DataConfig, splits: DatasetSplits) -> tuple[np.ndarray, np.nd
         images = images[: cfg.max_unlabeled]
         truth = None if truth is None else truth[: cfg.max_unlabeled]
     return images, truth
-
-
-def build_unet(cfg: ModelConfig, in_channels: int) -> UNet:
-    """The U-Net a config names, for images with ``in_channels`` channels."""
-    return UNet(in_channels=in_channels, channels=cfg.channels, dropout=cfg.dropout)

@@ -117,7 +117,7 @@ def model_info(stages: Stages, **fields: Any) -> dict[str, Any]:
     return {
         "in_channels": int(stages.splits.labeled.images.shape[1]),
         "image_size": cfg.data.image_size,
-        "normalisation": image_scaling(cfg.data),
+        "scaling": image_scaling(cfg.data),
         "threshold": 0.5,
         "dataset": stages.dataset,
         **fields,

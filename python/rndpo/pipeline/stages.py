@@ -36,8 +36,8 @@ from rndpo.judges import (
     key_settings,
 )
 from rndpo.mining import PairSet, mine_configured
+from rndpo.nets import network_from_config
 from rndpo.pipeline.distributed import cached
-from rndpo.pipeline.inputs import build_unet
 from rndpo.pipeline.keys import round_note, round_seed
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.storage import (
@@ -110,7 +110,7 @@ class Stages:
         self.data_key = stage_key(__version__, config_to_dict(config.data))
 
     def model(self) -> nn.Module:
-        return build_unet(self.config.model, self.splits.labeled.images.shape[1])
+        return network_from_config(self.config.model, self.splits.labeled.images.shape[1])
 
     def base_key(self, seed: int) -> str:
         cfg = self.config
