@@ -9,8 +9,8 @@
 #
 # Steps (STEPS picks a subset; default all), each under its own time limit so that one slow step cannot
 # eat the others' time:
-#   tests    the CUDA tests: tests marked `cuda` in tests/test_losses.py (CPU vs CUDA preference loss) and
-#            all of tests/test_losses_triton.py (its small cases run compiled on CUDA, plus realistic sizes
+#   tests    the CUDA tests: tests marked `cuda` in tests/losses/test_losses.py (CPU vs CUDA preference loss) and
+#            all of tests/losses/test_losses_triton.py (its small cases run compiled on CUDA, plus realistic sizes
 #            and float64 finite differences);
 #   losses   the loss benchmark on CUDA (B = 64, 256 x 256: Triton and gather paths vs the naive
 #            composition and a read pass, eager and as CUDA graph replays), once per Triton launch mode:
@@ -37,8 +37,8 @@ python3 -c "import rndpo, torch, triton; print('rndpo', rndpo.__version__, 'torc
 
 if has tests; then
     echo "== tests: CUDA tests"
-    timeout 120 python3 -m pytest tests/test_losses.py -m cuda -p no:cacheprovider -q -o addopts="" 2>&1 | tee "$OUT/cuda_tests.log"
-    timeout 200 python3 -m pytest tests/test_losses_triton.py tests/test_triton_launch.py -p no:cacheprovider -q \
+    timeout 120 python3 -m pytest tests/losses/test_losses.py -m cuda -p no:cacheprovider -q -o addopts="" 2>&1 | tee "$OUT/cuda_tests.log"
+    timeout 200 python3 -m pytest tests/losses/test_losses_triton.py tests/losses/test_triton_launch.py -p no:cacheprovider -q \
         -o addopts="" -ra 2>&1 | tee -a "$OUT/cuda_tests.log"
 fi
 

@@ -1,7 +1,7 @@
 """Tests of the pipeline's building blocks: data, splits, pool, model and the cached-stage helper.
 
 Whole runs (stages, caching, resume, results) are tested through the CLI in tests/test_cli.py,
-tests/test_stage_keys.py and tests/test_integrity.py.
+tests/pipeline/test_stage_keys.py and tests/test_integrity.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The fake JIT kernel records its launches and returns a fake compiled kernel that records direct launches,
 so each test sees which path a launch took and with which arguments. The real kernels are exercised by
-tests/test_losses_triton.py (interpreter on CPU: JIT path; CUDA: both paths, compared bit for bit).
+tests/losses/test_losses_triton.py (interpreter on CPU: JIT path; CUDA: both paths, compared bit for bit).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from rndpo.data.synthetic import (
     _synthetic,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _tiny(n: int = 10, size: int = 8, groups: np.ndarray | None = None) -> SegmentationDataset:

@@ -119,7 +119,7 @@ def test_load_config_errors(tmp_path) -> None:
 def test_shipped_example_configs_are_valid() -> None:
     from pathlib import Path
 
-    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.toml")):
+    for path in sorted((Path(__file__).parents[2] / "configs").glob("*.toml")):
         cfg = load_config(path)
         assert cfg.data.kind in ("npz", "folder"), path
         assert cfg.data.kind == "npz" or cfg.data.unlabeled_path, path  # the folder one: production layout

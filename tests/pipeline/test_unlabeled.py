@@ -14,7 +14,7 @@ from rndpo.cli import main
 from rndpo.config import ConfigError, config_from_dict, load_config, read_toml
 from rndpo.data import load_unlabeled, synthetic_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ROOT / "configs" / "production.toml"
 TINY = [
     "data.image_size=32",

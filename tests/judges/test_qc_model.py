@@ -1,7 +1,7 @@
 """Tests of rndpo.judges.qc_model: argument checks of fit_qc_model and QCNet, the saved-model format.
 
 The learned QC judge built on it (fit, score, save, load, quality on real proposals) is tested in
-tests/test_judges.py.
+tests/judges/test_judges.py.
 """
 
 from __future__ import annotations
