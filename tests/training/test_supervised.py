@@ -270,3 +270,108 @@ def test_config_type_checked() -> None:
         train_base(_model(), disks(2), disks(2), FAST, device="gpu", progress=False)
     for f in dataclasses.fields(BaseTrainConfig):
         assert f.metadata.get("help"), f.name
+
+
+# ---- convergence: patience, min_delta, warm-up ----
+
+
+def _first_stop(history: list[tuple[int, float, float]], patience: int, min_delta: float) -> int | None:
+    """Oracle: the evaluation step at which the stopping rule fires, read off a full run's history."""
+    best, stale = -math.inf, 0
+    for step, _, val in history:
+        stale = 0 if val > best + min_delta else stale + 1
+        best = max(best, val)
+        if stale >= patience:
+            return step
+    return None
+
+
+@pytest.mark.parametrize(("patience", "min_delta"), [(1, 0.0), (2, 0.0), (2, 0.02), (3, 0.05)])
+def test_patience_stops_where_the_full_run_says(patience: int, min_delta: float) -> None:
+    """A run with patience trains exactly the steps of a full run up to the evaluation where validation
+    Dice had not risen by more than min_delta for ``patience`` evaluations (same history, same best)."""
+    cfg = dataclasses.replace(FAST, steps=64, eval_every=4, n_snapshots=0, schedule="constant")
+    full = train_base(_model(), disks(16), disks(6, seed=1), cfg, progress=False)
+    stop = _first_stop(full.history, patience, min_delta)
+    early = train_base(
+        _model(),
+        disks(16),
+        disks(6, seed=1),
+        dataclasses.replace(cfg, patience=patience, min_delta=min_delta),
+        progress=False,
+    )
+    expected = stop if stop is not None else cfg.steps
+    assert early.stopped_step == expected and full.stopped_step == cfg.steps
+    assert early.history == [h for h in full.history if h[0] <= expected]
+    best = max(early.history, key=lambda h: h[2])  # max keeps the first of equal values: the earlier step
+    assert (early.best_step, early.best_val_dice) == (best[0], best[2])
+
+
+def test_patience_zero_trains_every_step_and_keeps_the_fixed_snapshots(
+    trained: tuple[UNet, dict[str, torch.Tensor], BaseTrainResult],
+) -> None:
+    _, _, result = trained
+    assert result.stopped_step == FAST.steps
+    assert result.snapshot_steps == snapshot_steps(FAST.steps, FAST.n_snapshots)
+
+
+def test_an_early_stopped_run_picks_its_snapshots_from_evaluations() -> None:
+    cfg = dataclasses.replace(FAST, steps=200, eval_every=4, n_snapshots=3, patience=1, lr=1e-2)
+    result = train_base(_model(), disks(16), disks(6, seed=1), cfg, progress=False)
+    assert result.stopped_step < cfg.steps  # patience 1 stops at the first evaluation without a gain
+    assert len(result.snapshots) == 3 and len(result.snapshot_steps) == 3
+    evaluated = [h[0] for h in result.history]
+    assert all(s in evaluated and s <= result.stopped_step for s in result.snapshot_steps)
+    assert list(result.snapshot_steps) == sorted(result.snapshot_steps)
+
+
+def test_many_evaluations_keep_a_bounded_spread_of_states() -> None:
+    from rndpo.training.supervised import _EvalStates
+
+    kept = _EvalStates(limit=8)
+    net = torch.nn.Linear(2, 1)
+    for step in range(1, 101):
+        kept.add(step, net)
+        assert len(kept.states) <= 8
+    steps = sorted(kept.states)
+    assert steps[0] == 1 and steps[-1] >= 90  # the first and a recent one survive the thinning
+    picked, states = kept.pick((10, 50, 100))
+    assert list(picked) == [max(s for s in steps if s <= t) for t in (10, 50, 100)] and len(states) == 3
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_base_lr_factor_closed_form(schedule: str) -> None:
+    from rndpo.training.supervised import base_lr_factor
+
+    cfg = BaseTrainConfig(steps=100, warmup_steps=10, schedule=schedule)
+    assert [base_lr_factor(s, cfg) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert base_lr_factor(10, cfg) == pytest.approx(1.0)
+    end = 0.05 if schedule == "cosine" else 1.0
+    assert base_lr_factor(100, cfg) == pytest.approx(end) and base_lr_factor(500, cfg) == pytest.approx(end)
+    mid = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 45 / 90)) if schedule == "cosine" else 1.0
+    assert base_lr_factor(55, cfg) == pytest.approx(mid)
+    # without warm-up the cosine is the one base training always had (bit for bit)
+    plain = BaseTrainConfig(steps=300)
+    assert all(
+        base_lr_factor(s, plain) == 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, 300) / 300))
+        for s in range(0, 400, 7)
+    )
+
+
+def test_warm_up_reaches_the_optimizer() -> None:
+    """The learning rate AdamW uses at each step follows base_lr_factor (read through a recording hook)."""
+    from rndpo.training.supervised import base_lr_factor
+
+    cfg = dataclasses.replace(FAST, steps=12, eval_every=12, n_snapshots=0, warmup_steps=4)
+    model = _model()
+    seen: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", recording)
+        train_base(model, disks(16), disks(6, seed=1), cfg, progress=False)
+    assert seen == pytest.approx([cfg.lr * base_lr_factor(s, cfg) for s in range(cfg.steps)])

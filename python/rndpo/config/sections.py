@@ -245,11 +245,32 @@ class BaseTrainConfig(OptimizerConfig):
     n_snapshots: int = field(
         default=3, metadata=help_text("evenly spaced snapshot checkpoints kept for proposals")
     )
+    warmup_steps: int = field(
+        default=0, metadata=help_text("linear learning-rate warm-up from lr/warmup_steps (0: none)")
+    )
+    patience: int = field(
+        default=0,
+        metadata=help_text(
+            "stop once validation Dice has not improved by min_delta for this many evaluations"
+            " (0: train all steps; steps is then the cap)"
+        ),
+    )
+    min_delta: float = field(
+        default=0.0, metadata=help_text("the validation-Dice gain that counts as an improvement for patience")
+    )
 
     def __post_init__(self) -> None:
         OptimizerConfig.__post_init__(self)
         if self.eval_every < 1:
             raise ConfigError(f"base.eval_every must be >= 1, got {self.eval_every}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ConfigError(
+                f"base.warmup_steps must be in [0, base.steps = {self.steps}), got {self.warmup_steps}"
+            )
+        if self.patience < 0:
+            raise ConfigError(f"base.patience must be >= 0, got {self.patience}")
+        if not (math.isfinite(self.min_delta) and 0 <= self.min_delta < 1):
+            raise ConfigError(f"base.min_delta must be in [0, 1), got {self.min_delta}")
         if self.n_snapshots < 0:
             raise ConfigError(f"base.n_snapshots must be >= 0, got {self.n_snapshots}")
         if self.n_snapshots > self.steps:

@@ -6,6 +6,12 @@ so two runs from the same initial model and seed give identical weights on CPU.
 Checkpoint selection: the state with the highest validation Dice (threshold 0.5; an image where
 prediction and truth are both empty scores 1) over evaluations every ``eval_every`` steps and at the end;
 ties keep the earlier step. Snapshots are taken at steps round(steps * i / n_snapshots), i = 1..n.
+
+Convergence (``patience`` > 0): training stops after the evaluation at which validation Dice has not
+risen by more than ``min_delta`` above its best for ``patience`` evaluations in a row; ``steps`` is then
+a cap. The snapshots of such a run are the states kept at evaluations nearest (at or before) to
+round(stop * i / n_snapshots), where ``stop`` is the last step trained. ``warmup_steps`` ramps the
+learning rate linearly (step s gets (s + 1) / warmup_steps of ``lr``) before the schedule.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ __all__ = [
     "BaseTrainConfig",
     "BaseTrainResult",
     "augment_batch",
+    "base_lr_factor",
     "segmentation_loss",
     "snapshot_steps",
     "train_base",
@@ -49,6 +56,8 @@ class BaseTrainResult:
     best_val_dice: float
     snapshot_steps: tuple[int, ...]
     seconds: float
+    stopped_step: int = 0
+    """The last step trained: ``config.steps``, or earlier when ``patience`` stopped training."""
 
 
 def snapshot_steps(steps: int, n_snapshots: int) -> tuple[int, ...]:
@@ -173,16 +182,18 @@ def train_base(
         batch = min(config.batch_size, n)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = None
-        if config.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt,
-                lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)),
-            )
-        snaps_at = set(snapshot_steps(config.steps, config.n_snapshots))
+        if config.schedule == "cosine" or config.warmup_steps:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: base_lr_factor(s, config))
+        # with patience the last step is not known in advance: snapshots are chosen at the end from the
+        # states kept at evaluations (see _EvalStates); without it, taken at their fixed steps
+        snaps_at = set() if config.patience else set(snapshot_steps(config.steps, config.n_snapshots))
+        kept = _EvalStates(4 * config.n_snapshots) if config.patience and config.n_snapshots else None
         snapshots: list[dict[str, torch.Tensor]] = []
         history: list[tuple[int, float, float]] = []
         best_state = _cpu_state(model)
         best_step, best_dice = 0, -math.inf
+        stale = 0  # evaluations since validation Dice last rose by more than min_delta
+        last_step = config.steps
         order = torch.randperm(n, generator=gen)
         cursor = 0
         losses: list[float] = []
@@ -213,14 +224,23 @@ def train_base(
                     val_dice = float(np.mean(dice(probs > 0.5, val.masks)))
                     history.append((step, float(np.mean(losses)), val_dice))
                     losses = []
+                    stale = 0 if val_dice > best_dice + config.min_delta else stale + 1
                     if val_dice > best_dice:
                         best_dice, best_step, best_state = val_dice, step, _cpu_state(model)
+                    if kept is not None:
+                        kept.add(step, model)
                     bar.set_postfix(
                         loss=f"{history[-1][1]:.3f}", val_dice=f"{val_dice:.3f}", best=f"{best_dice:.3f}"
                     )
+                    if config.patience and stale >= config.patience:
+                        last_step = step
+                        break
                 bar.update(1)
         finally:
             bar.close()
+    snap_steps = snapshot_steps(config.steps, config.n_snapshots)
+    if kept is not None:
+        snap_steps, snapshots = kept.pick(snapshot_steps(last_step, config.n_snapshots))
     model.load_state_dict(best_state)
     model.eval()
     return BaseTrainResult(
@@ -229,6 +249,41 @@ def train_base(
         history=history,
         best_step=best_step,
         best_val_dice=best_dice,
-        snapshot_steps=snapshot_steps(config.steps, config.n_snapshots),
+        snapshot_steps=snap_steps,
         seconds=time.perf_counter() - start,
+        stopped_step=last_step,
     )
+
+
+def base_lr_factor(step: int, config: BaseTrainConfig) -> float:
+    """Multiplier of ``config.lr`` at optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup_steps`` (step s gets (s + 1) / warmup_steps), then constant or a cosine decay over the
+    remaining steps of the cap ``steps`` that reaches 5% of lr there."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    span = config.steps - config.warmup_steps
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step - config.warmup_steps, span) / span))
+
+
+class _EvalStates:
+    """Model states at evaluation steps, thinned to at most ``limit`` evenly spread ones (every other
+    one is dropped when full), from which the snapshots of an early-stopped run are picked."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(2, limit)
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def add(self, step: int, model: nn.Module) -> None:
+        self.states[step] = _cpu_state(model)
+        if len(self.states) > self.limit:
+            for dropped in sorted(self.states)[1::2]:
+                del self.states[dropped]
+
+    def pick(self, targets: tuple[int, ...]) -> tuple[tuple[int, ...], list[dict[str, torch.Tensor]]]:
+        """For each target step, the kept state of the latest evaluation at or before it (the first
+        one when none is); returns their steps and the states."""
+        steps = sorted(self.states)
+        chosen = tuple(max((s for s in steps if s <= t), default=steps[0]) for t in targets)
+        return chosen, [self.states[s] for s in chosen]
