@@ -312,7 +312,7 @@ def test_keys_a_run_sets_are_removed_with_a_pointer_to_what_sets_them(raw, needl
 
 def test_the_optimizer_fields_are_defined_once_with_each_sections_defaults() -> None:
     shared = [f.name for f in dataclasses.fields(OptimizerConfig)]
-    assert shared == ["steps", "batch_size", "lr", "weight_decay", "schedule"]
+    assert shared == ["steps", "batch_size", "lr", "weight_decay", "schedule", "warmup_steps"]
     for cls in (BaseTrainConfig, FinetuneConfig):
         assert issubclass(cls, OptimizerConfig)
         assert [f.name for f in dataclasses.fields(cls)][: len(shared)] == shared
@@ -324,6 +324,9 @@ def test_the_optimizer_fields_are_defined_once_with_each_sections_defaults() -> 
         "max_rotation": 15.0,
         "eval_every": 25,
         "n_snapshots": 3,
+        "warmup_steps": 0,
+        "patience": 0,
+        "min_delta": 0.0,
     }
     assert config_to_dict(FinetuneConfig()) == {
         **defaults,

@@ -193,6 +193,9 @@ Schedule = Literal["cosine", "constant"]
 """Learning-rate schedules: cosine decay to 5% of lr, or constant (after any warm-up)."""
 
 
+WARMUP_HELP = help_text("linear learning-rate warm-up from lr/warmup_steps (0: none)")
+
+
 @dataclass(frozen=True, slots=True)
 class OptimizerConfig:
     """AdamW steps, batch size and learning-rate schedule: the fields [base] and [finetune] share.
@@ -216,6 +219,7 @@ class OptimizerConfig:
         default="cosine",
         metadata=help_text("learning rate (after any warm-up): cosine decay to 5% of lr, or constant"),
     )
+    warmup_steps: int = field(default=0, metadata=WARMUP_HELP)
 
     def __post_init__(self) -> None:
         section = self.SECTION
@@ -227,6 +231,8 @@ class OptimizerConfig:
             raise ConfigError(f"{section}.lr must be > 0, got {self.lr}")
         if not self.weight_decay >= 0:
             raise ConfigError(f"{section}.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"{section}.warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +251,6 @@ class BaseTrainConfig(OptimizerConfig):
     n_snapshots: int = field(
         default=3, metadata=help_text("evenly spaced snapshot checkpoints kept for proposals")
     )
-    warmup_steps: int = field(
-        default=0, metadata=help_text("linear learning-rate warm-up from lr/warmup_steps (0: none)")
-    )
     patience: int = field(
         default=0,
         metadata=help_text(
@@ -263,10 +266,6 @@ class BaseTrainConfig(OptimizerConfig):
         OptimizerConfig.__post_init__(self)
         if self.eval_every < 1:
             raise ConfigError(f"base.eval_every must be >= 1, got {self.eval_every}")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise ConfigError(
-                f"base.warmup_steps must be in [0, base.steps = {self.steps}), got {self.warmup_steps}"
-            )
         if self.patience < 0:
             raise ConfigError(f"base.patience must be >= 0, got {self.patience}")
         if not (math.isfinite(self.min_delta) and 0 <= self.min_delta < 1):
@@ -491,9 +490,7 @@ class FinetuneConfig(OptimizerConfig):
 
     SECTION: ClassVar[str] = "finetune"
 
-    warmup_steps: int = field(
-        default=30, metadata=help_text("linear learning-rate warm-up from lr/warmup_steps")
-    )
+    warmup_steps: int = field(default=30, metadata=WARMUP_HELP)
     grad_clip: float = field(
         default=1.0, metadata=help_text("clip the gradient norm to this (0: no clipping)")
     )
@@ -523,7 +520,5 @@ class FinetuneConfig(OptimizerConfig):
         for key in ("eval_every", "final_window", "rounds"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"finetune.{key} must be >= 1, got {getattr(self, key)}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"finetune.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not self.grad_clip >= 0:
             raise ConfigError(f"finetune.grad_clip must be >= 0, got {self.grad_clip}")
