@@ -36,6 +36,7 @@ from rndpo.metrics import dice
 __all__ = [
     "BaseTrainConfig",
     "BaseTrainResult",
+    "PatienceRule",
     "augment_batch",
     "base_lr_factor",
     "segmentation_loss",
@@ -192,7 +193,7 @@ def train_base(
         history: list[tuple[int, float, float]] = []
         best_state = _cpu_state(model)
         best_step, best_dice = 0, -math.inf
-        stale = 0  # evaluations since validation Dice last rose by more than min_delta
+        converged = PatienceRule(config.patience, config.min_delta)
         last_step = config.steps
         order = torch.randperm(n, generator=gen)
         cursor = 0
@@ -224,7 +225,7 @@ def train_base(
                     val_dice = float(np.mean(dice(probs > 0.5, val.masks)))
                     history.append((step, float(np.mean(losses)), val_dice))
                     losses = []
-                    stale = 0 if val_dice > best_dice + config.min_delta else stale + 1
+                    stop = converged.update(val_dice)
                     if val_dice > best_dice:
                         best_dice, best_step, best_state = val_dice, step, _cpu_state(model)
                     if kept is not None:
@@ -232,7 +233,7 @@ def train_base(
                     bar.set_postfix(
                         loss=f"{history[-1][1]:.3f}", val_dice=f"{val_dice:.3f}", best=f"{best_dice:.3f}"
                     )
-                    if config.patience and stale >= config.patience:
+                    if stop:
                         last_step = step
                         break
                 bar.update(1)
@@ -253,6 +254,23 @@ def train_base(
         seconds=time.perf_counter() - start,
         stopped_step=last_step,
     )
+
+
+@dataclass
+class PatienceRule:
+    """The convergence rule of base training: call :meth:`update` with each evaluation's validation
+    Dice; it returns True once that Dice has not risen by more than ``min_delta`` above its best for
+    ``patience`` evaluations in a row (never when ``patience`` is 0)."""
+
+    patience: int
+    min_delta: float = 0.0
+    best: float = -math.inf
+    stale: int = 0
+
+    def update(self, value: float) -> bool:
+        self.stale = 0 if value > self.best + self.min_delta else self.stale + 1
+        self.best = max(self.best, value)
+        return self.patience > 0 and self.stale >= self.patience
 
 
 def base_lr_factor(step: int, config: BaseTrainConfig) -> float:
