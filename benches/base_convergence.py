@@ -35,9 +35,9 @@ def data_section(name: str, root: Path) -> dict[str, Any]:
     return {**data, **({"group_by": GROUPED[name]} if name in GROUPED else {})}
 
 
-def replay(curve: list[float], patience: int, min_delta: float) -> tuple[int, int]:
+def replay(curve: list[float], patience: int, min_delta: float, window: int) -> tuple[int, int]:
     """(index of the evaluation where the rule stops, index of the best one up to there)."""
-    rule, best = PatienceRule(patience, min_delta), 0
+    rule, best = PatienceRule(patience, min_delta, window), 0
     for i, value in enumerate(curve):
         stop = rule.update(value)
         best = i if value > curve[best] else best
@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="[base] key=value (TOML value)")
     p.add_argument("--patience", type=int, nargs="*", default=[4, 8, 12, 20])
     p.add_argument("--min-delta", type=float, nargs="*", default=[0.0, 0.01])
+    p.add_argument("--window", type=int, nargs="*", default=[1, 3], help="patience_window values")
     args = p.parse_args()
     base = tomllib.loads("\n".join(args.set))  # key=value lines in TOML syntax
     cfg = config_from_dict({"data": data_section(args.dataset, args.data_root), "base": base})
@@ -74,12 +75,16 @@ def main() -> None:
     )
     print("validation curve: " + " ".join(f"{s}:{v:.3f}" for s, v in zip(steps, curve, strict=True)))
     print(
-        "\n| patience | min_delta | stops at step | best step there | its validation Dice |\n|---|---|---|---|---|"
+        "\n| patience_window | patience | min_delta | stops at step | best step there | its validation Dice |"
     )
-    for patience in args.patience:
-        for delta in args.min_delta:
-            stop, best = replay(curve, patience, delta)
-            print(f"| {patience} | {delta} | {steps[stop]} | {steps[best]} | {curve[best]:.3f} |")
+    print("|---|---|---|---|---|---|")
+    for window in args.window:
+        for patience in args.patience:
+            for delta in args.min_delta:
+                stop, best = replay(curve, patience, delta, window)
+                print(
+                    f"| {window} | {patience} | {delta} | {steps[stop]} | {steps[best]} | {curve[best]:.3f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -327,6 +327,7 @@ def test_the_optimizer_fields_are_defined_once_with_each_sections_defaults() -> 
         "warmup_steps": 0,
         "patience": 0,
         "min_delta": 0.0,
+        "patience_window": 1,
     }
     assert config_to_dict(FinetuneConfig()) == {
         **defaults,

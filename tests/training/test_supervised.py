@@ -275,29 +275,35 @@ def test_config_type_checked() -> None:
 # ---- convergence: patience, min_delta, warm-up ----
 
 
-def _first_stop(history: list[tuple[int, float, float]], patience: int, min_delta: float) -> int | None:
+def _first_stop(
+    history: list[tuple[int, float, float]], patience: int, min_delta: float, window: int = 1
+) -> int | None:
     """Oracle: the evaluation step at which the stopping rule fires, read off a full run's history."""
     best, stale = -math.inf, 0
-    for step, _, val in history:
-        stale = 0 if val > best + min_delta else stale + 1
-        best = max(best, val)
+    values = [h[2] for h in history]
+    for i, (step, _, _) in enumerate(history):
+        level = float(np.mean(values[max(0, i - window + 1) : i + 1]))
+        stale = 0 if level > best + min_delta + 1e-12 else stale + 1
+        best = max(best, level)
         if stale >= patience:
             return step
     return None
 
 
-@pytest.mark.parametrize(("patience", "min_delta"), [(1, 0.0), (2, 0.0), (2, 0.02), (3, 0.05)])
-def test_patience_stops_where_the_full_run_says(patience: int, min_delta: float) -> None:
+@pytest.mark.parametrize(
+    ("patience", "min_delta", "window"), [(1, 0.0, 1), (2, 0.0, 1), (2, 0.02, 1), (3, 0.05, 1), (2, 0.0, 3)]
+)
+def test_patience_stops_where_the_full_run_says(patience: int, min_delta: float, window: int) -> None:
     """A run with patience trains exactly the steps of a full run up to the evaluation where validation
     Dice had not risen by more than min_delta for ``patience`` evaluations (same history, same best)."""
     cfg = dataclasses.replace(FAST, steps=64, eval_every=4, n_snapshots=0, schedule="constant")
     full = train_base(_model(), disks(16), disks(6, seed=1), cfg, progress=False)
-    stop = _first_stop(full.history, patience, min_delta)
+    stop = _first_stop(full.history, patience, min_delta, window)
     early = train_base(
         _model(),
         disks(16),
         disks(6, seed=1),
-        dataclasses.replace(cfg, patience=patience, min_delta=min_delta),
+        dataclasses.replace(cfg, patience=patience, min_delta=min_delta, patience_window=window),
         progress=False,
     )
     expected = stop if stop is not None else cfg.steps
@@ -375,3 +381,18 @@ def test_warm_up_reaches_the_optimizer() -> None:
         mp.setattr(torch.optim.AdamW, "step", recording)
         train_base(model, disks(16), disks(6, seed=1), cfg, progress=False)
     assert seen == pytest.approx([cfg.lr * base_lr_factor(s, cfg) for s in range(cfg.steps)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(0, 1), min_size=1, max_size=40),
+    patience=st.integers(0, 6),
+    window=st.integers(1, 5),
+)
+def test_patience_rule_matches_the_oracle(values: list[float], patience: int, window: int) -> None:
+    from rndpo.training import PatienceRule
+
+    rule = PatienceRule(patience, 0.0, window)
+    fired = next((i + 1 for i, v in enumerate(values) if rule.update(v)), None)
+    history = [(i + 1, 0.0, v) for i, v in enumerate(values)]
+    assert fired == (_first_stop(history, patience, 0.0, window) if patience else None)

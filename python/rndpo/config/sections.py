@@ -261,6 +261,10 @@ class BaseTrainConfig(OptimizerConfig):
     min_delta: float = field(
         default=0.0, metadata=help_text("the validation-Dice gain that counts as an improvement for patience")
     )
+    patience_window: int = field(
+        default=1,
+        metadata=help_text("patience follows the mean validation Dice of this many latest evaluations"),
+    )
 
     def __post_init__(self) -> None:
         OptimizerConfig.__post_init__(self)
@@ -268,6 +272,8 @@ class BaseTrainConfig(OptimizerConfig):
             raise ConfigError(f"base.eval_every must be >= 1, got {self.eval_every}")
         if self.patience < 0:
             raise ConfigError(f"base.patience must be >= 0, got {self.patience}")
+        if self.patience_window < 1:
+            raise ConfigError(f"base.patience_window must be >= 1, got {self.patience_window}")
         if not (math.isfinite(self.min_delta) and 0 <= self.min_delta < 1):
             raise ConfigError(f"base.min_delta must be in [0, 1), got {self.min_delta}")
         if self.n_snapshots < 0:

@@ -8,7 +8,8 @@ prediction and truth are both empty scores 1) over evaluations every ``eval_ever
 ties keep the earlier step. Snapshots are taken at steps round(steps * i / n_snapshots), i = 1..n.
 
 Convergence (``patience`` > 0): training stops after the evaluation at which validation Dice has not
-risen by more than ``min_delta`` above its best for ``patience`` evaluations in a row; ``steps`` is then
+risen by more than ``min_delta`` above its best for ``patience`` evaluations in a row (that Dice is the
+mean of the last ``patience_window`` evaluations: :class:`PatienceRule`); ``steps`` is then
 a cap. The snapshots of such a run are the states kept at evaluations nearest (at or before) to
 round(stop * i / n_snapshots), where ``stop`` is the last step trained. ``warmup_steps`` ramps the
 learning rate linearly (step s gets (s + 1) / warmup_steps of ``lr``) before the schedule.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -193,7 +194,7 @@ def train_base(
         history: list[tuple[int, float, float]] = []
         best_state = _cpu_state(model)
         best_step, best_dice = 0, -math.inf
-        converged = PatienceRule(config.patience, config.min_delta)
+        converged = PatienceRule(config.patience, config.min_delta, config.patience_window)
         last_step = config.steps
         order = torch.randperm(n, generator=gen)
         cursor = 0
@@ -259,17 +260,23 @@ def train_base(
 @dataclass
 class PatienceRule:
     """The convergence rule of base training: call :meth:`update` with each evaluation's validation
-    Dice; it returns True once that Dice has not risen by more than ``min_delta`` above its best for
-    ``patience`` evaluations in a row (never when ``patience`` is 0)."""
+    Dice; it returns True once the mean of the last ``window`` values (fewer at the start) has not risen
+    by more than ``min_delta`` above its best for ``patience`` evaluations in a row (never when
+    ``patience`` is 0). ``window`` 1 follows the raw values; a longer window steadies the decision on a
+    small, noisy validation split (the state kept is still the best single evaluation)."""
 
     patience: int
     min_delta: float = 0.0
+    window: int = 1
     best: float = -math.inf
     stale: int = 0
+    recent: list[float] = field(default_factory=list)
 
     def update(self, value: float) -> bool:
-        self.stale = 0 if value > self.best + self.min_delta else self.stale + 1
-        self.best = max(self.best, value)
+        self.recent = [*self.recent, value][-self.window :]
+        level = value if self.window == 1 else sum(self.recent) / len(self.recent)
+        self.stale = 0 if level > self.best + self.min_delta else self.stale + 1
+        self.best = max(self.best, level)
         return self.patience > 0 and self.stale >= self.patience
 
 
