@@ -254,8 +254,8 @@ class BaseTrainConfig(OptimizerConfig):
     patience: int = field(
         default=0,
         metadata=help_text(
-            "stop once validation Dice has not improved by min_delta for this many evaluations"
-            " (0: train all steps; steps is then the cap)"
+            "stop once validation Dice (mean of the last patience_window evaluations) has not improved"
+            " by min_delta for this many evaluations (0: train all steps; else steps is the cap)"
         ),
     )
     min_delta: float = field(

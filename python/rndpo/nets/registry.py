@@ -197,9 +197,7 @@ def network_from_config(
     ``model.kwargs``, and ``model.dropout`` is set on networks that take a dropout. Raises ConfigError
     naming the key for keyword arguments the network does not take or that the section sets elsewhere.
     """
-    if model.name not in NETWORKS:
-        raise ConfigError(f"model.name must be one of {list(NETWORKS)}, got {model.name!r}")
-    spec = NETWORKS[model.name]
+    spec = _spec(model.name)  # ModelConfig already checked the name against the same vocabulary
     kwargs = dict(model.kwargs)
     if spec.name == "rndpo.UNet":
         for key in ("channels", "dropout"):

@@ -58,8 +58,12 @@ class BaseTrainResult:
     best_val_dice: float
     snapshot_steps: tuple[int, ...]
     seconds: float
-    stopped_step: int = 0
-    """The last step trained: ``config.steps``, or earlier when ``patience`` stopped training."""
+
+    @property
+    def stopped_step(self) -> int:
+        """The last step trained: ``config.steps``, or earlier when ``patience`` stopped training (the
+        last evaluation is always at the last step)."""
+        return self.history[-1][0]
 
 
 def snapshot_steps(steps: int, n_snapshots: int) -> tuple[int, ...]:
@@ -195,7 +199,6 @@ def train_base(
         best_state = _cpu_state(model)
         best_step, best_dice = 0, -math.inf
         converged = PatienceRule(config.patience, config.min_delta, config.patience_window)
-        last_step = config.steps
         order = torch.randperm(n, generator=gen)
         cursor = 0
         losses: list[float] = []
@@ -227,22 +230,24 @@ def train_base(
                     history.append((step, float(np.mean(losses)), val_dice))
                     losses = []
                     stop = converged.update(val_dice)
-                    if val_dice > best_dice:
-                        best_dice, best_step, best_state = val_dice, step, _cpu_state(model)
-                    if kept is not None:
-                        kept.add(step, model)
+                    improved = val_dice > best_dice
+                    if improved or kept is not None:
+                        state = _cpu_state(model)  # one copy serves the best state and the kept one
+                        if improved:
+                            best_dice, best_step, best_state = val_dice, step, state
+                        if kept is not None:
+                            kept.add(step, state)
                     bar.set_postfix(
                         loss=f"{history[-1][1]:.3f}", val_dice=f"{val_dice:.3f}", best=f"{best_dice:.3f}"
                     )
                     if stop:
-                        last_step = step
                         break
                 bar.update(1)
         finally:
             bar.close()
     snap_steps = snapshot_steps(config.steps, config.n_snapshots)
     if kept is not None:
-        snap_steps, snapshots = kept.pick(snapshot_steps(last_step, config.n_snapshots))
+        snap_steps, snapshots = kept.pick(snapshot_steps(history[-1][0], config.n_snapshots))
     model.load_state_dict(best_state)
     model.eval()
     return BaseTrainResult(
@@ -253,7 +258,6 @@ def train_base(
         best_val_dice=best_dice,
         snapshot_steps=snap_steps,
         seconds=time.perf_counter() - start,
-        stopped_step=last_step,
     )
 
 
@@ -300,8 +304,9 @@ class _EvalStates:
         self.limit = max(2, limit)
         self.states: dict[int, dict[str, torch.Tensor]] = {}
 
-    def add(self, step: int, model: nn.Module) -> None:
-        self.states[step] = _cpu_state(model)
+    def add(self, step: int, state: dict[str, torch.Tensor]) -> None:
+        """Keep ``state``, the model's CPU state at evaluation ``step`` (not copied again)."""
+        self.states[step] = state
         if len(self.states) > self.limit:
             for dropped in sorted(self.states)[1::2]:
                 del self.states[dropped]
