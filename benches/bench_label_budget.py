@@ -4,8 +4,8 @@
 
 Everything is at the package defaults a ``rndpo run`` uses: ``DataConfig()`` (400 images, 64 x 64,
 10% val, 20% test, split seed 0), ``ModelConfig()`` (U-Net channels (8, 16, 32, 64), dropout 0.1) and
-``BaseTrainConfig()`` (300 AdamW steps of 16 images, ``--steps`` to change), so every budget gets the
-same number of steps.
+``BaseTrainConfig()`` (AdamW on 16 images a step until validation Dice stops improving, at most 2000
+steps: ``--steps`` changes the cap), so every budget is trained to convergence on its own labels.
 Model and training seeds vary; the data and its splits do not, so the spread is the training's.
 Prints a markdown table: labeled images, test Dice (mean +- std over seeds) and base-training wall time.
 """
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=BaseTrainConfig().steps, help="base-training steps")
+    parser.add_argument("--steps", type=int, default=BaseTrainConfig().steps, help="base-training step cap")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"device cpu, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.steps} steps")

@@ -21,6 +21,7 @@ label_budget = 0.3
 channels = [4, 8]
 [base]
 steps = 4
+warmup_steps = 0
 eval_every = 2
 batch_size = 4
 [proposals]

@@ -190,7 +190,7 @@ BAD_SECTION_VALUES = [
     (BaseTrainConfig, "base", "max_rotation", 200.0, "base.max_rotation must be in [0, 180]"),
     (BaseTrainConfig, "base", "eval_every", 0, "base.eval_every must be >= 1, got 0"),
     (BaseTrainConfig, "base", "n_snapshots", -1, "base.n_snapshots must be >= 0, got -1"),
-    (BaseTrainConfig, "base", "n_snapshots", 400, "base.n_snapshots must be <= base.steps = 300, got 400"),
+    (BaseTrainConfig, "base", "n_snapshots", 2500, "base.n_snapshots must be <= base.steps = 2000, got 2500"),
     (ProposalConfig, "proposals", "k", 0, "proposals.k must be >= 1, got 0"),
     (ProposalConfig, "proposals", "sources", ("tta", "flip"), "proposals.sources: unknown source 'flip'"),
     (ProposalConfig, "proposals", "sources", (), "proposals.sources must name at least one"),
@@ -317,17 +317,20 @@ def test_the_optimizer_fields_are_defined_once_with_each_sections_defaults() -> 
         assert issubclass(cls, OptimizerConfig)
         assert [f.name for f in dataclasses.fields(cls)][: len(shared)] == shared
     defaults = {"steps": 300, "batch_size": 16, "lr": 2e-3, "schedule": "cosine"}
+    # the base model trains to convergence: a cap of 2000 steps, constant lr after a warm-up, patience
     assert config_to_dict(BaseTrainConfig()) == {
         **defaults,
+        "steps": 2000,
+        "schedule": "constant",
         "weight_decay": 1e-4,
         "augment": True,
         "max_rotation": 15.0,
         "eval_every": 25,
         "n_snapshots": 3,
-        "warmup_steps": 0,
-        "patience": 0,
+        "warmup_steps": 30,
+        "patience": 8,
         "min_delta": 0.0,
-        "patience_window": 1,
+        "patience_window": 3,
     }
     assert config_to_dict(FinetuneConfig()) == {
         **defaults,

@@ -359,7 +359,7 @@ def test_base_lr_factor_closed_form(schedule: str) -> None:
     mid = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 45 / 90)) if schedule == "cosine" else 1.0
     assert base_lr_factor(55, cfg) == pytest.approx(mid)
     # without warm-up the cosine is the one base training always had (bit for bit)
-    plain = BaseTrainConfig(steps=300)
+    plain = BaseTrainConfig(steps=300, schedule="cosine", warmup_steps=0)
     assert all(
         base_lr_factor(s, plain) == 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, 300) / 300))
         for s in range(0, 400, 7)

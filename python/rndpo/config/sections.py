@@ -241,7 +241,17 @@ class BaseTrainConfig(OptimizerConfig):
 
     SECTION: ClassVar[str] = "base"
 
+    # Trained to convergence by default: a constant learning rate after a warm-up, stopped by patience on
+    # the windowed validation Dice; steps is the cap (docs/results.md, "Is the base model converged?")
+    steps: int = field(default=2000, metadata=help_text("optimizer steps (the cap when patience > 0)"))
     weight_decay: float = field(default=1e-4, metadata=help_text("AdamW weight decay"))  # finetune: 0
+    schedule: Schedule = field(
+        default="constant",
+        metadata=help_text(
+            "learning rate (after any warm-up): constant, or cosine decay to 5% of lr over all steps"
+        ),
+    )
+    warmup_steps: int = field(default=30, metadata=WARMUP_HELP)
     augment: bool = field(
         default=True,
         metadata=help_text("random flips, 90-degree and small rotations, gamma/contrast/brightness"),
@@ -252,7 +262,7 @@ class BaseTrainConfig(OptimizerConfig):
         default=3, metadata=help_text("evenly spaced snapshot checkpoints kept for proposals")
     )
     patience: int = field(
-        default=0,
+        default=8,
         metadata=help_text(
             "stop once validation Dice (mean of the last patience_window evaluations) has not improved"
             " by min_delta for this many evaluations (0: train all steps; else steps is the cap)"
@@ -262,7 +272,7 @@ class BaseTrainConfig(OptimizerConfig):
         default=0.0, metadata=help_text("the validation-Dice gain that counts as an improvement for patience")
     )
     patience_window: int = field(
-        default=1,
+        default=3,
         metadata=help_text("patience follows the mean validation Dice of this many latest evaluations"),
     )
 

@@ -254,10 +254,11 @@ def synthetic_dataset(n_images: int = 400, size: int = 64, seed: int = 0) -> Seg
     usual polarity (dark objects in ultrasound and dermoscopy, bright elsewhere), flipped in a quarter of
     the images; object contrasts vary per image and boundaries are softly blurred. Each style is learnable,
     but few labels cover the style-dependent rules and the rarer flipped cases poorly. With the package
-    defaults (400 images, 64 x 64, ``split_dataset(seed=0)``, ``ModelConfig()``, ``BaseTrainConfig()``,
-    3 training seeds) a base U-Net scores test Dice 0.685 +- 0.041 with 10% labels (28 images) and
-    0.765 +- 0.035 with all 280; with 1000 steps, 0.742 +- 0.022 and 0.870 +- 0.006
-    (``python benches/bench_label_budget.py [--steps 1000]``).
+    defaults (400 images, 64 x 64, ``split_dataset(seed=0)``, ``ModelConfig()``, 3 training seeds) and
+    the 300-step cosine base recipe of earlier versions (``BaseTrainConfig(steps=300, schedule="cosine",
+    warmup_steps=0, patience=0)``) a base U-Net scores test Dice 0.685 +- 0.041 with 10% labels
+    (28 images) and 0.765 +- 0.035 with all 280; with 1000 steps, 0.742 +- 0.022 and 0.870 +- 0.006
+    (measured with ``benches/bench_label_budget.py`` under that recipe).
 
     Returns images float32 (N, 1, size, size) in [0, 1] and masks uint8 (N, size, size) in {0, 1};
     ids are ``synthetic_00000`` ...; no groups. The same (n_images, size, seed) always gives the same arrays.
