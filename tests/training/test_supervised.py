@@ -33,7 +33,17 @@ def _model(in_channels: int = 1) -> UNet:
     return UNet(in_channels=in_channels, channels=SMALL, dropout=0.1)
 
 
-FAST = BaseTrainConfig(steps=24, batch_size=8, lr=3e-3, eval_every=8, n_snapshots=3)
+# the fixed-length recipe (no patience, no warm-up, cosine): the tests of patience and cooldown set them
+FAST = BaseTrainConfig(
+    steps=24,
+    batch_size=8,
+    lr=3e-3,
+    eval_every=8,
+    n_snapshots=3,
+    patience=0,
+    warmup_steps=0,
+    schedule="cosine",
+)
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +190,23 @@ def test_snapshots_count_and_differ(trained: tuple[UNet, dict[str, torch.Tensor]
     w = [s["head.weight"] for s in result.snapshots]
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
     assert all(v.device.type == "cpu" for s in result.snapshots for v in s.values())
+
+
+def test_without_onednn_training_does_not_depend_on_the_thread_count() -> None:
+    """What the README promises for runs that must match across thread counts: with oneDNN off, the
+    same run at 1 and 2 torch threads gives the same weights bit for bit (with it on they part, since
+    the convolution's weight gradient sums in a thread-dependent order)."""
+    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    states = []
+    try:
+        torch.backends.mkldnn.enabled = False
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            states.append(train_base(_model(), disks(16), disks(6, seed=1), FAST, progress=False).state_dict)
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_training_is_reproducible(trained: tuple[UNet, dict[str, torch.Tensor], BaseTrainResult]) -> None:
