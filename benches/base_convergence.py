@@ -5,7 +5,8 @@ test Dice of its best validation state, and where the stopping rule would stop f
         --set steps=3000 --set 'schedule="constant"' --set warmup_steps=30
 
 The rule (``[base] patience`` and ``min_delta``, :class:`rndpo.training.PatienceRule`) is replayed on the
-recorded curve, so one run shows every setting; the test Dice is that of the best state of the whole run.
+recorded curve of a run without it (``patience = 0`` here: ``steps`` is the run's length), so one run
+shows every setting; the test Dice is that of the best state of the whole run.
 Datasets: ``synthetic`` (the demo's data) or a folder name under --data-root (``kvasir_seg``, ``hc18``).
 """
 
@@ -56,7 +57,8 @@ def main() -> None:
     p.add_argument("--min-delta", type=float, nargs="*", default=[0.0, 0.01])
     p.add_argument("--window", type=int, nargs="*", default=[1, 3], help="patience_window values")
     args = p.parse_args()
-    base = tomllib.loads("\n".join(args.set))  # key=value lines in TOML syntax
+    # the whole curve is trained (patience 0: steps is the length) and the rule replayed on it
+    base = {"patience": 0, **tomllib.loads("\n".join(args.set))}  # key=value lines in TOML syntax
     cfg = config_from_dict({"data": data_section(args.dataset, args.data_root), "base": base})
     splits = split_data(cfg.data, load_data(cfg.data))
     torch.manual_seed(args.seed)

@@ -190,6 +190,8 @@ BAD_SECTION_VALUES = [
     (BaseTrainConfig, "base", "max_rotation", 200.0, "base.max_rotation must be in [0, 180]"),
     (BaseTrainConfig, "base", "eval_every", 0, "base.eval_every must be >= 1, got 0"),
     (BaseTrainConfig, "base", "n_snapshots", -1, "base.n_snapshots must be >= 0, got -1"),
+    (BaseTrainConfig, "base", "cooldown", -0.1, "base.cooldown must be in [0, 1], got -0.1"),
+    (BaseTrainConfig, "base", "cooldown", 1.5, "base.cooldown must be in [0, 1], got 1.5"),
     (BaseTrainConfig, "base", "n_snapshots", 2500, "base.n_snapshots must be <= base.steps = 2000, got 2500"),
     (ProposalConfig, "proposals", "k", 0, "proposals.k must be >= 1, got 0"),
     (ProposalConfig, "proposals", "sources", ("tta", "flip"), "proposals.sources: unknown source 'flip'"),
@@ -331,6 +333,7 @@ def test_the_optimizer_fields_are_defined_once_with_each_sections_defaults() -> 
         "patience": 8,
         "min_delta": 0.0,
         "patience_window": 3,
+        "cooldown": 0.2,
     }
     assert config_to_dict(FinetuneConfig()) == {
         **defaults,

@@ -41,6 +41,7 @@ FAST = BaseTrainConfig(
     eval_every=8,
     n_snapshots=3,
     patience=0,
+    cooldown=0.0,
     warmup_steps=0,
     schedule="cosine",
 )
@@ -227,7 +228,7 @@ def test_training_is_reproducible(trained: tuple[UNet, dict[str, torch.Tensor], 
 
 def test_training_rgb_without_augment_or_snapshots() -> None:
     cfg = BaseTrainConfig(
-        steps=3, batch_size=4, eval_every=2, n_snapshots=0, augment=False, schedule="constant"
+        steps=3, batch_size=4, eval_every=2, n_snapshots=0, augment=False, schedule="constant", patience=0
     )
     result = train_base(
         _model(3), disks(5, size=20, channels=3), disks(2, size=20, seed=2, channels=3), cfg, progress=False
@@ -425,3 +426,56 @@ def test_patience_rule_matches_the_oracle(values: list[float], patience: int, wi
     fired = next((i + 1 for i, v in enumerate(values) if rule.update(v)), None)
     history = [(i + 1, 0.0, v) for i, v in enumerate(values)]
     assert fired == (_first_stop(history, patience, 0.0, window) if patience else None)
+
+
+def _recorded_lrs(cfg: BaseTrainConfig) -> tuple[BaseTrainResult, list[float]]:
+    """A run of ``cfg`` and the learning rate AdamW used at each step (read through a recording hook)."""
+    seen: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", recording)
+        result = train_base(_model(), disks(16), disks(6, seed=1), cfg, progress=False)
+    return result, seen
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5, 1.0])
+def test_cooldown_follows_the_stop(share: float) -> None:
+    """After patience stops a run at step T, round(share x T) more steps run at lr (D - j) / (D + 1)
+    (closed form), evaluated every eval_every steps and at the end; up to T the run is the one without
+    a cooldown, and the model is the best of the cooldown's evaluations (the annealed states)."""
+    cfg = dataclasses.replace(FAST, steps=64, eval_every=4, n_snapshots=2, schedule="constant", patience=2)
+    plain, plain_lrs = _recorded_lrs(cfg)
+    stop = plain.stopped_step
+    assert stop < cfg.steps and plain_lrs == [cfg.lr] * stop  # patience fires; no cooldown: a constant lr
+    cooled, lrs = _recorded_lrs(dataclasses.replace(cfg, cooldown=share))
+    length = round(share * stop)
+    assert cooled.stopped_step == stop + length and len(lrs) == stop + length
+    assert lrs[:stop] == plain_lrs
+    assert lrs[stop:] == pytest.approx(
+        [cfg.lr * (length - j) / (length + 1) for j in range(length)], rel=1e-12
+    )
+    assert cooled.history[: len(plain.history)] == plain.history
+    evaluated = [h[0] for h in cooled.history[len(plain.history) :]]
+    assert evaluated == sorted(
+        {*range(stop + cfg.eval_every - stop % cfg.eval_every, stop + length + 1, 4), stop + length} - {stop}
+    )
+    best = max(cooled.history[len(plain.history) :], key=lambda h: h[2])  # max keeps the earlier of ties
+    assert (cooled.best_step, cooled.best_val_dice) == (best[0], best[2]) and cooled.best_step > stop
+    assert all(s <= cooled.stopped_step for s in cooled.snapshot_steps)
+
+
+def test_a_run_that_reaches_the_cap_cools_down_too() -> None:
+    cfg = dataclasses.replace(FAST, steps=16, eval_every=4, schedule="constant", patience=50, cooldown=0.25)
+    result, lrs = _recorded_lrs(cfg)
+    assert result.stopped_step == 20 and lrs[16:] == pytest.approx([cfg.lr * (4 - j) / 5 for j in range(4)])
+
+
+def test_cooldown_needs_patience() -> None:
+    """Without patience there is no stop to follow: the run is the fixed-length one."""
+    result, lrs = _recorded_lrs(dataclasses.replace(FAST, cooldown=0.5))
+    assert result.stopped_step == FAST.steps and len(lrs) == FAST.steps

@@ -275,6 +275,13 @@ class BaseTrainConfig(OptimizerConfig):
         default=3,
         metadata=help_text("patience follows the mean validation Dice of this many latest evaluations"),
     )
+    cooldown: float = field(
+        default=0.2,
+        metadata=help_text(
+            "with patience: once it stops training (or at steps), this share of the steps trained more,"
+            " the learning rate falling linearly towards 0 (0: stop at once)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         OptimizerConfig.__post_init__(self)
@@ -282,6 +289,8 @@ class BaseTrainConfig(OptimizerConfig):
             raise ConfigError(f"base.eval_every must be >= 1, got {self.eval_every}")
         if self.patience < 0:
             raise ConfigError(f"base.patience must be >= 0, got {self.patience}")
+        if not (math.isfinite(self.cooldown) and 0 <= self.cooldown <= 1):
+            raise ConfigError(f"base.cooldown must be in [0, 1], got {self.cooldown}")
         if self.patience_window < 1:
             raise ConfigError(f"base.patience_window must be >= 1, got {self.patience_window}")
         if not (math.isfinite(self.min_delta) and 0 <= self.min_delta < 1):

@@ -7,12 +7,16 @@ Checkpoint selection: the state with the highest validation Dice (threshold 0.5;
 prediction and truth are both empty scores 1) over evaluations every ``eval_every`` steps and at the end;
 ties keep the earlier step. Snapshots are taken at steps round(steps * i / n_snapshots), i = 1..n.
 
-Convergence (``patience`` > 0): training stops after the evaluation at which validation Dice has not
-risen by more than ``min_delta`` above its best for ``patience`` evaluations in a row (that Dice is the
-mean of the last ``patience_window`` evaluations: :class:`PatienceRule`); ``steps`` is then
-a cap. The snapshots of such a run are the states kept at evaluations nearest (at or before) to
-round(stop * i / n_snapshots), where ``stop`` is the last step trained. ``warmup_steps`` ramps the
-learning rate linearly (step s gets (s + 1) / warmup_steps of ``lr``) before the schedule.
+Convergence (``patience`` > 0): the constant phase ends after the evaluation at which validation Dice
+has not risen by more than ``min_delta`` above its best for ``patience`` evaluations in a row (that Dice
+is the mean of the last ``patience_window`` evaluations: :class:`PatienceRule`), or at the cap
+``steps``. A ``cooldown`` then trains round(cooldown x T) more steps (T: the steps trained so far)
+while the learning rate falls linearly towards 0, (D - j) / (D + 1) of it at cooldown step j of D, as
+warmup-stable-decay schedules do; the model is then the best of the cooldown's evaluations, the
+annealed states, not a lucky peak of the noisier constant phase. The snapshots of such a run are the
+states kept at evaluations nearest (at or before) to round(stop * i / n_snapshots), where ``stop`` is
+the last step trained. ``warmup_steps`` ramps the learning rate linearly (step s gets
+(s + 1) / warmup_steps of ``lr``) before the schedule.
 """
 
 from __future__ import annotations
@@ -187,9 +191,7 @@ def train_base(
         n = x_all.shape[0]
         batch = min(config.batch_size, n)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        sched = None
-        if config.schedule == "cosine" or config.warmup_steps:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: base_lr_factor(s, config))
+        cooldown = _Cooldown(config.cooldown)
         # with patience the last step is not known in advance: snapshots are chosen at the end from the
         # states kept at evaluations (see _EvalStates); without it, taken at their fixed steps
         snaps_at = set() if config.patience else set(snapshot_steps(config.steps, config.n_snapshots))
@@ -203,8 +205,12 @@ def train_base(
         cursor = 0
         losses: list[float] = []
         bar = tqdm(total=config.steps, desc="base training", disable=None if progress else True, leave=False)
+        step, last = 0, config.steps
         try:
-            for step in range(1, config.steps + 1):
+            while step < last:
+                step += 1
+                for group in opt.param_groups:  # lr of this step (0-based index step - 1)
+                    group["lr"] = config.lr * base_lr_factor(step - 1, config) * cooldown.factor(step - 1)
                 model.train()
                 if cursor + batch > n:
                     order, cursor = torch.randperm(n, generator=gen), 0
@@ -219,12 +225,10 @@ def train_base(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if sched is not None:
-                    sched.step()
                 losses.append(float(loss.detach()))
                 if step in snaps_at:
                     snapshots.append(_cpu_state(model))
-                if step % config.eval_every == 0 or step == config.steps:
+                if step % config.eval_every == 0 or step == last:
                     probs = predict_probs(model, val.images, batch_size=max(64, batch), device=device)
                     val_dice = float(np.mean(dice(probs > 0.5, val.masks)))
                     history.append((step, float(np.mean(losses)), val_dice))
@@ -240,7 +244,14 @@ def train_base(
                     bar.set_postfix(
                         loss=f"{history[-1][1]:.3f}", val_dice=f"{val_dice:.3f}", best=f"{best_dice:.3f}"
                     )
-                    if stop:
+                    # patience (or the cap) ends the constant phase; the cooldown, if any, then runs
+                    if config.patience and cooldown.start is None and (stop or step == config.steps):
+                        last = step + cooldown.begin(step)
+                        if last > step:  # the model is chosen among the cooldown's evaluations
+                            best_dice = -math.inf
+                            bar.reset(total=last)
+                            bar.update(step - 1)
+                    if step >= last:
                         break
                 bar.update(1)
         finally:
@@ -282,6 +293,27 @@ class PatienceRule:
         self.stale = 0 if level > self.best + self.min_delta else self.stale + 1
         self.best = max(self.best, level)
         return self.patience > 0 and self.stale >= self.patience
+
+
+class _Cooldown:
+    """The learning-rate decay that follows the stop: after ``start`` steps (the stop), round(``share`` x
+    start) more steps whose multipliers fall linearly, (D - j) / (D + 1) at cooldown step j = 0..D-1."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.start: int | None = None
+        self.length = 0
+
+    def begin(self, start: int) -> int:
+        """Start the cooldown after step ``start`` (1-based); returns its number of steps."""
+        self.start, self.length = start, round(self.share * start)
+        return self.length
+
+    def factor(self, index: int) -> float:
+        """Multiplier of the learning rate at 0-based step ``index``."""
+        if self.start is None or index < self.start:
+            return 1.0
+        return (self.length - (index - self.start)) / (self.length + 1)
 
 
 def base_lr_factor(step: int, config: BaseTrainConfig) -> float:
