@@ -255,3 +255,16 @@ def test_python_dash_m_works() -> None:
         [sys.executable, "-m", "rndpo", "--version"], capture_output=True, text=True, check=True
     )
     assert proc.stdout.startswith("rndpo ")
+
+
+def test_the_demo_trains_its_base_with_the_package_default() -> None:
+    """The demo's base model follows the package's convergence rule (no demo special case), and its
+    validation split is the larger one the README describes (100 images)."""
+    from rndpo.cli import DEMO_CONFIG
+    from rndpo.config import BaseTrainConfig, config_from_dict
+    from rndpo.pipeline import load_data, split_data
+
+    config = config_from_dict(DEMO_CONFIG)
+    assert "base" not in DEMO_CONFIG and config.base == BaseTrainConfig()
+    splits = split_data(config.data, load_data(config.data))
+    assert (len(splits.labeled), len(splits.val), len(splits.test)) == (22, 100, 80)

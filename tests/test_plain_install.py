@@ -33,6 +33,7 @@ TINY = [
     "finetune.eval_every=1",
     "finetune.batch_size=4",
     "methods=['rndpo']",
+    "seeds=[0]",
     "judges.names=['agreement']",
 ]
 

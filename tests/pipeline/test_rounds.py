@@ -21,7 +21,8 @@ from rndpo.storage import load_weights, stage_key
 from runs import copy_run, rows, run, stage_files, tiny_run
 
 # the smallest config whose base model segments (test Dice ~0.4) and whose round-1 DPO run selects a
-# later step than 0, so that round 2 starts from a policy that differs from the base model
+# later step than 0, so that round 2 starts from a policy that differs from the base model (the base is
+# the fixed 150-step cosine recipe: these properties were found for it)
 TWO_ROUNDS = """
 seeds = [0]
 methods = ["dpo"]
@@ -36,6 +37,9 @@ steps = 150
 eval_every = 50
 batch_size = 8
 lr = 2e-3
+schedule = "cosine"
+warmup_steps = 0
+patience = 0
 [proposals]
 k = 3
 [judges]
