@@ -399,17 +399,7 @@ def test_warm_up_reaches_the_optimizer() -> None:
     from rndpo.training.supervised import base_lr_factor
 
     cfg = dataclasses.replace(FAST, steps=12, eval_every=12, n_snapshots=0, warmup_steps=4)
-    model = _model()
-    seen: list[float] = []
-    original = torch.optim.AdamW.step
-
-    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(self.param_groups[0]["lr"])
-        return original(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.optim.AdamW, "step", recording)
-        train_base(model, disks(16), disks(6, seed=1), cfg, progress=False)
+    _, seen = _recorded_lrs(cfg)
     assert seen == pytest.approx([cfg.lr * base_lr_factor(s, cfg) for s in range(cfg.steps)])
 
 
