@@ -72,6 +72,15 @@ def test_summarize_runs_pairs_records_by_seed_and_image(tmp_path: Path) -> None:
     assert "| rndpo-j-top_vs_rest > ladder-labeled_only | +0.1000 |" in table and "**holds**" in table
     gains = mod.gains_table(runs)
     assert "| rndpo-j-top_vs_rest | 3 |" in gains and "| +0.0500 ± 0.0000 |" in gains
+    # the same records with every base 0.1 lower: each gain moves up by 0.1, the base down by 0.1
+    later = {n: {s: {**r, "base_dice": r["base_dice"] - 0.1} for s, r in v.items()} for n, v in runs.items()}
+    moved = mod.moved_table(runs, later)
+    assert "| base (test Dice) | - | 0.4000 | 0.3000 | -0.1000 | - | - |" in moved
+    gain = float(np.mean([r["final_dice"] for r in runs["rndpo-j-top_vs_rest"].values()])) - 0.4
+    assert (
+        f"| rndpo-j-top_vs_rest | 3 / 3 | {gain:+.4f} | {gain + 0.1:+.4f} | +0.1000 | +0.0500 | +0.1500 |"
+        in moved
+    )
 
 
 def _load_bench(name: str):
