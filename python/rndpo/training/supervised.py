@@ -65,8 +65,9 @@ class BaseTrainResult:
 
     @property
     def stopped_step(self) -> int:
-        """The last step trained: ``config.steps``, or earlier when ``patience`` stopped training (the
-        last evaluation is always at the last step)."""
+        """The last step trained: ``config.steps`` without patience; with it, the step where patience (or
+        the cap) stopped the constant phase plus the cooldown's steps (the last evaluation is always at
+        the last step)."""
         return self.history[-1][0]
 
 
