@@ -28,7 +28,7 @@ __all__ = ["DEMO_CONFIG", "main"]
 # objectives, the headroom ladder (labeled-only control, perfect labels, the oracle's best of K), two
 # seeds. The base model trains to convergence (the package default: patience, then a cooldown), so the
 # control measures what more supervised training alone buys: nothing (it overfits the 22 images). On
-# 2 idle cores (2 threads) it takes 2 min 49 s; gains over the base are small next to the base's spread
+# 2 idle cores (2 threads) it takes 2 min 18 s; gains over the base are small next to the base's spread
 # over seeds and thread counts, so read them against the control (docs/results.md, "The demo").
 DEMO_CONFIG: dict[str, Any] = {
     "data": {
