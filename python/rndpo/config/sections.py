@@ -241,9 +241,10 @@ class BaseTrainConfig(OptimizerConfig):
 
     SECTION: ClassVar[str] = "base"
 
-    # Trained to convergence by default: a constant learning rate after a warm-up, stopped by patience on
-    # the windowed validation Dice; steps is the cap (docs/results.md, "Is the base model converged?")
-    steps: int = field(default=2000, metadata=help_text("optimizer steps (the cap when patience > 0)"))
+    # trained to convergence by default (README, "Base training"; docs/results.md, "The converged base")
+    steps: int = field(
+        default=2000, metadata=help_text("optimizer steps (patience: cap before the cooldown)")
+    )
     weight_decay: float = field(default=1e-4, metadata=help_text("AdamW weight decay"))  # finetune: 0
     schedule: Schedule = field(
         default="constant",

@@ -279,7 +279,8 @@ class PatienceRule:
     Dice; it returns True once the mean of the last ``window`` values (fewer at the start) has not risen
     by more than ``min_delta`` above its best for ``patience`` evaluations in a row (never when
     ``patience`` is 0). ``window`` 1 follows the raw values; a longer window steadies the decision on a
-    small, noisy validation split (the state kept is still the best single evaluation)."""
+    small, noisy validation split (the state kept is still one evaluation's: the best of the cooldown's,
+    or of the whole run without a cooldown)."""
 
     patience: int
     min_delta: float = 0.0
