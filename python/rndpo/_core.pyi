@@ -3,7 +3,7 @@
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CORE_VERSION", "mine_pairs", "pairwise_stats"]
+__all__ = ["CORE_VERSION", "label_pairwise_stats", "mine_pairs", "pairwise_stats"]
 
 CORE_VERSION: str
 
@@ -15,6 +15,13 @@ def pairwise_stats(
     intersection and disagreement are the two halves of one (2, N, K, K) buffer.
     """
 
+def label_pairwise_stats(
+    masks: npt.NDArray[np.uint8],
+    num_classes: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(N, K, P) uint8 label maps with labels 0..C-1 -> sizes (N, K, C), intersection (N, K, K, C),
+    disagreement (N, K, K) int64."""
+
 def mine_pairs(
     masks: npt.NDArray[np.uint8],
     scores: npt.NDArray[np.float64],
@@ -25,6 +32,7 @@ def mine_pairs(
     max_pairs_per_image: int | None,
     seed: int,
     max_region_fraction: float | None = None,
+    num_classes: int | None = None,
 ) -> tuple[
     npt.NDArray[np.int64],
     npt.NDArray[np.int64],
@@ -33,4 +41,4 @@ def mine_pairs(
     npt.NDArray[np.float64],
 ]:
     """(N, K, P) uint8 masks, (N * K,) float64 scores (row-major (N, K)) -> (image, chosen, rejected,
-    region_size, margin)."""
+    region_size, margin). With num_classes, the masks are label maps with labels 0..C-1."""

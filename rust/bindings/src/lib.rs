@@ -11,11 +11,11 @@ mod pool;
 #[pymodule(gil_used = false)]
 mod _core {
     use numpy::{
-        PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3,
+        PyArray1, PyArray2, PyArray3, PyArray4, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3,
         PyUntypedArrayMethods,
     };
     use pyo3::prelude::*;
-    use rndpo_core::{MaskBank, MiningParams};
+    use rndpo_core::{LabelBank, MaskBank, MiningParams};
 
     use crate::errors::{not_contiguous, CoreError};
     use crate::pool;
@@ -26,6 +26,12 @@ mod _core {
     type StatsArrays<'py> = (
         Bound<'py, PyArray2<i64>>,
         Bound<'py, PyArray3<i64>>,
+        Bound<'py, PyArray3<i64>>,
+    );
+
+    type LabelStatsArrays<'py> = (
+        Bound<'py, PyArray3<i64>>,
+        Bound<'py, PyArray4<i64>>,
         Bound<'py, PyArray3<i64>>,
     );
 
@@ -72,10 +78,38 @@ mod _core {
         ))
     }
 
-    /// (N, K, P) uint8 masks, (N * K,) float64 scores (row-major (N, K); the core checks the length)
-    /// -> (image, chosen, rejected, `region_size`, margin).
+    /// (N, K, P) uint8 label maps with labels 0..C-1 -> sizes (N, K, C), intersection (N, K, K, C),
+    /// disagreement (N, K, K) int64.
     #[pyfunction]
-    #[pyo3(signature = (masks, scores, strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction=None))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts readonly borrows by value
+    fn label_pairwise_stats<'py>(
+        py: Python<'py>,
+        masks: PyReadonlyArray3<'py, u8>,
+        num_classes: usize,
+    ) -> PyResult<LabelStatsArrays<'py>> {
+        let [n, k, p] = shape3(&masks);
+        let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
+        let stats = py
+            .detach(|| {
+                pool::run(|| {
+                    LabelBank::new(data, n, k, p, num_classes)
+                        .and_then(|bank| rndpo_core::label_pairwise_stats(&bank))
+                })
+            })?
+            .map_err(CoreError)?;
+        let c = stats.classes;
+        Ok((
+            PyArray1::from_vec(py, stats.sizes).reshape([n, k, c])?,
+            PyArray1::from_vec(py, stats.intersection).reshape([n, k, k, c])?,
+            PyArray1::from_vec(py, stats.disagreement).reshape([n, k, k])?,
+        ))
+    }
+
+    /// (N, K, P) uint8 masks, (N * K,) float64 scores (row-major (N, K); the core checks the length)
+    /// -> (image, chosen, rejected, `region_size`, margin). With `num_classes`, the masks are label
+    /// maps with labels 0..C-1.
+    #[pyfunction]
+    #[pyo3(signature = (masks, scores, strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction=None, num_classes=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
     fn mine_pairs<'py>(
         py: Python<'py>,
@@ -88,6 +122,7 @@ mod _core {
         max_pairs_per_image: Option<usize>,
         seed: u64,
         max_region_fraction: Option<f64>,
+        num_classes: Option<usize>,
     ) -> PyResult<PairArrays<'py>> {
         let [n, k, p] = shape3(&masks);
         let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
@@ -103,9 +138,12 @@ mod _core {
         };
         let pairs = py
             .detach(|| {
-                pool::run(|| {
-                    MaskBank::new(data, n, k, p)
-                        .and_then(|bank| rndpo_core::mine_pairs(&bank, score_values, &params))
+                pool::run(|| match num_classes {
+                    None => MaskBank::new(data, n, k, p)
+                        .and_then(|bank| rndpo_core::mine_pairs(&bank, score_values, &params)),
+                    Some(c) => LabelBank::new(data, n, k, p, c).and_then(|bank| {
+                        rndpo_core::mine_label_pairs(&bank, score_values, &params)
+                    }),
                 })
             })?
             .map_err(CoreError)?;

@@ -18,7 +18,7 @@ use crate::line::{pack_line, prefetch, Seen, LINE};
 pub const GROUP: usize = 4;
 
 /// How many lines ahead of the one being packed the stream is prefetched.
-const PREFETCH_LINES: usize = 16;
+pub(crate) const PREFETCH_LINES: usize = 16;
 
 /// Packs the lines of `src` in order, handing word `t` to `put(t, word)`; returns the OR of the
 /// bytes read.
@@ -205,9 +205,7 @@ impl<'a> MaskBank<'a> {
         put: impl FnMut(usize, u64),
     ) -> Result<()> {
         self.check_index(image, proposal)?;
-        let start = (image * self.k + proposal) * self.p;
-        let src = self.data.get(start..start + self.p).unwrap_or(&[]);
-        let stream = self.data.get(start..).unwrap_or(&[]).as_chunks().0;
+        let (src, stream) = self.proposal_stream(image, proposal);
         if pack_lines(src, stream, put).is_binary() {
             Ok(())
         } else {
@@ -222,7 +220,24 @@ impl<'a> MaskBank<'a> {
         }
     }
 
-    fn check_index(&self, image: usize, proposal: usize) -> Result<()> {
+    /// Mask `(image, proposal)` (`p` bytes) and the bank from its start onwards, as whole lines
+    /// (the stream that packing prefetches from). Indices must have passed `check_index`.
+    pub(crate) fn proposal_stream(
+        &self,
+        image: usize,
+        proposal: usize,
+    ) -> (&'a [u8], &'a [[u8; LINE]]) {
+        let start = (image * self.k + proposal) * self.p;
+        let src = self.data.get(start..start + self.p).unwrap_or(&[]);
+        (src, self.data.get(start..).unwrap_or(&[]).as_chunks().0)
+    }
+
+    /// The bytes of the bank, `(N, K, P)` in C order.
+    pub(crate) fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    pub(crate) fn check_index(&self, image: usize, proposal: usize) -> Result<()> {
         if image < self.n && (proposal < self.k || (self.k == 0 && proposal == 0)) {
             Ok(())
         } else {
@@ -264,7 +279,12 @@ impl<'a> MaskBank<'a> {
 }
 
 /// An `InvalidParameter` error unless a buffer has exactly the expected length.
-fn check_len(argument: &'static str, len: usize, expected: usize, formula: &str) -> Result<()> {
+pub(crate) fn check_len(
+    argument: &'static str,
+    len: usize,
+    expected: usize,
+    formula: &str,
+) -> Result<()> {
     if len == expected {
         Ok(())
     } else {

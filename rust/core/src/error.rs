@@ -32,6 +32,19 @@ pub enum Error {
         /// Flat pixel index (P axis).
         pixel: usize,
     },
+    /// A label map element is not one of the classes `0..classes`.
+    LabelOutOfRange {
+        /// The offending byte.
+        value: u8,
+        /// The number of classes C.
+        classes: usize,
+        /// Image index (N axis).
+        image: usize,
+        /// Proposal index (K axis).
+        proposal: usize,
+        /// Flat pixel index (P axis).
+        pixel: usize,
+    },
     /// A score is NaN or infinite.
     NonFiniteScore {
         /// The offending score.
@@ -75,6 +88,17 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "masks must contain only 0 and 1, got {value} at image {image}, proposal {proposal}, flat pixel {pixel}"
+            ),
+            Error::LabelOutOfRange {
+                value,
+                classes,
+                image,
+                proposal,
+                pixel,
+            } => write!(
+                f,
+                "masks must contain only labels 0 to {} (num_classes = {classes}), got {value} at image {image}, proposal {proposal}, flat pixel {pixel}",
+                classes.saturating_sub(1)
             ),
             Error::NonFiniteScore {
                 value,

@@ -8,6 +8,11 @@
 //! - [`mine_pairs`]: (chosen, rejected) preference pairs from `(N, K)` judge scores, with a
 //!   pairing [`Strategy`], margin and region filters and a per-image cap.
 //!
+//! A bank of label maps, values `0..C` for C from 2 to 255 ([`LabelBank`]), gets the same two
+//! operations per class: [`label_pairwise_stats`] (class sizes, per-class intersections, the
+//! pixels whose labels differ) and [`mine_label_pairs`] (a pair's region is where the labels
+//! differ).
+//!
 //! Masks are read in place, validated and bit-packed one image at a time into a small
 //! per-thread buffer, and images are processed in parallel with rayon; results are collected in
 //! image order, so they do not depend on the thread count. Nothing here panics on user input:
@@ -17,6 +22,8 @@
 
 pub mod bank;
 pub mod error;
+pub mod label_regions;
+pub mod labels;
 mod line;
 pub mod mining;
 pub mod regions;
@@ -24,7 +31,9 @@ pub mod rng;
 
 pub use bank::MaskBank;
 pub use error::{Error, Result};
-pub use mining::{mine_pairs, MiningParams, PairSet, Strategy};
+pub use label_regions::{label_pairwise_stats, LabelStats};
+pub use labels::LabelBank;
+pub use mining::{mine_label_pairs, mine_pairs, MiningParams, PairSet, Strategy};
 pub use regions::{pairwise_stats, PairwiseStats};
 pub use rng::SplitMix64;
 

@@ -18,6 +18,9 @@
 //! masks never pair) and, with `max_region_fraction = f`, `|chosen xor rejected| <= f * |chosen|`
 //! (pairs are boundary corrections, not whole-shape disagreements). `max_pairs_per_image` keeps the first kept pairs in strategy order.
 //! The output is ordered by image, then strategy order.
+//!
+//! For label maps ([`mine_label_pairs`]), `|chosen xor rejected|` is the number of pixels whose
+//! labels differ and `|chosen|` the chosen map's foreground (pixels of a class other than 0).
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +29,8 @@ use rayon::prelude::*;
 
 use crate::bank::MaskBank;
 use crate::error::{Error, Result};
+use crate::label_regions::{label_image_stats, LabelScratch};
+use crate::labels::LabelBank;
 use crate::regions::{image_stats, xor_count, Scratch};
 use crate::rng::SplitMix64;
 
@@ -317,6 +322,33 @@ fn mine_image(
     rows
 }
 
+/// Mines every image in parallel and collects the pairs in image order.
+///
+/// `mine(state, image, scores)` mines one image from its K scores with a per-thread `state`
+/// made by `init`; on an error, `first_invalid` gives the first invalid element in C order (so
+/// that the reported position does not depend on the thread count).
+fn mine_images<T: Send>(
+    scores: &[f64],
+    k: usize,
+    init: impl Fn() -> T + Sync + Send,
+    mine: impl Fn(&mut T, usize, &[f64]) -> Result<Vec<PairRow>> + Sync + Send,
+    first_invalid: impl FnOnce() -> Option<Error>,
+) -> Result<PairSet> {
+    let per_image: Result<Vec<Vec<PairRow>>> = scores
+        .par_chunks(k)
+        .enumerate()
+        .map_init(init, |state, (image, image_scores)| {
+            mine(state, image, image_scores)
+        })
+        .collect();
+    let per_image = per_image.map_err(|err| first_invalid().unwrap_or(err))?;
+    let mut pairs = PairSet::default();
+    for row in per_image.into_iter().flatten() {
+        pairs.push(row);
+    }
+    Ok(pairs)
+}
+
 /// Validates everything and mines preference pairs from a bank and its `(N, K)` scores.
 ///
 /// Runs in the current rayon thread pool; the output does not depend on the thread count.
@@ -331,41 +363,70 @@ pub fn mine_pairs(bank: &MaskBank<'_>, scores: &[f64], params: &MiningParams) ->
     // `all_pairs` needs every pair's region: the pairwise statistics of `regions`, which count
     // only where the proposals disagree, are then cheaper than one XOR count per pair.
     let dense = params.strategy == Strategy::AllPairs;
-    let per_image: Result<Vec<Vec<PairRow>>> = scores
-        .par_chunks(k)
-        .enumerate()
-        .map_init(
-            || {
-                (
-                    vec![0u64; k * w],
-                    Scratch::default(),
-                    vec![0i64; k],
-                    vec![0i64; 2 * k * k],
-                )
-            },
-            |(packed, scratch, sizes, counts), (image, image_scores)| {
-                if dense {
-                    let (inter, dis) = counts.split_at_mut(k * k);
-                    image_stats(bank, image, scratch, sizes, inter, dis)?;
-                    let region = |a: usize, b: usize| dis[a * k + b].unsigned_abs();
-                    let size = |a: usize| sizes[a].unsigned_abs();
-                    Ok(mine_image(image, image_scores, params, region, size))
-                } else {
-                    bank.pack_image(image, packed)?;
-                    let mask = |j: usize| &packed[j * w..(j + 1) * w];
-                    let region = |a: usize, b: usize| xor_count(mask(a), mask(b));
-                    let size = |a: usize| mask(a).iter().map(|x| u64::from(x.count_ones())).sum();
-                    Ok(mine_image(image, image_scores, params, region, size))
-                }
-            },
+    let init = || {
+        (
+            vec![0u64; k * w],
+            Scratch::default(),
+            vec![0i64; k],
+            vec![0i64; 2 * k * k],
         )
-        .collect();
-    let per_image = per_image.map_err(|err| bank.first_invalid().unwrap_or(err))?;
-    let mut pairs = PairSet::default();
-    for row in per_image.into_iter().flatten() {
-        pairs.push(row);
+    };
+    let mine = |(packed, scratch, sizes, counts): &mut (Vec<u64>, Scratch, Vec<i64>, Vec<i64>),
+                image: usize,
+                image_scores: &[f64]| {
+        if dense {
+            let (inter, dis) = counts.split_at_mut(k * k);
+            image_stats(bank, image, scratch, sizes, inter, dis)?;
+            let region = |a: usize, b: usize| dis[a * k + b].unsigned_abs();
+            let size = |a: usize| sizes[a].unsigned_abs();
+            Ok(mine_image(image, image_scores, params, region, size))
+        } else {
+            bank.pack_image(image, packed)?;
+            let mask = |j: usize| &packed[j * w..(j + 1) * w];
+            let region = |a: usize, b: usize| xor_count(mask(a), mask(b));
+            let size = |a: usize| mask(a).iter().map(|x| u64::from(x.count_ones())).sum();
+            Ok(mine_image(image, image_scores, params, region, size))
+        }
+    };
+    mine_images(scores, k, init, mine, || bank.first_invalid())
+}
+
+/// [`mine_pairs`] for a bank of label maps: a pair's region is the set of pixels whose labels
+/// differ, and `max_region_fraction` is relative to the chosen map's foreground (its pixels of
+/// a class other than 0).
+///
+/// Every image's full pairwise statistics are computed (see `label_regions`), whatever the
+/// strategy. Runs in the current rayon thread pool; the output does not depend on the thread
+/// count.
+pub fn mine_label_pairs(
+    bank: &LabelBank<'_>,
+    scores: &[f64],
+    params: &MiningParams,
+) -> Result<PairSet> {
+    params.validate()?;
+    let (n, k, cc) = (bank.n(), bank.k(), bank.classes());
+    validate_scores(scores, n, k)?;
+    if n == 0 || k == 0 {
+        return Ok(PairSet::default());
     }
-    Ok(pairs)
+    let pixels = bank.p() as i64;
+    let init = || {
+        (
+            LabelScratch::default(),
+            vec![0i64; k * cc],
+            vec![0i64; k * k * cc],
+            vec![0i64; k * k],
+        )
+    };
+    let mine = |(scratch, sizes, inter, dis): &mut (LabelScratch, Vec<i64>, Vec<i64>, Vec<i64>),
+                image: usize,
+                image_scores: &[f64]| {
+        label_image_stats(bank, image, scratch, sizes, inter, dis)?;
+        let region = |a: usize, b: usize| dis[a * k + b].unsigned_abs();
+        let foreground = |a: usize| (pixels - sizes[a * cc]).unsigned_abs();
+        Ok(mine_image(image, image_scores, params, region, foreground))
+    };
+    mine_images(scores, k, init, mine, || bank.first_invalid())
 }
 
 #[cfg(test)]
@@ -580,6 +641,48 @@ mod tests {
             ..MiningParams::default()
         };
         assert!(mine_pairs(&bank, &scores, &params).unwrap().is_empty());
+    }
+
+    #[test]
+    fn label_maps_pair_on_differing_labels_and_bound_by_the_foreground() {
+        // One image, 3 label maps of 6 pixels, 3 classes.
+        let maps = [
+            1u8, 1, 2, 2, 0, 0, // 4 foreground pixels
+            1, 1, 2, 1, 0, 0, // differs from map 0 at 1 pixel
+            1, 2, 0, 0, 0, 0, // differs from map 0 at 3 pixels
+        ];
+        let bank = LabelBank::new(&maps, 1, 3, 6, 3).unwrap();
+        let scores = [0.9, 0.5, 0.1];
+        let mine = |strategy, max_region_fraction| {
+            let params = MiningParams {
+                strategy,
+                max_region_fraction,
+                ..MiningParams::default()
+            };
+            let pairs = mine_label_pairs(&bank, &scores, &params).unwrap();
+            let rows = pairs
+                .chosen
+                .iter()
+                .zip(&pairs.rejected)
+                .zip(&pairs.region_size);
+            rows.map(|((&c, &r), &d)| (c, r, d)).collect::<Vec<_>>()
+        };
+        assert_eq!(mine(Strategy::TopVsRest, None), vec![(0, 1, 1), (0, 2, 3)]);
+        // 3 > 0.5 * 4 foreground pixels of map 0: dropped; 1 <= 2 kept
+        assert_eq!(mine(Strategy::TopVsRest, Some(0.5)), vec![(0, 1, 1)]);
+        // map 1 (4 foreground pixels) vs map 2: labels differ at pixels 1, 2, 3
+        assert_eq!(
+            mine(Strategy::AllPairs, None),
+            vec![(0, 1, 1), (0, 2, 3), (1, 2, 3)]
+        );
+        let bad = [0u8, 3, 0, 0, 0, 0];
+        let bank = LabelBank::new(&bad, 1, 2, 3, 3).unwrap();
+        let err = mine_label_pairs(&bank, &[1.0, 0.0], &MiningParams::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "masks must contain only labels 0 to 2 (num_classes = 3), got 3 at image 0, \
+             proposal 0, flat pixel 1"
+        );
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub(crate) struct Scratch {
 
 /// One disagreement span of [`compact_spans`]: where it comes from and where it goes.
 #[derive(Clone, Copy, Default)]
-struct Span {
+pub(crate) struct Span {
     /// Source word index within a mask.
     word: usize,
     /// Output word index within a group row.
@@ -145,29 +145,25 @@ struct Span {
 const WHOLE_WORD: u32 = 32;
 
 /// The totals of [`plan_spans`] for one image.
-struct Plan {
+pub(crate) struct Plan {
     /// Number of output words per group row.
-    words: usize,
-    /// Pixels outside every span where all K masks are 1: they add the same count to every
-    /// intersection.
-    common: u64,
+    pub(crate) words: usize,
     /// Every word is mixed and taken whole: the packed groups are their own compaction.
-    identity: bool,
+    pub(crate) identity: bool,
 }
 
 /// Where the disagreement spans of one image go, for [`compact_spans`].
 ///
-/// In each word where the K masks do not all agree (`any != all`), the span from the lowest to
-/// the highest disagreeing pixel is appended to the current output word; a span that does not
-/// fit starts a new output word. Fills `spans` (cleared first) and returns the plan's totals.
-fn plan_spans(any: &[u64], all: &[u64], spans: &mut Vec<Span>) -> Plan {
+/// `mixed` gives, word by word, the pixels where the K masks do not all agree (`any & !all` for
+/// binary masks). In each word with such pixels, the span from the lowest to the highest of them
+/// is appended to the current output word; a span that does not fit starts a new output word.
+/// Fills `spans` (cleared first) and returns the plan's totals.
+pub(crate) fn plan_spans(mixed: impl Iterator<Item = u64>, spans: &mut Vec<Span>) -> Plan {
     spans.clear();
-    let (mut words, mut fill, mut common) = (0usize, 64u32, 0u64);
-    let mut whole = true;
-    for (word, (&any, &all)) in any.iter().zip(all).enumerate() {
-        let mixed = any & !all;
+    let (mut words, mut fill, mut whole, mut total) = (0usize, 64u32, true, 0usize);
+    for (word, mixed) in mixed.enumerate() {
+        total += 1;
         if mixed == 0 {
-            common += u64::from(all.count_ones());
             continue;
         }
         let mut lo = mixed.trailing_zeros();
@@ -177,7 +173,6 @@ fn plan_spans(any: &[u64], all: &[u64], spans: &mut Vec<Span>) -> Plan {
         }
         whole &= len == 64;
         let keep = u64::MAX >> (64 - len);
-        common += u64::from((all & !(keep << lo)).count_ones());
         let carry = if fill + len > 64 {
             (words, fill) = (words + 1, 0);
             0
@@ -197,16 +192,29 @@ fn plan_spans(any: &[u64], all: &[u64], spans: &mut Vec<Span>) -> Plan {
     }
     Plan {
         words,
-        common,
-        identity: whole && words == any.len(),
+        identity: whole && words == total,
     }
+}
+
+/// Pixels outside every span that are set in `all` (where all K masks are 1): they add the same
+/// count to every intersection.
+pub(crate) fn common_count(all: &[u64], spans: &[Span]) -> u64 {
+    let everywhere: u64 = all.iter().map(|x| u64::from(x.count_ones())).sum();
+    let inside: u64 = spans
+        .iter()
+        .filter_map(|s| {
+            all.get(s.word)
+                .map(|x| u64::from((x & (s.keep << s.lo)).count_ones()))
+        })
+        .sum();
+    everywhere - inside
 }
 
 /// Packs the disagreement spans of an image's masks end to end (planned by [`plan_spans`]), so
 /// that pairwise counts read only pixels that can tell two masks apart.
 ///
 /// `packed` holds `ceil(K / 4)` group rows of `w` interleaved words, as written by
-/// [`MaskBank::pack_image_grouped`]; `out` is resized to the same length, and row `g` receives
+/// [`MaskBank::pack_image_grouped`]; `out` has the same length, and row `g` receives
 /// its packed spans at `g * w .. g * w + words`. Pixels outside the spans agree across the K
 /// masks, so they add nothing to any disagreement and, where all masks are 1, the same count to
 /// every intersection.
@@ -214,8 +222,12 @@ fn plan_spans(any: &[u64], all: &[u64], spans: &mut Vec<Span>) -> Plan {
 /// Proposals of one image mostly differ along a thin boundary band: on a realistic bank of
 /// 128 x 128 masks, 0.39 of the words are mixed but their spans average 14 pixels, so about
 /// 28 packed words per mask remain of 256.
-fn compact_spans(packed: &[[u64; GROUP]], w: usize, spans: &[Span], out: &mut Vec<[u64; GROUP]>) {
-    out.resize(packed.len(), [0; GROUP]);
+pub(crate) fn compact_spans(
+    packed: &[[u64; GROUP]],
+    w: usize,
+    spans: &[Span],
+    out: &mut [[u64; GROUP]],
+) {
     let w = w.max(1);
     for (src, dst) in packed.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
         // One group row at a time, the output word being filled kept in registers.
@@ -266,28 +278,46 @@ pub(crate) fn image_stats(
     for (size, &ones) in sizes.iter_mut().zip(&scratch.sizes) {
         *size = ones as i64;
     }
-    let plan = plan_spans(&scratch.any, &scratch.all, &mut scratch.spans);
-    let (m, common) = (plan.words, plan.common as i64);
+    let mixed = scratch.any.iter().zip(&scratch.all).map(|(a, b)| a & !b);
+    let plan = plan_spans(mixed, &mut scratch.spans);
+    let common = common_count(&scratch.all, &scratch.spans) as i64;
     // Unstructured masks: every word is mixed with a long span, and packing would copy them all.
     let groups = if plan.identity {
         &scratch.packed
     } else {
+        scratch.compacted.resize(scratch.packed.len(), [0; GROUP]);
         compact_spans(&scratch.packed, w, &scratch.spans, &mut scratch.compacted);
         &scratch.compacted
     };
-    let group = |g: usize| groups.get(g * w..g * w + m).unwrap_or(&[]);
     for (a, &size) in sizes.iter().enumerate() {
         inter[a * k + a] = size;
         dis[a * k + a] = 0;
     }
-    let mut set = |a: usize, b: usize, both: u64| {
+    pair_counts(groups, w, plan.words, k, |a, b, both| {
+        let both = common + both as i64;
+        let either = sizes[a] + sizes[b] - 2 * both;
+        inter[a * k + b] = both;
+        inter[b * k + a] = both;
+        dis[a * k + b] = either;
+        dis[b * k + a] = either;
+    });
+    Ok(())
+}
+
+/// Calls `set(a, b, |A ∩ B|)` for every pair `a < b < k` of masks, counting over the first `m`
+/// words of each group row of `groups` (`ceil(k / 4)` rows of `w` interleaved words).
+pub(crate) fn pair_counts(
+    groups: &[[u64; GROUP]],
+    w: usize,
+    m: usize,
+    k: usize,
+    mut set: impl FnMut(usize, usize, u64),
+) {
+    let group = |g: usize| groups.get(g * w..g * w + m).unwrap_or(&[]);
+    let n_groups = k.div_ceil(GROUP);
+    let mut put = |a: usize, b: usize, both: u64| {
         if a < k && b < k {
-            let both = common + both as i64;
-            let either = sizes[a] + sizes[b] - 2 * both;
-            inter[a * k + b] = both;
-            inter[b * k + a] = both;
-            dis[a * k + b] = either;
-            dis[b * k + a] = either;
+            set(a, b, both);
         }
     };
     for ga in 0..n_groups {
@@ -295,7 +325,7 @@ pub(crate) fn image_stats(
         let (base, mut next) = (ga * GROUP, 0);
         for r in 0..GROUP {
             for c in r + 1..GROUP {
-                set(base + r, base + c, pairs[next]);
+                put(base + r, base + c, pairs[next]);
                 next += 1;
             }
         }
@@ -303,12 +333,11 @@ pub(crate) fn image_stats(
             let block = cross_counts(group(ga), group(gb));
             for (r, row) in block.iter().enumerate() {
                 for (c, &both) in row.iter().enumerate() {
-                    set(base + r, gb * GROUP + c, both);
+                    put(base + r, gb * GROUP + c, both);
                 }
             }
         }
     }
-    Ok(())
 }
 
 /// Validates the bank and computes its pairwise statistics, in parallel over images.

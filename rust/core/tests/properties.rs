@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 use rndpo_core::{
-    mine_pairs, pairwise_stats, MaskBank, MiningParams, PairwiseStats, Strategy as Pairing,
+    label_pairwise_stats, mine_label_pairs, mine_pairs, pairwise_stats, Error, LabelBank,
+    LabelStats, MaskBank, MiningParams, PairwiseStats, Strategy as Pairing,
 };
 
 /// A random bank: (data, n, k, p), with duplicated masks now and then.
@@ -192,5 +193,103 @@ proptest! {
             let err = in_pool(threads, || mine_pairs(&bank, &scores, &MiningParams::default())).unwrap_err();
             prop_assert_eq!(&err, &expected);
         }
+    }
+}
+
+/// A random label bank: (data, n, k, p, classes), mostly background, with runs of one label
+/// (as organs give) and duplicated maps now and then.
+fn label_bank_strategy() -> impl Strategy<Value = (Vec<u8>, usize, usize, usize, usize)> {
+    let pixels = prop_oneof![3 => 0usize..200, 1 => 1000usize..2200];
+    (0usize..4, 0usize..7, pixels, 2usize..7).prop_flat_map(|(n, k, p, classes)| {
+        let len = n * k * p;
+        (
+            proptest::collection::vec((0..classes as u8, 0usize..4, 0usize..24), len / 8 + 1),
+            proptest::collection::vec(0usize..6, n * k),
+        )
+            .prop_map(move |(runs, dup)| {
+                // Runs of one label, background half of the time.
+                let mut data = Vec::with_capacity(len);
+                for (label, background, length) in runs.into_iter().cycle() {
+                    if data.len() >= len {
+                        break;
+                    }
+                    let value = if background < 2 { 0 } else { label };
+                    data.extend(std::iter::repeat_n(value, length.min(len - data.len())));
+                }
+                for i in 0..n {
+                    for j in 1..k {
+                        if dup[i * k + j] == 0 {
+                            let src = (i * k + j - 1) * p;
+                            data.copy_within(src..src + p, (i * k + j) * p);
+                        }
+                    }
+                }
+                (data, n, k, p, classes)
+            })
+    })
+}
+
+fn naive_label_stats(data: &[u8], n: usize, k: usize, p: usize, classes: usize) -> LabelStats {
+    let mut stats = LabelStats::zeros(n, k, classes);
+    let map = |i: usize, a: usize| &data[(i * k + a) * p..(i * k + a + 1) * p];
+    for i in 0..n {
+        for a in 0..k {
+            for &v in map(i, a) {
+                stats.sizes[(i * k + a) * classes + usize::from(v)] += 1;
+            }
+            for b in 0..k {
+                for (&x, &y) in map(i, a).iter().zip(map(i, b)) {
+                    if x == y {
+                        stats.intersection[((i * k + a) * k + b) * classes + usize::from(x)] += 1;
+                    } else {
+                        stats.disagreement[(i * k + a) * k + b] += 1;
+                    }
+                }
+            }
+        }
+    }
+    stats
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn label_counts_equal_naive_counts_at_any_thread_count(
+        (data, n, k, p, classes) in label_bank_strategy(),
+        threads in 1usize..4,
+    ) {
+        let bank = LabelBank::new(&data, n, k, p, classes).unwrap();
+        let stats = in_pool(threads, || label_pairwise_stats(&bank)).unwrap();
+        prop_assert_eq!(&stats, &naive_label_stats(&data, n, k, p, classes));
+    }
+
+    #[test]
+    fn a_label_out_of_range_is_reported_at_its_first_position(
+        (mut data, n, k, p, classes) in label_bank_strategy(),
+        picks in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..=255), 1..3),
+        threads in 1usize..4,
+    ) {
+        prop_assume!(!data.is_empty());
+        for (at, value) in picks {
+            let value = value.max(classes as u8);
+            let at = at.index(data.len());
+            data[at] = value;
+        }
+        let first = data.iter().position(|&v| usize::from(v) >= classes).unwrap();
+        let bank = LabelBank::new(&data, n, k, p, classes).unwrap();
+        let expected = Error::LabelOutOfRange {
+            value: data[first],
+            classes,
+            image: first / (k * p),
+            proposal: first % (k * p) / p,
+            pixel: first % p,
+        };
+        let err = in_pool(threads, || label_pairwise_stats(&bank)).unwrap_err();
+        prop_assert_eq!(&err, &expected);
+        let scores = vec![0.0; n * k];
+        let params = MiningParams::default();
+        let err = in_pool(threads, || mine_label_pairs(&bank, &scores, &params)).unwrap_err();
+        prop_assert_eq!(&err, &expected);
     }
 }
