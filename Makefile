@@ -46,9 +46,8 @@ format: ## format Python and Rust
 	ruff check --fix python tests benches
 	cargo fmt --all
 
-bench: install ## speed benchmarks: miners and losses, ratios against baselines measured in the same run
-	$(PYTHON) benches/bench_mining.py
-	$(PYTHON) benches/bench_losses.py
+bench: install ## speed benchmarks (miners, label maps, memory-mapped banks, losses) as ratios against baselines of the same run; writes docs/benchmarks.md
+	$(PYTHON) benches/bench_miners_sweep.py
 
 wheel: ## build the manylinux2014 (glibc 2.17) abi3 wheel and the sdist into $(DIST)/, then twine check them
 	$(PYTHON) -m pip install -q $(WHEEL_TOOLS)

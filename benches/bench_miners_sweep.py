@@ -40,6 +40,10 @@ set ``VmHWM`` (what ``ru_maxrss`` measures, but per process image: ``ru_maxrss``
 exec, so a child of a large parent would report the parent's peak), which counts both, and
 ``RssAnon`` (private resident memory) before and after the Rust call.
 
+Label maps: ``benches/bench_label_maps.py`` (``pairwise_stats(..., num_classes=3)`` on a 3D bank, and the
+binary path on the realistic 2D bank, each against a read pass and NumPy) is included
+(``--skip-label-maps`` to leave it out).
+
 Objectives: ``benches/bench_losses.py`` (fused preference loss against the naive composition, CPU
 and CUDA when available) is run as a child process and its table is included (``--skip-objectives``
 to leave it out).
@@ -553,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         help="RLIMIT_DATA of the mmap child (default 1536, quick 192)",
     )
     parser.add_argument("--skip-mmap", action="store_true")
+    parser.add_argument("--skip-label-maps", action="store_true")
     parser.add_argument("--skip-objectives", action="store_true")
     parser.add_argument(
         "--write",
@@ -611,6 +616,13 @@ def main(argv: list[str] | None = None) -> int:
         mmap_md = mmap_markdown(report, threads)
         print()
         print(mmap_md)
+    labels_md = ""
+    if not args.skip_label_maps:
+        from bench_label_maps import label_maps_section
+
+        labels_md = label_maps_section(threads, 7, quick)
+        print()
+        print(labels_md)
     objectives_md = ""
     if not args.skip_objectives:
         objectives_md = objectives(3 if quick else 15, threads)
@@ -637,6 +649,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if mmap_md:
             doc += ["## Memory-mapped bank under a memory cap", "", mmap_md, ""]
+        if labels_md:
+            doc += [
+                "## Label maps (3D, several structures) and the binary path",
+                "",
+                "From `benches/bench_label_maps.py` (its docstring defines the banks and rows).",
+                "",
+                labels_md,
+                "",
+            ]
         if objectives_md:
             doc += ["## Objectives: fused preference loss vs naive composition", "", objectives_md, ""]
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

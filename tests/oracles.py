@@ -451,9 +451,18 @@ def oracle_mine_pairs(
     max_pairs_per_image: int | None = None,
     seed: int = 0,
     max_region_fraction: float | None = None,
+    num_classes: int | None = None,
 ) -> list[tuple[int, int, int, int, float]]:
-    """Rows (image, chosen, rejected, region_size, margin) mined straight from the spec."""
-    m = np.asarray(masks).astype(bool)
+    """Rows (image, chosen, rejected, region_size, margin) mined straight from the spec.
+
+    With ``num_classes`` the masks are label maps: the region is the voxels whose labels differ and
+    the chosen mask's foreground its non-zero voxels (binary masks: xor and size, the same counts).
+    """
+    if num_classes is None:
+        m = np.asarray(masks).astype(bool)
+    else:
+        m = np.asarray(masks).astype(np.int64)
+        assert oracle_first_bad_label(m, num_classes) is None
     s = np.asarray(scores, dtype=np.float64)
     rows = []
     for i in range(m.shape[0]):
@@ -481,11 +490,42 @@ def oracle_mine_pairs(
         for a, b in rank_pairs:
             c, r = ranked[a], ranked[b]
             margin = float(s[i, c]) - float(s[i, r])
-            region = int(np.logical_xor(m[i, c], m[i, r]).sum())
+            region = int(np.count_nonzero(m[i, c] != m[i, r]))
             ok_region = region >= max(1, min_region) and (max_region is None or region <= max_region)
             if max_region_fraction is not None:
-                ok_region = ok_region and region <= max_region_fraction * int(m[i, c].sum())
+                ok_region = ok_region and region <= max_region_fraction * int(np.count_nonzero(m[i, c]))
             if margin > min_margin and ok_region:
                 kept.append((i, c, r, region, margin))
         rows.extend(kept if max_pairs_per_image is None else kept[:max_pairs_per_image])
     return rows
+
+
+def oracle_label_pairwise_stats(masks, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sizes (N, K, C), intersection (N, K, K, C), disagreement (N, K, K) int64 of label maps, by a loop
+    over proposals, pairs and classes (np.count_nonzero of one class or one pair at a time)."""
+    m = np.asarray(masks).astype(np.int64)
+    n, k = m.shape[:2]
+    sizes = np.zeros((n, k, num_classes), dtype=np.int64)
+    inter = np.zeros((n, k, k, num_classes), dtype=np.int64)
+    dis = np.zeros((n, k, k), dtype=np.int64)
+    for i in range(n):
+        for a in range(k):
+            for c in range(num_classes):
+                sizes[i, a, c] = np.count_nonzero(m[i, a] == c)
+            for b in range(k):
+                dis[i, a, b] = np.count_nonzero(m[i, a] != m[i, b])
+                for c in range(num_classes):
+                    inter[i, a, b, c] = np.count_nonzero((m[i, a] == c) & (m[i, b] == c))
+    return sizes, inter, dis
+
+
+def oracle_first_bad_label(masks, num_classes: int) -> tuple[int, int, int, int] | None:
+    """(value, image, proposal, flat pixel) of the first label outside 0..C-1 in C order, else None."""
+    m = np.asarray(masks)
+    n, k = m.shape[:2]
+    for i in range(n):
+        for j in range(k):
+            for v, x in enumerate(m[i, j].ravel().tolist()):
+                if not 0 <= int(x) < num_classes:
+                    return int(x), i, j, v
+    return None

@@ -18,7 +18,9 @@ def test_shell_scripts_parse(script: str) -> None:
     subprocess.run(["bash", "-n", str(BENCHES / script)], check=True)
 
 
-@pytest.mark.parametrize("script", ["base_convergence.py", "bench_label_budget.py", "study.py"])
+@pytest.mark.parametrize(
+    "script", ["base_convergence.py", "bench_label_budget.py", "bench_label_maps.py", "study.py"]
+)
 def test_python_entry_points_answer_help(script: str) -> None:
     out = subprocess.run(
         [sys.executable, str(BENCHES / script), "--help"], check=True, capture_output=True, text=True

@@ -1,5 +1,7 @@
 """Mining in a forked child: a child of a process whose rayon pool exists must not hang.
 
+Both paths are covered: binary masks and label maps (``num_classes``).
+
 Each case runs in a fresh interpreter with a timeout: the parent mines first (so its global pool
 exists), then forks (``os.fork``, a ``multiprocessing`` pool with the fork start method, DataLoader
 workers), and the children's results must equal the parent's.
@@ -24,12 +26,16 @@ import rndpo
 rng = np.random.default_rng(0)
 MASKS = rng.random((6, 5, 9, 11)) > 0.5
 SCORES = rng.random((6, 5))
+LABELS = rng.integers(0, 4, (6, 5, 3, 9, 11), dtype=np.uint8)  # label maps, C = 4
 
 def work(i):
     stats = rndpo.pairwise_stats(MASKS)
     pairs = rndpo.mine_pairs(MASKS, SCORES, "all_pairs", seed=i)
+    labels = rndpo.pairwise_stats(LABELS, num_classes=4)
+    label_pairs = rndpo.mine_pairs(LABELS, SCORES, "random", seed=i, num_classes=4)
     return (stats.disagreement.tolist(), pairs.chosen.tolist(), pairs.rejected.tolist(),
-            pairs.region_size.tolist())
+            pairs.region_size.tolist(), labels.intersection.tolist(), labels.disagreement.tolist(),
+            label_pairs.chosen.tolist(), label_pairs.region_size.tolist())
 
 EXPECTED = [work(i) for i in range(4)]  # the parent's pool now exists
 """

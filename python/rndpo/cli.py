@@ -123,17 +123,32 @@ def _parser() -> argparse.ArgumentParser:
     mine = sub.add_parser(
         "mine", help="mine preference pairs from a saved bank (masks .npy) and scores (.npy)"
     )
-    mine.add_argument("masks", help="masks .npy, uint8 or bool (N, K, *S); memory-mapped")
+    mine.add_argument(
+        "masks",
+        help="masks .npy, uint8 or bool (N, K, *S); memory-mapped. With --num-classes: label maps of any"
+        " integer dtype (uint8 is read in place, other dtypes are converted to uint8 in memory)",
+    )
     mine.add_argument("scores", help="scores .npy, float (N, K)")
     mine.add_argument("--strategy", default="top_vs_rest")
     mine.add_argument("--min-margin", type=float, default=0.0)
     mine.add_argument("--min-region", type=int, default=1)
     mine.add_argument("--max-region", type=int, default=None)
     mine.add_argument(
-        "--max-region-fraction", type=float, default=None, help="keep pairs with |D| <= this * |chosen|"
+        "--max-region-fraction",
+        type=float,
+        default=None,
+        help="keep pairs with |D| <= this * |chosen| (the chosen mask's non-zero voxels)",
     )
     mine.add_argument("--max-pairs-per-image", type=int, default=None)
     mine.add_argument("--seed", type=int, default=0)
+    mine.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="C",
+        help="the masks are label maps with labels 0..C-1 (2 <= C <= 255); |D| counts the voxels whose"
+        " labels differ (default: binary 0/1 masks)",
+    )
     mine.add_argument(
         "--out", required=True, help="output .npz with image, chosen, rejected, region_size, margin"
     )
@@ -232,6 +247,7 @@ def _mine(args: argparse.Namespace) -> int:
         max_pairs_per_image=args.max_pairs_per_image,
         seed=args.seed,
         max_region_fraction=args.max_region_fraction,
+        num_classes=args.num_classes,
     )
     arrays = {k: getattr(pairs, k) for k in ("image", "chosen", "rejected", "region_size", "margin")}
     write_npz(args.out, **arrays)

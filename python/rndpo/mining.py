@@ -3,10 +3,17 @@
 Masks come in as a bank of K candidate masks per image, bool or uint8 of shape (N, K, *S) with
 any number of spatial dims S (2D, 3D, ...); scores as (N, K) floats, higher is better.
 
+Binary masks (the default) hold 0/1. With ``num_classes=C`` (2 <= C <= 255) the masks are *label
+maps*: each voxel holds a label in 0..C-1, 0 the background and 1..C-1 the structures (organs,
+cardiac chambers, tumour sub-regions). Statistics are then per class, and a voxel is in a pair's
+disagreement region when the two proposals give it different labels.
+
 The bank is never copied when it is C-contiguous (a ``np.memmap`` included): bool is viewed as
 uint8, S is flattened to P = prod(S) by a reshape view, and the Rust core reads the buffer in
 place with the GIL released, packing one image at a time. Non-contiguous input is made
-contiguous here (one explicit copy).
+contiguous here (one explicit copy). Label maps of another integer dtype (int16, int32, ...) are
+checked and converted to a new uint8 bank of N * K * P bytes here, one image at a time (a copy;
+save label banks as uint8 to have them read in place).
 
 Mining rules (see :func:`mine_pairs`): per image, proposals are ranked by score, descending,
 ties to the lower proposal index. A strategy lists pairs of ranks (a, b), a < b; the proposal
@@ -25,12 +32,15 @@ at rank a is *chosen*, the one at rank b *rejected*:
 Images with K < 2 draw nothing. tests/oracles.py implements the same generator in Python,
 and per-image streams make results independent of the thread count.
 
-A pair is kept when ``margin = score(chosen) - score(rejected) > min_margin`` (so equal scores
-never pair) and ``max(1, min_region) <= |chosen xor rejected| <= max_region`` (so identical
-masks never pair) and, with ``max_region_fraction = f``, ``|chosen xor rejected| <= f * |chosen|``
-(pairs are boundary corrections of the object, not whole-shape disagreements);
-``max_pairs_per_image`` keeps the first kept pairs in strategy order. The
-output is ordered by image, then strategy order.
+A pair's region D is the set of voxels where the two masks differ: ``chosen xor rejected`` for
+binary masks, the voxels whose labels differ for label maps; ``region_size`` is |D|. The
+*foreground* of a mask is its non-zero voxels (for label maps, every structure together). A pair
+is kept when ``margin = score(chosen) - score(rejected) > min_margin`` (so equal scores never
+pair) and ``max(1, min_region) <= |D| <= max_region`` (so identical masks never pair) and, with
+``max_region_fraction = f``, ``|D| <= f * |foreground of chosen|`` (pairs are boundary corrections
+of the objects, not whole-shape disagreements); ``max_pairs_per_image`` keeps the first kept pairs
+in strategy order. The output is ordered by image, then strategy order. Ranking, strategies and
+draws are the same for binary masks and label maps.
 
 Threads: the core uses rayon's global pool, sized by the ``RAYON_NUM_THREADS`` environment
 variable (read once, at the first call) or else the number of CPUs. Results never depend on it.
@@ -70,10 +80,22 @@ _MAX_INT: Final[int] = 2**63
 class PairwiseStats:
     """Per-image pairwise statistics of a mask bank.
 
+    Binary masks (``num_classes=None``):
+
     Attributes:
         sizes: (N, K) int64, mask sizes |A|.
         intersection: (N, K, K) int64, |A ∩ B| (symmetric, diagonal = sizes).
         disagreement: (N, K, K) int64, |A xor B| (symmetric, zero diagonal).
+
+    Label maps (``num_classes=C``) add a trailing class axis to the first two:
+
+    - sizes: (N, K, C) int64, voxels of class c in proposal a (summing over c gives P).
+    - intersection: (N, K, K, C) int64, voxels that both proposals give class c (symmetric in
+      the two proposals; ``intersection[i, a, a] == sizes[i, a]``).
+    - disagreement: (N, K, K) int64, voxels whose labels differ (symmetric, zero diagonal).
+
+    Memory: the arrays are owned int64. ``intersection`` dominates: N x K x K (x C) x 8 bytes, for
+    example N = 1000, K = 16, C = 4 is 8 MB (plus 2 MB of disagreement), whatever the image size.
     """
 
     sizes: npt.NDArray[np.int64]
@@ -89,7 +111,8 @@ class PairSet:
         image: (M,) int64, image index of each pair.
         chosen: (M,) int64, proposal index of the preferred (higher-scored) mask.
         rejected: (M,) int64, proposal index of the dispreferred mask.
-        region_size: (M,) int64, |chosen xor rejected| (the disagreement region |D|), >= 1.
+        region_size: (M,) int64, the disagreement region |D| >= 1: |chosen xor rejected|, or for
+            label maps the voxels whose labels differ.
         margin: (M,) float64, score(chosen) - score(rejected), > min_margin.
     """
 
@@ -122,6 +145,24 @@ class _MiningArgs:
     max_region_fraction: float | None = None
 
 
+def _check_ndim(arr: np.ndarray) -> None:
+    """Masks need (N, K, *S) with at least one spatial dim."""
+    if arr.ndim < 3:
+        raise ValueError(
+            f"masks must have shape (N, K, *S) with at least one spatial dim, got shape {arr.shape}"
+        )
+
+
+def _flat_uint8(arr: np.ndarray) -> npt.NDArray[np.uint8]:
+    """(N, K, *S) bool/uint8 -> (N, K, P) uint8; a view when ``arr`` is C-contiguous."""
+    n, k = arr.shape[:2]
+    p = math.prod(arr.shape[2:])
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    return arr.reshape(n, k, p)
+
+
 def _as_bank(masks: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     """Checks dtype and ndim of (N, K, *S) bool/uint8 masks and returns a (N, K, P) uint8 view.
 
@@ -131,16 +172,60 @@ def _as_bank(masks: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     arr = np.asarray(masks)
     if arr.dtype != np.bool_ and arr.dtype != np.uint8:
         raise TypeError(f"masks must have dtype bool or uint8, got {arr.dtype}")
-    if arr.ndim < 3:
-        raise ValueError(
-            f"masks must have shape (N, K, *S) with at least one spatial dim, got shape {arr.shape}"
-        )
+    _check_ndim(arr)
+    return _flat_uint8(arr)
+
+
+def _check_num_classes(value: object) -> int:
+    """Checks ``num_classes``: an integer (not bool) from 2 to 255."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"num_classes must be None or an integer, got {type(value).__name__} {value!r}")
+    as_int = int(value)
+    if not 2 <= as_int <= 255:
+        raise ValueError(f"num_classes must be an integer from 2 to 255, got {as_int}")
+    return as_int
+
+
+def _bad_label_error(value: int, index: tuple[int, int, int], num_classes: int) -> ValueError:
+    """The core's message for a label outside 0..C-1 at (image, proposal, flat pixel)."""
+    i, j, v = index
+    return ValueError(
+        f"masks must contain only labels 0 to {num_classes - 1} (num_classes = {num_classes}), "
+        f"got {value} at image {i}, proposal {j}, flat pixel {v}"
+    )
+
+
+def _labels_to_uint8(arr: np.ndarray, num_classes: int) -> npt.NDArray[np.uint8]:
+    """(N, K, *S) integer labels of any dtype -> a new (N, K, P) uint8 bank, one image at a time.
+
+    Raises the core's error at the first label < 0 or >= C in C order.
+    """
     n, k = arr.shape[:2]
     p = math.prod(arr.shape[2:])
-    arr = np.ascontiguousarray(arr)
-    if arr.dtype == np.bool_:
-        arr = arr.view(np.uint8)
-    return arr.reshape(n, k, p)
+    out = np.empty((n, k, p), dtype=np.uint8)
+    for i in range(n):
+        image = np.asarray(arr[i]).reshape(k, p)
+        bad = (image < 0) | (image >= num_classes)
+        if bad.any():
+            j, v = np.unravel_index(int(np.argmax(bad)), bad.shape)
+            raise _bad_label_error(int(image[j, v]), (i, int(j), int(v)), num_classes)
+        out[i] = image
+    return out
+
+
+def _as_label_bank(masks: npt.ArrayLike, num_classes: int) -> npt.NDArray[np.uint8]:
+    """(N, K, *S) integer label maps -> (N, K, P) uint8.
+
+    bool and uint8 are read in place when C-contiguous (the core checks their labels); other
+    integer dtypes are checked here and converted (a copy).
+    """
+    arr = np.asarray(masks)
+    if arr.dtype.kind not in "biu":
+        raise TypeError(f"masks must have an integer or bool dtype with num_classes, got {arr.dtype}")
+    _check_ndim(arr)
+    if arr.dtype == np.bool_ or arr.dtype == np.uint8:
+        return _flat_uint8(arr)
+    return _labels_to_uint8(arr, num_classes)
 
 
 def _as_scores(scores: npt.ArrayLike, n: int, k: int) -> npt.NDArray[np.float64]:
@@ -220,21 +305,40 @@ def _check_mining_args(
     return _MiningArgs(strategy, margin, lo, hi, cap, int(seed), fraction)
 
 
-def pairwise_stats(masks: npt.ArrayLike) -> PairwiseStats:
+def _bank_and_classes(masks: npt.ArrayLike, num_classes: object) -> tuple[npt.NDArray[np.uint8], int | None]:
+    """The (N, K, P) uint8 bank and the checked class count (None: binary masks)."""
+    if num_classes is None:
+        return _as_bank(masks), None
+    classes = _check_num_classes(num_classes)
+    return _as_label_bank(masks, classes), classes
+
+
+def pairwise_stats(masks: npt.ArrayLike, *, num_classes: int | None = None) -> PairwiseStats:
     """Sizes, intersections and disagreement-region sizes of every pair of proposals per image.
 
     Args:
-        masks: (N, K, *S) bool or uint8 with values 0/1; read in place when C-contiguous.
+        masks: (N, K, *S) bool or uint8 with values 0/1; read in place when C-contiguous. With
+            ``num_classes``: label maps of any integer dtype with values 0..C-1 (uint8 and bool are
+            read in place, other integer dtypes are checked and converted to uint8, a copy).
+        num_classes: None for binary masks, or the number of labels C of label maps, 2 <= C <= 255.
 
     Returns:
-        :class:`PairwiseStats` with sizes (N, K), intersection and disagreement (N, K, K), int64.
+        :class:`PairwiseStats`: binary masks give sizes (N, K), intersection and disagreement
+        (N, K, K); label maps give sizes (N, K, C), intersection (N, K, K, C) and disagreement
+        (N, K, K); all int64 (see :class:`PairwiseStats` for their memory).
 
     Raises:
-        TypeError: masks is not bool/uint8.
-        ValueError: masks has fewer than 3 dims or holds a value other than 0/1.
+        TypeError: masks is not bool/uint8 (binary) or not an integer/bool array (label maps);
+            num_classes is not None or an integer.
+        ValueError: masks has fewer than 3 dims or holds a value other than 0/1 (binary) or
+            outside 0..C-1 (label maps, naming the value, image, proposal and flat pixel);
+            num_classes is outside 2..255.
     """
-    bank = _as_bank(masks)
-    sizes, intersection, disagreement = _core.pairwise_stats(bank)
+    bank, classes = _bank_and_classes(masks, num_classes)
+    if classes is None:
+        sizes, intersection, disagreement = _core.pairwise_stats(bank)
+    else:
+        sizes, intersection, disagreement = _core.label_pairwise_stats(bank, classes)
     return PairwiseStats(sizes=sizes, intersection=intersection, disagreement=disagreement)
 
 
@@ -249,35 +353,42 @@ def mine_pairs(
     max_pairs_per_image: int | None = None,
     seed: int = 0,
     max_region_fraction: float | None = None,
+    num_classes: int | None = None,
 ) -> PairSet:
     """Mines (chosen, rejected) preference pairs from a mask bank and its judge scores.
 
-    See the module docstring for the exact ranking, strategies and random draws.
+    See the module docstring for the exact ranking, strategies, random draws and filters. |D| below
+    is a pair's disagreement region: |chosen xor rejected|, or with ``num_classes`` the voxels whose
+    labels differ; |chosen| is the chosen mask's foreground (non-zero) voxels.
 
     Args:
-        masks: (N, K, *S) bool or uint8 with values 0/1; read in place when C-contiguous.
+        masks: (N, K, *S) bool or uint8 with values 0/1; read in place when C-contiguous. With
+            ``num_classes``: label maps as in :func:`pairwise_stats`.
         scores: (N, K) real, finite; higher is better. Compared as float64: integer scores beyond
             +-2**53 (where float64 stops being exact) are refused rather than rounded.
         strategy: one of :data:`STRATEGIES`.
         min_margin: keep pairs with score(chosen) - score(rejected) > min_margin (>= 0).
-        min_region: keep pairs with |chosen xor rejected| >= max(1, min_region).
-        max_region: keep pairs with |chosen xor rejected| <= max_region (None: no bound).
+        min_region: keep pairs with |D| >= max(1, min_region).
+        max_region: keep pairs with |D| <= max_region (None: no bound).
         max_pairs_per_image: keep at most this many pairs per image, first in strategy order.
         seed: seed of the random strategies, in [0, 2**64).
-        max_region_fraction: keep pairs with |chosen xor rejected| <= max_region_fraction * |chosen|
-            (a finite number > 0; None: no bound relative to the chosen mask's area).
+        max_region_fraction: keep pairs with |D| <= max_region_fraction * |chosen| (a finite
+            number > 0; None: no bound relative to the chosen mask's foreground).
+        num_classes: None for binary masks, or the number of labels C of label maps, 2 <= C <= 255.
 
     Returns:
         :class:`PairSet` of M pairs ordered by image, then strategy order.
 
     Raises:
-        TypeError: an argument has the wrong type (masks not bool/uint8, strategy not str, ...).
-        ValueError: a shape, value or range is invalid (the message names the argument).
+        TypeError: an argument has the wrong type (masks not bool/uint8, or not an integer array
+            with ``num_classes``; strategy not str, ...).
+        ValueError: a shape, value or range is invalid (the message names the argument; a label
+            outside 0..C-1 is reported as in :func:`pairwise_stats`).
     """
     args = _check_mining_args(
         strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction
     )
-    bank = _as_bank(masks)
+    bank, classes = _bank_and_classes(masks, num_classes)
     values = _as_scores(scores, bank.shape[0], bank.shape[1])
     image, chosen, rejected, region_size, margin = _core.mine_pairs(
         bank,
@@ -289,6 +400,7 @@ def mine_pairs(
         args.max_pairs_per_image,
         args.seed,
         args.max_region_fraction,
+        num_classes=classes,
     )
     return PairSet(image=image, chosen=chosen, rejected=rejected, region_size=region_size, margin=margin)
 

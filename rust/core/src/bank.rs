@@ -17,8 +17,10 @@ use crate::line::{pack_line, prefetch, Seen, LINE};
 /// Masks per group of the interleaved layout filled by [`MaskBank::pack_image_grouped`].
 pub const GROUP: usize = 4;
 
-/// How many lines ahead of the one being packed the stream is prefetched.
-pub(crate) const PREFETCH_LINES: usize = 16;
+/// How many lines ahead of the one being packed the stream is prefetched (4 KiB): lines of
+/// background pack in a few instructions, and a shorter distance (16 lines before label maps
+/// came) left the loads waiting on memory (`docs/mining_performance.md`).
+pub(crate) const PREFETCH_LINES: usize = 64;
 
 /// Packs the lines of `src` in order, handing word `t` to `put(t, word)`; returns the OR of the
 /// bytes read.

@@ -71,7 +71,6 @@ pub(crate) struct LabelScratch {
     /// The real (not padding) pixels of each word, and of each counted word.
     real: Vec<[u64; GROUP]>,
     real_counted: Vec<[u64; GROUP]>,
-    sizes: Vec<u64>,
     spans: Vec<Span>,
 }
 
@@ -96,9 +95,8 @@ impl LabelScratch {
         self.planes.resize((classes - 1) * plane_len, [0; GROUP]);
         self.any.resize((classes - 1) * w, 0);
         self.all.resize((classes - 1) * w, 0);
-        self.sizes.resize(k * classes, 0);
         let (planes, any, all) = (&mut self.planes, &mut self.any, &mut self.all);
-        bank.pack_image_planes(image, planes, any, all, &mut self.sizes)?;
+        bank.pack_image_planes(image, planes, any, all)?;
         // Per word: the pixels whose label is not the same in all K maps (some foreground
         // plane is mixed), and those that are background in all K maps.
         self.mixed.clear();
@@ -155,6 +153,53 @@ impl LabelScratch {
         }
     }
 
+    /// Fills the `(K, C)` class sizes of the prepared image and returns each class's common
+    /// pixels (outside the spans, in all K maps).
+    ///
+    /// Outside the spans all K maps agree, so a size is the class's common pixels plus the map's
+    /// pixels of that class in the `m` counted words; class 0 has the pixels of no other class.
+    fn class_sizes(
+        &self,
+        bank: &LabelBank<'_>,
+        identity: bool,
+        m: usize,
+        sizes: &mut [i64],
+    ) -> Vec<i64> {
+        let (k, classes, w) = (bank.k(), bank.classes(), bank.words_per_mask());
+        let plane_len = k.div_ceil(GROUP) * w;
+        let (stored, _) = self.counted(identity);
+        let all = |c: usize| match c {
+            0 => &self.all_background[..],
+            c => self.all.get((c - 1) * w..c * w).unwrap_or(&[]),
+        };
+        let common: Vec<i64> = (0..classes)
+            .map(|c| common_count(all(c), &self.spans) as i64)
+            .collect();
+        for (c, &shared) in common.iter().enumerate().skip(1) {
+            let rows = stored
+                .get((c - 1) * plane_len..c * plane_len)
+                .unwrap_or(&[]);
+            for (g, row) in rows.chunks(w.max(1)).enumerate() {
+                let mut ones = [0i64; GROUP];
+                for x in row.iter().take(m) {
+                    for (count, bits) in ones.iter_mut().zip(x) {
+                        *count += i64::from(bits.count_ones());
+                    }
+                }
+                for (lane, count) in ones.into_iter().enumerate() {
+                    if let Some(size) = sizes.get_mut((g * GROUP + lane) * classes + c) {
+                        *size = shared + count;
+                    }
+                }
+            }
+        }
+        let pixels = bank.p() as i64;
+        for row in sizes.chunks_exact_mut(classes) {
+            row[0] = pixels - row[1..].iter().sum::<i64>();
+        }
+        common
+    }
+
     /// The foreground planes as counted, and the real pixels of the counted words.
     fn counted(&self, identity: bool) -> (&[[u64; GROUP]], &[[u64; GROUP]]) {
         if identity {
@@ -178,10 +223,8 @@ pub(crate) fn label_image_stats(
     let (k, classes, w) = (bank.k(), bank.classes(), bank.words_per_mask());
     let plane_len = k.div_ceil(GROUP) * w;
     let (m, identity) = scratch.prepare(bank, image)?;
-    for (size, &count) in sizes.iter_mut().zip(&scratch.sizes) {
-        *size = count as i64;
-    }
     let (stored, _) = scratch.counted(identity);
+    let common = scratch.class_sizes(bank, identity, m, sizes);
     for c in 0..classes {
         for a in 0..k {
             let size = sizes[a * classes + c];
@@ -192,23 +235,20 @@ pub(crate) fn label_image_stats(
         if (0..k).all(|a| sizes[a * classes + c] == 0) {
             continue;
         }
-        let (plane, all) = if c == 0 {
-            (&scratch.background[..], &scratch.all_background[..])
+        let plane = if c == 0 {
+            &scratch.background[..]
         } else {
-            let plane = stored.get((c - 1) * plane_len..c * plane_len);
-            (
-                plane.unwrap_or(&[]),
-                scratch.all.get((c - 1) * w..c * w).unwrap_or(&[]),
-            )
+            stored
+                .get((c - 1) * plane_len..c * plane_len)
+                .unwrap_or(&[])
         };
-        let common = common_count(all, &scratch.spans) as i64;
+        let shared = common[c];
         pair_counts(plane, w, m, k, |a, b, both| {
-            let both = common + both as i64;
+            let both = shared + both as i64;
             inter[(a * k + b) * classes + c] = both;
             inter[(b * k + a) * classes + c] = both;
         });
     }
-    let pixels = bank.p() as i64;
     for (pair, d) in dis.iter_mut().enumerate() {
         let same: i64 = inter
             .get(pair * classes..(pair + 1) * classes)
@@ -218,7 +258,7 @@ pub(crate) fn label_image_stats(
         *d = if pair / k == pair % k {
             0
         } else {
-            pixels - same
+            bank.p() as i64 - same
         };
     }
     Ok(())

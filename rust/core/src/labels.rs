@@ -8,13 +8,9 @@
 //! same pass, and lines of background cost one compare. Planes are packed one image at a time
 //! into a small caller-owned buffer, so memory stays bounded for memory-mapped banks too.
 
-use crate::bank::{check_len, MaskBank, GROUP};
+use crate::bank::{check_len, MaskBank, GROUP, PREFETCH_LINES};
 use crate::error::{Error, Result};
 use crate::line::{label_planes, prefetch, LINE};
-
-/// How many lines ahead the stream is prefetched: further than for binary masks (`bank.rs`),
-/// since a line of background is split in a few instructions.
-const LABEL_PREFETCH_LINES: usize = 64;
 
 /// The largest class count: labels are bytes, and 255 classes keep label 255 free to be refused.
 pub const MAX_CLASSES: usize = 255;
@@ -22,7 +18,7 @@ pub const MAX_CLASSES: usize = 255;
 /// Splits the lines of `src` into foreground planes in order, handing word `t` of plane `c`
 /// (`1..classes`) to `put(t, c, word)`; returns whether every byte was below `classes`.
 ///
-/// `stream` is the bank from `src` onwards, prefetched [`LABEL_PREFETCH_LINES`] ahead. The last partial
+/// `stream` is the bank from `src` onwards, prefetched as in `bank.rs`. The last partial
 /// line is padded with zeros: background, which no foreground plane holds.
 #[inline]
 fn plane_lines(
@@ -34,7 +30,7 @@ fn plane_lines(
     let (lines, tail) = src.as_chunks::<LINE>();
     let mut valid = true;
     for (t, line) in lines.iter().enumerate() {
-        if let Some(ahead) = stream.get(t + LABEL_PREFETCH_LINES) {
+        if let Some(ahead) = stream.get(t + PREFETCH_LINES) {
             prefetch(ahead);
         }
         valid &= label_planes(line, classes, |c, bits| put(t, c, bits));
@@ -105,7 +101,7 @@ impl<'a> LabelBank<'a> {
 
     /// Validates the K label maps of image `image` and packs their foreground planes (classes
     /// `1..C`; class 0 is what no plane holds) in groups of [`GROUP`] masks, interleaved word by
-    /// word, then computes per-plane agreement and every class size.
+    /// word, then computes the per-plane agreement.
     ///
     /// With `G = ceil(K / 4)` and `w = words_per_mask()`:
     /// - `planes`: `(C - 1) * G * w` entries; entry `((c - 1) * G + g) * w + t` holds word `t`
@@ -113,15 +109,12 @@ impl<'a> LabelBank<'a> {
     ///   alone.
     /// - `any`, `all`: `(C - 1) * w` words each; entry `(c - 1) * w + t` is the OR and the AND
     ///   of word `t` of plane `c` over the K masks.
-    /// - `sizes`: `K * C` entries; entry `j * C + c` is the number of pixels of class `c` in
-    ///   mask `j`.
     pub fn pack_image_planes(
         &self,
         image: usize,
         planes: &mut [[u64; GROUP]],
         any: &mut [u64],
         all: &mut [u64],
-        sizes: &mut [u64],
     ) -> Result<()> {
         let (k, c_count, w) = (self.k(), self.classes, self.words_per_mask());
         let groups = k.div_ceil(GROUP);
@@ -139,7 +132,6 @@ impl<'a> LabelBank<'a> {
             (c_count - 1) * w,
             "(C - 1) * ceil(P / 64)",
         )?;
-        check_len("sizes", sizes.len(), k * c_count, "K * C")?;
         self.masks.check_index(image, 0)?;
         for proposal in 0..k {
             let (group, lane) = (proposal / GROUP, proposal % GROUP);
@@ -153,51 +145,30 @@ impl<'a> LabelBank<'a> {
                 return Err(self.first_invalid_in(image, proposal));
             }
         }
-        self.fold_planes(planes, any, all, sizes);
+        self.fold_planes(planes, any, all);
         Ok(())
     }
 
-    /// The agreement words and the class sizes of packed planes (see [`Self::pack_image_planes`]).
-    fn fold_planes(
-        &self,
-        planes: &[[u64; GROUP]],
-        any: &mut [u64],
-        all: &mut [u64],
-        sizes: &mut [u64],
-    ) {
-        let (k, c_count, w) = (self.k(), self.classes, self.words_per_mask());
+    /// The agreement words of packed planes (see [`Self::pack_image_planes`]).
+    fn fold_planes(&self, planes: &[[u64; GROUP]], any: &mut [u64], all: &mut [u64]) {
+        let (k, w) = (self.k(), self.words_per_mask());
         any.fill(0);
         all.fill(u64::MAX);
-        sizes.fill(0);
         if w == 0 {
             return;
         }
         let rows = planes.chunks_exact(k.div_ceil(GROUP) * w);
         let folds = any.chunks_exact_mut(w).zip(all.chunks_exact_mut(w));
-        for (c, (rows, (any, all))) in rows.zip(folds).enumerate() {
+        for (rows, (any, all)) in rows.zip(folds) {
             for (g, row) in rows.chunks_exact(w).enumerate() {
                 // Lanes past K hold zeros: all ones keep them out of the AND.
                 let pad: [u64; GROUP] =
                     std::array::from_fn(|lane| if g * GROUP + lane < k { 0 } else { u64::MAX });
-                let mut ones = [0u64; GROUP];
                 for ((x, a), b) in row.iter().zip(any.iter_mut()).zip(all.iter_mut()) {
-                    for lane in 0..GROUP {
-                        *a |= x[lane];
-                        *b &= x[lane] | pad[lane];
-                        ones[lane] += u64::from(x[lane].count_ones());
-                    }
-                }
-                for (lane, &count) in ones.iter().enumerate() {
-                    if let Some(size) = sizes.get_mut((g * GROUP + lane) * c_count + c + 1) {
-                        *size = count;
-                    }
+                    *a |= (x[0] | x[1]) | (x[2] | x[3]);
+                    *b &= ((x[0] | pad[0]) & (x[1] | pad[1])) & ((x[2] | pad[2]) & (x[3] | pad[3]));
                 }
             }
-        }
-        let pixels = self.p() as u64;
-        for row in sizes.chunks_exact_mut(c_count) {
-            let foreground: u64 = row.iter().sum();
-            row[0] = pixels - foreground;
         }
     }
 
@@ -263,7 +234,7 @@ mod tests {
 
     /// Packs every plane of an image and compares it, word by word, with a pixel loop.
     #[test]
-    fn planes_sizes_and_agreement_match_a_pixel_loop() {
+    fn planes_and_agreement_match_a_pixel_loop() {
         for (k, p, classes) in [
             (1usize, 1usize, 2usize),
             (3, 64, 3),
@@ -284,18 +255,10 @@ mod tests {
             let (w, groups, fg) = (bank.words_per_mask(), k.div_ceil(GROUP), classes - 1);
             let mut planes = vec![[0u64; GROUP]; fg * groups * w];
             let (mut any, mut all) = (vec![0; fg * w], vec![0; fg * w]);
-            let mut sizes = vec![0; k * classes];
-            bank.pack_image_planes(1, &mut planes, &mut any, &mut all, &mut sizes)
+            bank.pack_image_planes(1, &mut planes, &mut any, &mut all)
                 .unwrap();
             let mask = |j: usize| &data[(k + j) * p..(k + j + 1) * p];
-            for c in 0..classes {
-                for j in 0..k {
-                    let count = mask(j).iter().filter(|&&v| usize::from(v) == c).count();
-                    assert_eq!(sizes[j * classes + c], count as u64);
-                }
-                if c == 0 {
-                    continue;
-                }
+            for c in 1..classes {
                 let plane = |j: usize, t: usize| -> u64 {
                     (0..64)
                         .filter(|i| mask(j).get(64 * t + i) == Some(&(c as u8)))
@@ -334,9 +297,9 @@ mod tests {
                 assert_eq!(bank.first_invalid(), Some(expected.clone()));
                 let w = bank.words_per_mask();
                 let mut planes = vec![[0u64; GROUP]; 2 * w];
-                let (mut any, mut all, mut sizes) = (vec![0; 2 * w], vec![0; 2 * w], vec![0; 9]);
+                let (mut any, mut all) = (vec![0; 2 * w], vec![0; 2 * w]);
                 let err = bank
-                    .pack_image_planes(pos / (k * p), &mut planes, &mut any, &mut all, &mut sizes)
+                    .pack_image_planes(pos / (k * p), &mut planes, &mut any, &mut all)
                     .unwrap_err();
                 assert_eq!(err, expected);
             }

@@ -50,13 +50,17 @@ mod imp {
     ///
     /// A left shift by 7 within 16-bit lanes moves bit 0 of every byte to that byte's top bit
     /// (the bits shifted across bytes are zero for 0/1 bytes); `pmovmskb` gathers the top bits.
+    /// A line of zeros (background) stops after the OR and one compare.
     #[inline]
     pub fn pack_line(line: &[u8; LINE]) -> (u64, Seen) {
         let (chunks, _) = line.as_chunks::<16>();
         let v: [m128i; 4] = std::array::from_fn(|i| load_unaligned_m128i(&chunks[i]));
+        let seen = bitor_m128i(bitor_m128i(v[0], v[1]), bitor_m128i(v[2], v[3]));
+        if move_mask_i8_m128i(cmp_eq_mask_i8_m128i(seen, m128i::default())) == 0xFFFF {
+            return (0, Seen(seen));
+        }
         let mask = |x: m128i| u64::from(move_mask_i8_m128i(shl_imm_u16_m128i::<7>(x)) as u16);
         let bits = mask(v[0]) | mask(v[1]) << 16 | mask(v[2]) << 32 | mask(v[3]) << 48;
-        let seen = bitor_m128i(bitor_m128i(v[0], v[1]), bitor_m128i(v[2], v[3]));
         (bits, Seen(seen))
     }
 

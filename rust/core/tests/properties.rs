@@ -173,7 +173,9 @@ proptest! {
         (mut data, n, k, p) in bank_strategy(),
         picks in proptest::collection::vec((any::<prop::sample::Index>(), 2u8..=255), 1..4),
     ) {
-        prop_assume!(!data.is_empty());
+        if data.is_empty() {
+            return Ok(()); // nothing to corrupt
+        }
         for (pos, value) in &picks {
             let i = pos.index(data.len());
             data[i] = *value;
@@ -270,7 +272,9 @@ proptest! {
         picks in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..=255), 1..3),
         threads in 1usize..4,
     ) {
-        prop_assume!(!data.is_empty());
+        if data.is_empty() {
+            return Ok(()); // nothing to corrupt
+        }
         for (at, value) in picks {
             let value = value.max(classes as u8);
             let at = at.index(data.len());
