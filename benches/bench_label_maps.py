@@ -35,10 +35,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numpy as np
+
+from _timing import best_of
 
 __all__ = ["label_bank", "label_maps_section", "numpy_label_disagreement"]
 
@@ -76,16 +77,6 @@ def numpy_label_disagreement(bank: np.ndarray, chunk: int = 8) -> np.ndarray:
     return out
 
 
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    """Minimum wall time of ``repeats`` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def _read_and_rust(bank: np.ndarray, rust: Callable[[], object], repeats: int) -> tuple[float, float]:
     """Best read pass and best Rust call, timed alternately."""
     import torch
@@ -93,8 +84,8 @@ def _read_and_rust(bank: np.ndarray, rust: Callable[[], object], repeats: int) -
     tensor = torch.from_numpy(bank)
     reads, calls = [], []
     for _ in range(repeats):
-        reads.append(_best(tensor.amax, 1))
-        calls.append(_best(rust, 1))
+        reads.append(best_of(tensor.amax, 1))
+        calls.append(best_of(rust, 1))
     return min(reads), min(calls)
 
 
@@ -131,9 +122,9 @@ def _measure_labels(repeats: int, quick: bool) -> tuple[list[str], float, float,
     if not np.array_equal(stats.disagreement[:8], numpy_label_disagreement(labels[:8])):
         raise AssertionError("label-map disagreement differs from the NumPy broadcast")
     read, rust = _read_and_rust(labels, lambda: rndpo.pairwise_stats(labels, num_classes=3), repeats)
-    numpy = _best(lambda: numpy_label_disagreement(labels), 1)
+    numpy = best_of(lambda: numpy_label_disagreement(labels), 1)
     scores = np.random.default_rng(1).random(labels.shape[:2])
-    mine = _best(lambda: rndpo.mine_pairs(labels, scores, "top_vs_rest", num_classes=3), repeats)
+    mine = best_of(lambda: rndpo.mine_pairs(labels, scores, "top_vs_rest", num_classes=3), repeats)
     name = "3D label maps, C = 3"
     rows = _rows(name, labels, read, rust, ("numpy broadcast `!=`", numpy))
     rows.append(
@@ -153,7 +144,7 @@ def _measure_binary(repeats: int, quick: bool) -> tuple[list[str], float, float,
     if not np.array_equal(rndpo.pairwise_stats(binary[:32]).intersection, ref.intersection):
         raise AssertionError("binary intersections differ from the NumPy reference")
     read, rust = _read_and_rust(binary, lambda: rndpo.pairwise_stats(binary), repeats)
-    numpy = _best(lambda: pairwise_stats_reference(binary), 1)
+    numpy = best_of(lambda: pairwise_stats_reference(binary), 1)
     rows = _rows("2D binary (bench_mining)", binary, read, rust, ("numpy packbits (reference)", numpy))
     return rows, read, rust, numpy
 

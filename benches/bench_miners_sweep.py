@@ -74,6 +74,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _timing import best_of
+
 __all__ = [
     "Case",
     "Row",
@@ -231,15 +233,6 @@ def _peak_since(baseline: int | None) -> int | None:
     return max(0, hwm * 1024 - baseline)
 
 
-def _best_of(fn: Callable[[], object], repeats: int) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _disagreement(result: object) -> np.ndarray:
     if isinstance(result, tuple):
         return np.asarray(result[2])
@@ -281,7 +274,7 @@ def measure_case(case: Case, limits: Limits, threads: int, cuda: bool) -> list[R
 
     bank = make_bank(case.n, case.k, case.spatial, case.dtype)
     read_view = torch.from_numpy(bank.view(np.uint8))
-    read = _best_of(lambda: read_view.amax(), limits.repeats)
+    read = best_of(lambda: read_view.amax(), limits.repeats)
     rows = []
     expected: np.ndarray | None = None
     for name, device, fn, slow in _implementations(threads, cuda):
@@ -303,8 +296,8 @@ def measure_case(case: Case, limits: Limits, threads: int, cuda: bool) -> list[R
             seconds = first
         else:
             if name == "rust":
-                read = min(read, _best_of(lambda: read_view.amax(), limits.repeats))
-            seconds = _best_of(lambda fn=fn: fn(bank), limits.repeats)
+                read = min(read, best_of(lambda: read_view.amax(), limits.repeats))
+            seconds = best_of(lambda fn=fn: fn(bank), limits.repeats)
         rows.append(Row(case, name, device, seconds, read, peak))
     return rows
 

@@ -26,13 +26,12 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 import rndpo
+from _timing import best_of
 from numpy_baseline import mine_pairs_reference, pairwise_stats_reference
 
 __all__ = ["main"]
@@ -91,16 +90,6 @@ def broadcast_naive(bank: np.ndarray) -> np.ndarray:
     n, k = bank.shape[:2]
     m = bank.reshape(n, k, -1)
     return (m[:, :, None, :] ^ m[:, None, :, :]).sum(-1)
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    """Minimum wall time of ``repeats`` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_bank(name: str, bank: np.ndarray, *, repeats: int, naive_images: int) -> list[str]:
