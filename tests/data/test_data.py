@@ -51,7 +51,9 @@ def test_dataset_validation_errors() -> None:
     ds = _tiny(3)
     im, mk, ids = ds.images, ds.masks, ds.ids
     with pytest.raises(
-        ValueError, match=r"images must be a 4-D array \(N, C, H, W\), got array of shape \(3, 8, 8\)"
+        ValueError,
+        match=r"images must be a 4-D array \(N, C, H, W\) or a 5-D array \(N, C, D, H, W\),"
+        r" got array of shape \(3, 8, 8\)",
     ):
         SegmentationDataset(im[:, 0], mk, ids)
     with pytest.raises(TypeError, match="images must have dtype float32, got float64"):
