@@ -1,11 +1,12 @@
 """The sections of a run config: one frozen dataclass per TOML table, with its vocabularies.
 
-``[data]`` :class:`DataConfig`, ``[model]`` :class:`ModelConfig`, ``[base]`` :class:`BaseTrainConfig`,
+``[model]`` :class:`ModelConfig`, ``[base]`` :class:`BaseTrainConfig`,
 ``[proposals]`` :class:`ProposalConfig`, ``[judges]`` :class:`JudgeConfig`, ``[mining]``
 :class:`MiningConfig` and ``[finetune]`` :class:`FinetuneConfig`; base training and fine-tuning share the
 optimizer fields of :class:`OptimizerConfig`. Every field has a default and a help text; every section
 checks its fields in ``__post_init__`` (types first, then values), so a section built in Python and one
 read from TOML fail alike: :class:`~rndpo.config.errors.ConfigError` naming ``section.key``.
+``[data]`` is :class:`~rndpo.config.data.DataConfig`, in its own module.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from rndpo.config._fields import check_fields, help_text
+from rndpo.config.data import DataConfig
 from rndpo.config.errors import ConfigError
 
-__all__ = [
+__all__ = [  # DataConfig is handed on from rndpo.config.data
     "AUTO",
     "JUDGE_NAMES",
     "LABEL_FREE_JUDGES",
@@ -44,81 +46,6 @@ __all__ = [
 AUTO = "auto"
 """``mining.strategies = ["auto"]`` and ``label_smoothing = "auto"``: resolved from the validation
 calibration of the judge (see :mod:`rndpo.judges.calibration`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DataConfig:
-    """Where images and masks come from and how they are split."""
-
-    kind: Literal["synthetic", "npz", "folder", "nifti"] = field(
-        default="synthetic", metadata=help_text("dataset source")
-    )
-    path: str = field(
-        default="", metadata=help_text("npz file, or folder (folder: images/ and masks/ inside)")
-    )
-    mask_path: str = field(default="", metadata=help_text("folder: mask folder (default: <path>/masks)"))
-    mask_suffix: str = field(default="", metadata=help_text("folder: suffix of mask file stems, e.g. _mask"))
-    nifti_images: tuple[str, ...] = field(default=(), metadata=help_text("nifti: image volume paths"))
-    nifti_masks: tuple[str, ...] = field(default=(), metadata=help_text("nifti: mask volume paths"))
-    nifti_axis: int = field(default=2, metadata=help_text("nifti: slicing axis"))
-    image_size: int = field(
-        default=64, metadata=help_text("square size images are resized to (synthetic: generated at)")
-    )
-    n_images: int = field(default=400, metadata=help_text("synthetic: number of images"))
-    group_by: Literal["none", "id_prefix"] = field(
-        default="none", metadata=help_text("npz: group ids so that a group never crosses splits")
-    )
-    label_budget: float = field(
-        default=0.1, metadata=help_text("labeled share of the train pool (<=1) or count (>1)")
-    )
-    val_fraction: float = field(default=0.1, metadata=help_text("validation share"))
-    test_fraction: float = field(default=0.2, metadata=help_text("test share"))
-    max_unlabeled: int | None = field(
-        default=None, metadata=help_text("cap on unlabeled images used for proposals (unset: all)")
-    )
-    unlabeled_path: str = field(
-        default="",
-        metadata=help_text(
-            "truly unlabeled pool: npz with images only, or a folder of images; the labeled set then"
-            " gives only train/val/test (label_budget unused)"
-        ),
-    )
-    seed: int = field(default=0, metadata=help_text("data generation and split seed"))
-
-    def __post_init__(self) -> None:
-        check_fields(self, "data")
-        if self.kind != "synthetic" and self.kind != "nifti" and not self.path:
-            raise ConfigError(f"data.path is required for data.kind = {self.kind!r}")
-        if self.kind == "nifti" and (
-            not self.nifti_images or len(self.nifti_images) != len(self.nifti_masks)
-        ):
-            raise ConfigError(
-                "data.nifti_images and data.nifti_masks must be non-empty lists of equal length"
-            )
-        if self.nifti_axis not in (0, 1, 2, -1, -2, -3):
-            raise ConfigError(f"data.nifti_axis must be one of 0, 1, 2 (or -3..-1), got {self.nifti_axis}")
-        if self.image_size < 8:
-            raise ConfigError(f"data.image_size must be >= 8, got {self.image_size}")
-        if self.n_images < 1:
-            raise ConfigError(f"data.n_images must be >= 1, got {self.n_images}")
-        budget = self.label_budget
-        if not (0 < budget < 1 or (budget > 1 and math.isfinite(budget) and budget == int(budget))):
-            raise ConfigError(
-                "data.label_budget must be a share in (0, 1) or a whole count of labeled images > 1, "
-                f"got {budget}"
-            )
-        for key in ("val_fraction", "test_fraction"):
-            if not 0 <= getattr(self, key) < 1:
-                raise ConfigError(f"data.{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(
-                "data.val_fraction + data.test_fraction must be < 1 to leave a train pool, "
-                f"got {self.val_fraction} + {self.test_fraction}"
-            )
-        if self.max_unlabeled is not None and self.max_unlabeled < 1:
-            raise ConfigError(
-                f"data.max_unlabeled must be >= 1, or left out for no cap, got {self.max_unlabeled}"
-            )
 
 
 NetworkName = Literal["rndpo.UNet", "monai.UNet", "monai.BasicUNet", "monai.SegResNet"]
