@@ -12,7 +12,12 @@ object is ever needed. The JSON says how to rebuild the network and how its inpu
 - ``in_channels`` and ``image_size``: inputs are resized to (image_size, image_size) (None: as given);
 - ``scaling``: how files were turned into model inputs (see :data:`SCALINGS`; older files call it
   ``normalisation``);
-- ``threshold``: foreground where the sigmoid probability is > threshold;
+- ``threshold``: foreground where the sigmoid probability is > threshold (binary, one output channel);
+- label maps (written for models with C >= 2 output channels, softmax, label = argmax): ``num_classes``
+  C, ``class_names`` (background first), ``label_values`` (the value of each class in the dataset's own
+  files, used when writing label maps); volumes: ``spacing`` (the training spacing in mm, array-axis
+  order, the median over the training volumes), ``patch_size`` (the sliding-window size, None: whole
+  inputs);
 - free fields written by the experiment: ``method``, ``judge``, ``miner``, ``seed``, ``selected_step``,
   ``val_dice``, ``test_dice``, ``dataset``.
 """
@@ -62,6 +67,43 @@ class SavedModel:
     @property
     def threshold(self) -> float:
         return float(self.info.get("threshold", 0.5))
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3, from the architecture (2 for files that do not say)."""
+        return int(self.info.get("architecture", {}).get("spatial_dims") or 2)
+
+    @property
+    def num_classes(self) -> int:
+        """C including the background: 2 for binary models (one sigmoid output)."""
+        return int(self.info.get("num_classes", 2))
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The file value of each class (default 0..C-1)."""
+        return tuple(int(v) for v in self.info.get("label_values", range(self.num_classes)))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """One name per class, background first."""
+        names = self.info.get("class_names")
+        if names:
+            return tuple(str(n) for n in names)
+        if self.num_classes == 2:
+            return ("background", "foreground")
+        return ("background", *(f"class_{i}" for i in range(1, self.num_classes)))
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """The training spacing in mm (array-axis order), or None when not recorded."""
+        sp = self.info.get("spacing")
+        return None if sp is None else tuple(float(v) for v in sp)
+
+    @property
+    def patch_size(self) -> tuple[int, ...] | None:
+        """The sliding-window size used for inference, or None (whole inputs)."""
+        ps = self.info.get("patch_size")
+        return None if ps is None else tuple(int(v) for v in ps)
 
     @property
     def scaling(self) -> dict[str, Any]:
