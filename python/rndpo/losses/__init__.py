@@ -25,6 +25,8 @@ from rndpo.losses.semi_supervised import (
     dihedral,
     ema_update,
     photometric_noise,
+    probabilities,
+    pseudo_label_targets,
 )
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "loss_backend",
     "photometric_noise",
     "preference_loss",
+    "probabilities",
+    "pseudo_label_targets",
     "set_finite_check_mode",
     "set_loss_backend",
     "sft_top_loss",

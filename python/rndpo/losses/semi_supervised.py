@@ -5,11 +5,14 @@ other objective (``objective = "mean_teacher"`` or ``"pseudo_label"``).
 
 * Mean teacher (Tarvainen & Valpola, 2017): the teacher is an exponential moving average of the student
   (``ema_decay``); the student, on a flipped/rotated (dihedral) view of an unlabeled image with
-  photometric noise, must match the teacher's foreground probabilities on the clean image under the same
-  view (mean squared error, weight ``beta``).
-* Pseudo-labelling: the base model's mask (logit > 0) on each unlabeled image is the target, and only
-  pixels where the base model is confident (max(p, 1 - p) >= ``confidence``) enter the binary
-  cross-entropy (weight ``beta``).
+  photometric noise, must match the teacher's probabilities on the clean image under the same view
+  (mean squared error, weight ``beta``). Volumes (B, C, D, H, W) get a flip along each spatial axis
+  (each with probability 1/2) and an in-plane rot90 when H == W.
+* Pseudo-labelling: the base model's mask on each unlabeled image is the target, and only pixels where
+  the base model is confident (its top class probability, max(p, 1 - p) for binary, >= ``confidence``)
+  enter the cross-entropy (weight ``beta``).
+
+Binary models have one output channel (sigmoid); multi-class models C >= 2 (softmax over dim 1).
 """
 
 from __future__ import annotations
@@ -20,25 +23,48 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["confident_pseudo_label_loss", "consistency_loss", "dihedral", "ema_update", "photometric_noise"]
+__all__ = [
+    "confident_pseudo_label_loss",
+    "consistency_loss",
+    "dihedral",
+    "ema_update",
+    "photometric_noise",
+    "probabilities",
+    "pseudo_label_targets",
+]
 
 
 def dihedral(x: Tensor, k: Tensor, flip: Tensor) -> Tensor:
-    """Per-image dihedral transform of x (B, C, H, W) with H == W: optional horizontal flip (flip (B,)
-    bool), then rot90 by k (B,) int in {0..3}. Exact (a permutation of pixels)."""
-    out = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    """Per-image flips and in-plane rotation of x (B, C, *S), exact (a permutation of pixels).
+
+    2D (B, C, H, W): optional horizontal flip (flip (B,) bool), then rot90 by k (B,) int in {0..3} (H == W
+    when any k is non-zero). 3D (B, C, D, H, W): flip (B, 3) bool flips along D, H and W, then rot90 by k
+    in the (H, W) plane."""
+    if x.ndim == 4:
+        out = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    else:
+        out = x
+        for axis in range(flip.shape[1]):
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            out = torch.where(flip[:, axis].view(shape).to(x.device), out.flip(2 + axis), out)
     rotated = [torch.rot90(out[i], int(k[i]), dims=(-2, -1)) for i in range(x.shape[0])]
     return torch.stack(rotated) if rotated else out
 
 
+def probabilities(logits: Tensor) -> Tensor:
+    """Sigmoid of one-channel (binary) logits (B, 1, *S), softmax over the classes of (B, C, *S)."""
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
 def photometric_noise(x: Tensor, generator: torch.Generator) -> Tensor:
     """Brightness in [-0.1, 0.1], contrast in [0.8, 1.2] and Gaussian noise (std 0.03) per image of
-    x float32 (B, C, H, W) in [0, 1]; clamped to [0, 1]. Draws come from ``generator`` (CPU)."""
+    x float32 (B, C, *S) in [0, 1]; clamped to [0, 1]. Draws come from ``generator`` (CPU)."""
     b = x.shape[0]
-    brightness = (0.2 * torch.rand(b, generator=generator) - 0.1).view(b, 1, 1, 1).to(x.device)
-    contrast = (0.8 + 0.4 * torch.rand(b, generator=generator)).view(b, 1, 1, 1).to(x.device)
+    shape = (b,) + (1,) * (x.ndim - 1)
+    brightness = (0.2 * torch.rand(b, generator=generator) - 0.1).view(shape).to(x.device)
+    contrast = (0.8 + 0.4 * torch.rand(b, generator=generator)).view(shape).to(x.device)
     noise = (0.03 * torch.randn(x.shape, generator=generator)).to(x.device)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
     return ((x - mean) * contrast + mean + brightness + noise).clamp(0, 1)
 
 
@@ -49,28 +75,47 @@ def consistency_loss(
     generator: torch.Generator,
     part: slice = slice(None),
 ) -> Tensor:
-    """Mean-teacher consistency: mean squared error between sigmoid(student(view)) and the teacher's
-    probabilities on the clean images moved to the same view. images (B, C, H, W) is the global batch:
-    views are drawn for all of it and only rows ``part`` (this process's share) are used. Returns ()."""
+    """Mean-teacher consistency: mean squared error between the student's probabilities on a view and the
+    teacher's on the clean images moved to the same view (:func:`probabilities`). images (B, C, *S) is the
+    global batch: views are drawn for all of it and only rows ``part`` (this process's share) are used.
+    Returns ()."""
     b = images.shape[0]
     k = (
         torch.randint(0, 4, (b,), generator=generator)
         if images.shape[-1] == images.shape[-2]
         else torch.zeros(b, dtype=torch.int64)
     )
-    flip = torch.rand(b, generator=generator) < 0.5
+    flip = torch.rand((b,) if images.ndim == 4 else (b, images.ndim - 2), generator=generator) < 0.5
     view = photometric_noise(dihedral(images, k, flip), generator)[part]
     with torch.no_grad():
-        target = dihedral(torch.sigmoid(teacher(images[part])), k[part], flip[part])
-    return F.mse_loss(torch.sigmoid(student(view)), target)
+        target = dihedral(probabilities(teacher(images[part])), k[part], flip[part])
+    return F.mse_loss(probabilities(student(view)), target)
 
 
 def confident_pseudo_label_loss(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-    """Binary cross-entropy of logits (B, 1, H, W) towards target (B, H, W) in {0, 1} over the pixels
-    where weight (B, H, W) is 1 (mean over those pixels; 0 with a gradient of zeros if there are none)."""
-    w = weight.unsqueeze(1).to(logits.dtype)
-    bce = F.binary_cross_entropy_with_logits(logits, target.unsqueeze(1).to(logits.dtype), reduction="none")
-    return (bce * w).sum() / w.sum().clamp_min(1.0)
+    """Cross-entropy of logits towards target over the pixels where weight (B, *S) is 1 (mean over those
+    pixels; 0 with a gradient of zeros if there are none). Binary: logits (B, 1, *S), target (B, *S) in
+    {0, 1}, binary cross-entropy; multi-class: logits (B, C, *S), target (B, *S) class ids in [0, C)."""
+    if logits.shape[1] == 1:
+        w = weight.unsqueeze(1).to(logits.dtype)
+        ce = F.binary_cross_entropy_with_logits(
+            logits, target.unsqueeze(1).to(logits.dtype), reduction="none"
+        )
+    else:
+        w = weight.to(logits.dtype)
+        ce = F.cross_entropy(logits, target.long(), reduction="none")
+    return (ce * w).sum() / w.sum().clamp_min(1.0)
+
+
+def pseudo_label_targets(ref_logits: Tensor, confidence: float) -> tuple[Tensor, Tensor]:
+    """The base model's mask and where it is confident, from its logits (B, 1 | C, *S): target uint8
+    (B, *S) (logit > 0 for binary, argmax otherwise) and keep uint8 (B, *S) (top class probability >=
+    confidence)."""
+    if ref_logits.shape[1] == 1:
+        base = ref_logits[:, 0]
+        return (base > 0).to(torch.uint8), (torch.sigmoid(base.abs()) >= confidence).to(torch.uint8)
+    top, label = torch.softmax(ref_logits, dim=1).max(dim=1)
+    return label.to(torch.uint8), (top >= confidence).to(torch.uint8)
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ from rndpo.losses import (
     consistency_loss,
     ema_update,
     preference_loss,
+    pseudo_label_targets,
     sft_top_loss,
     supervised_anchor_loss,
 )
@@ -206,9 +207,7 @@ def _step_loss(
         metrics["consistency"] = float(loss.detach()) / method.beta
     elif method.objective == "pseudo_label":
         assert ref is not None
-        base = ref[torch.from_numpy(img)].to(device).float()[:, 0]
-        target = (base > 0).to(torch.uint8)
-        keep = (torch.sigmoid(base.abs()) >= method.confidence).to(torch.uint8)
+        target, keep = pseudo_label_targets(ref[torch.from_numpy(img)].to(device).float(), method.confidence)
         images, (target, keep) = _augmented(images, [target, keep], aug, part)
         loss = method.beta * confident_pseudo_label_loss(forward(images), target, keep)
         metrics["pseudo_label_loss"] = float(loss.detach()) / method.beta
