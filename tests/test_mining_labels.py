@@ -569,3 +569,21 @@ def test_num_classes_is_keyword_only_and_defaults_to_binary() -> None:
         assert list(inspect.signature(func).parameters)[-1] == "num_classes"
     with pytest.raises(TypeError):
         pairwise_stats(HAND, 3)  # type: ignore[misc]  # num_classes is keyword-only
+
+
+def test_mine_configured_passes_num_classes_to_mine_pairs() -> None:
+    from rndpo.config import MiningConfig
+    from rndpo.mining import mine_configured
+
+    rng = np.random.default_rng(3)
+    masks = rng.integers(0, 4, (5, 6, 7, 8), dtype=np.uint8)
+    scores = rng.random((5, 6))
+    cfg = MiningConfig(max_region_fraction=0.9, max_pairs_per_image=2)
+    got = mine_configured(masks, scores, "all_pairs", cfg, seed=1, num_classes=4)
+    want = rndpo.mine_pairs(
+        masks, scores, "all_pairs", seed=1, max_region_fraction=0.9, max_pairs_per_image=2, num_classes=4
+    )
+    np.testing.assert_array_equal(got.region_size, want.region_size)
+    np.testing.assert_array_equal(got.chosen, want.chosen)
+    with pytest.raises(ValueError, match="masks must contain only 0 and 1"):
+        mine_configured(masks, scores, "all_pairs", cfg)  # label maps without num_classes are refused

@@ -406,10 +406,18 @@ def mine_pairs(
 
 
 def mine_configured(
-    masks: npt.ArrayLike, scores: npt.ArrayLike, miner: str, mining: MiningConfig, *, seed: int = 0
+    masks: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    miner: str,
+    mining: MiningConfig,
+    *,
+    seed: int = 0,
+    num_classes: int | None = None,
 ) -> PairSet:
     """:func:`mine_pairs` with the filters of a ``[mining]`` config and one ``mining.strategies`` entry
-    ``miner`` (``"name"`` or ``"name:margin"``; not ``"auto"``, which is resolved per judge first)."""
+    ``miner`` (``"name"`` or ``"name:margin"``; not ``"auto"``, which is resolved per judge first).
+    num_classes: None (binary masks) or C for label maps, as in :func:`mine_pairs`; a bank's own count
+    (``ProposalBank.num_classes``) with C > 2."""
     spec = mining.parse_strategy(miner)
     return mine_pairs(
         masks,
@@ -421,4 +429,5 @@ def mine_configured(
         max_pairs_per_image=mining.max_pairs_per_image,
         max_region_fraction=mining.max_region_fraction,
         seed=seed,
+        num_classes=num_classes,
     )
