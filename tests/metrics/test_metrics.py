@@ -360,3 +360,206 @@ def test_spearman_compares_flat_and_rejects_unequal_sizes() -> None:
     assert spearman(a, a.ravel()[::-1]) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="as many values"):
         spearman(np.arange(3.0), np.arange(4.0))
+
+
+# --- N-D surface distances: the length of spacing says 2D or 3D ---------------------------------------
+
+
+def _random_volumes(
+    seed: int, n: int, shape: tuple[int, int, int], smooth: float, level: float
+) -> np.ndarray:
+    """bool (n, D, H, W): thresholded smoothed noise, blob-like at smooth > 0."""
+    rng = np.random.default_rng(seed)
+    field = rng.random((n, *shape))
+    if smooth:
+        field = ndimage.gaussian_filter(field, (0, smooth, smooth, smooth))
+    axes = (1, 2, 3)
+    field = (field - field.mean(axis=axes, keepdims=True)) / (field.std(axis=axes, keepdims=True) + 1e-12)
+    return field > level
+
+
+def _oracle_surface_nd(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]) -> list[np.ndarray]:
+    """Brute force in any dimension: boundary voxels (a face neighbour outside the mask or the image), then
+    every pairwise distance; returns [pred->target, target->pred] (both masks non-empty)."""
+
+    def boundary(m: np.ndarray) -> np.ndarray:
+        points = []
+        for idx in np.ndindex(*m.shape):
+            if not m[idx]:
+                continue
+            for axis in range(m.ndim):
+                for step in (-1, 1):
+                    nb = list(idx)
+                    nb[axis] += step
+                    if not 0 <= nb[axis] < m.shape[axis] or not m[tuple(nb)]:
+                        points.append(idx)
+                        break
+                else:
+                    continue
+                break
+        return np.array(points, dtype=np.float64) * np.asarray(spacing)
+
+    bp, bt = boundary(pred), boundary(target)
+    dist = np.sqrt(((bp[:, None, :] - bt[None, :, :]) ** 2).sum(-1))
+    return [dist.min(axis=1), dist.min(axis=0)]
+
+
+def _oracle_nd(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]) -> tuple[float, float]:
+    """(hd95, assd) by brute force, with the module's empty-mask conventions."""
+    if not pred.any() and not target.any():
+        return 0.0, 0.0
+    if not pred.any() or not target.any():
+        diag = math.sqrt(sum((n * s) ** 2 for n, s in zip(pred.shape, spacing, strict=True)))
+        return diag, diag
+    d = _oracle_surface_nd(pred, target, spacing)
+    return max(np.percentile(d[0], 95), np.percentile(d[1], 95)), float(np.concatenate(d).mean())
+
+
+_SPACING_3D = st.tuples(st.floats(0.2, 4.0), st.floats(0.2, 4.0), st.floats(0.2, 4.0))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 7)),
+    smooth=st.sampled_from([0.0, 1.0]),
+    level=st.floats(-1.0, 2.0),
+    spacing=_SPACING_3D,
+)
+def test_3d_metrics_match_brute_force_oracle(
+    seed: int, shape: tuple[int, int, int], smooth: float, level: float, spacing: tuple[float, float, float]
+) -> None:
+    pred = _random_volumes(seed, 2, shape, smooth, level)
+    target = _random_volumes(seed + 1, 2, shape, smooth, level)
+    ref = np.array([_oracle_nd(p, t, spacing) for p, t in zip(pred, target, strict=True)])
+    np.testing.assert_allclose(hd95(pred, target, spacing), ref[:, 0], rtol=1e-9)
+    np.testing.assert_allclose(assd(pred, target, spacing), ref[:, 1], rtol=1e-9)
+
+
+@_MONAI_WARNING
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(4, 14), st.integers(4, 14), st.integers(4, 14)),
+    smooth=st.sampled_from([0.0, 1.0, 2.0]),
+    level=st.floats(-0.5, 1.5),
+    spacing=_SPACING_3D,
+)
+def test_3d_metrics_match_monai_with_anisotropic_spacing(
+    seed: int, shape: tuple[int, int, int], smooth: float, level: float, spacing: tuple[float, float, float]
+) -> None:
+    pred = _random_volumes(seed, 3, shape, smooth, level)
+    target = _random_volumes(seed + 7, 3, shape, smooth, level)
+    keep = pred.any(axis=(1, 2, 3)) & target.any(axis=(1, 2, 3))  # MONAI gives inf/nan on empty masks
+    assume(keep.any())
+    pred, target = pred[keep], target[keep]
+    p = torch.from_numpy(pred[:, None].astype(np.float32))
+    t = torch.from_numpy(target[:, None].astype(np.float32))
+    ref_hd = compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=spacing)
+    ref_assd = compute_average_surface_distance(
+        p, t, include_background=True, symmetric=True, spacing=spacing
+    )
+    np.testing.assert_allclose(hd95(pred, target, spacing), ref_hd.numpy()[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(assd(pred, target, spacing), ref_assd.numpy()[:, 0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("v1", "v2", "spacing"),
+    [
+        ((1, 2, 3), (4, 2, 3), (2.5, 1.0, 1.0)),
+        ((0, 0, 0), (5, 6, 7), (3.0, 0.5, 0.7)),
+        ((2, 2, 2), (2, 2, 2), (1, 2, 3)),
+    ],
+)
+def test_3d_single_voxels_are_their_scaled_distance_apart(
+    v1: tuple[int, int, int], v2: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> None:
+    a = np.zeros((6, 8, 9), dtype=bool)
+    b = np.zeros((6, 8, 9), dtype=bool)
+    a[v1] = True
+    b[v2] = True
+    expected = math.sqrt(sum(((i - j) * s) ** 2 for i, j, s in zip(v1, v2, spacing, strict=True)))
+    assert hd95(a, b, spacing) == pytest.approx(expected)
+    assert assd(a, b, spacing) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("offset", "depth_spacing"), [(1, 1.0), (3, 2.5), (5, 0.4)])
+def test_parallel_slabs_are_offset_times_depth_spacing_apart(offset: int, depth_spacing: float) -> None:
+    # one-voxel-thick slabs are all boundary; in 3D the nearest point is straight across in depth, whereas
+    # reading the volume as a batch of 2D slices would give the image diagonal (slices with one empty mask)
+    a = np.zeros((10, 12, 12), dtype=bool)
+    b = np.zeros((10, 12, 12), dtype=bool)
+    a[2, 2:10, 3:9] = True
+    b[2 + offset, 2:10, 3:9] = True
+    spacing = (depth_spacing, 0.8, 1.1)
+    assert hd95(a, b, spacing) == pytest.approx(offset * depth_spacing)
+    assert assd(a, b, spacing) == pytest.approx(offset * depth_spacing)
+    np.testing.assert_allclose(hd95(a, b, spacing[1:])[[2, 2 + offset]], math.hypot(12 * 0.8, 12 * 1.1))
+
+
+def test_the_length_of_spacing_decides_batch_of_slices_or_volume() -> None:
+    pred = _random_volumes(21, 2, (5, 9, 8), 1.0, 0.2)
+    target = _random_volumes(22, 2, (5, 9, 8), 1.0, 0.2)
+    for fn in (hd95, assd):
+        # 3-D array, 2-element spacing: a batch of 2D slices, each scored on its own
+        slices = fn(pred[0], target[0], (0.7, 1.3))
+        assert isinstance(slices, np.ndarray) and slices.shape == (5,)
+        np.testing.assert_array_equal(
+            slices, [fn(p, t, (0.7, 1.3)) for p, t in zip(pred[0], target[0], strict=True)]
+        )
+        # 3-D array, 3-element spacing: one volume, a float; 4-D: a batch of volumes
+        batch = fn(pred, target, (2.0, 0.7, 1.3))
+        assert isinstance(batch, np.ndarray) and batch.dtype == np.float64 and batch.shape == (2,)
+        for i in range(2):
+            single = fn(pred[i], target[i], np.array([2.0, 0.7, 1.3]))
+            assert isinstance(single, float) and single == batch[i]
+
+
+def test_3d_empty_volumes_follow_the_conventions() -> None:
+    empty = np.zeros((2, 4, 10, 14), dtype=bool)
+    some = empty.copy()
+    some[:, 1:3, 2:5, 3:9] = True
+    spacing = (3.0, 0.5, 2.0)
+    diag = math.sqrt((4 * 3.0) ** 2 + (10 * 0.5) ** 2 + (14 * 2.0) ** 2)
+    for fn in (hd95, assd):
+        np.testing.assert_array_equal(fn(empty, empty, spacing), 0.0)
+        np.testing.assert_allclose(fn(empty, some, spacing), diag)
+        np.testing.assert_allclose(fn(some, empty, spacing), diag)
+
+
+@pytest.mark.parametrize("fn", [hd95, assd])
+def test_mask_and_spacing_combinations_that_do_not_fit_raise(fn) -> None:
+    m2, m3, m4, m5 = (np.zeros((4,) * k, dtype=bool) for k in (2, 3, 4, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"spacing must have length 2 \(row, column\), got length 3 for pred of shape \(4, 4\)",
+    ):
+        fn(m2, m2, (1.0, 1.0, 1.0))
+    with pytest.raises(
+        ValueError,
+        match=r"pred must have shape \(N, H, W\) or \(H, W\), got ndim 4 with shape \(4, 4, 4, 4\), for"
+        r" spacing of length 2; a batch of volumes \(N, D, H, W\) needs a 3-element spacing",
+    ):
+        fn(m4, m4, (1.0, 1.0))
+    with pytest.raises(
+        ValueError,
+        match=r"pred must have shape \(N, D, H, W\) or \(D, H, W\), got ndim 5 .* spacing of length 3",
+    ):
+        fn(m5, m5, (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"target must have shape \(N, D, H, W\) or \(D, H, W\), got ndim 2"):
+        fn(m3, m2, (1.0, 1.0, 1.0))
+    with pytest.raises(
+        ValueError,
+        match=r"spacing must have length 2 \(row, column\) or 3 \(depth, row, column\), got length 4",
+    ):
+        fn(m4, m4, (1.0, 1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"spacing must have length 2 .* got length 1"):
+        fn(m2, m2, (1.0,))
+    with pytest.raises(ValueError, match="spacing must be finite and > 0"):
+        fn(m3, m3, (1.0, 0.0, 1.0))
+    with pytest.raises(TypeError, match="spacing must be a sequence of 2 numbers"):
+        fn(m3, m3, 1.0)
+    with pytest.raises(
+        ValueError, match=r"target must have the same shape as pred \(4, 4, 4\), got \(4, 4, 5\)"
+    ):
+        fn(m3, np.zeros((4, 4, 5), dtype=bool), (1.0, 1.0, 1.0))
