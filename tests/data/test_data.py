@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from skimage.io import imsave
 from rndpo.data import (
     DatasetSplits,
     SegmentationDataset,
+    VolumeSlices,
     load_folder,
     load_nifti,
     load_npz,
@@ -352,7 +354,7 @@ def _write_npz(path: Path, images: np.ndarray, masks: np.ndarray, ids: np.ndarra
     arrays = {"images": images, "masks": masks}
     if ids is not None:
         arrays["ids"] = ids
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
     return path
 
 
@@ -419,7 +421,9 @@ def test_real_npz_files_load(name: str, shape: int, channels: int) -> None:
     assert ds.name == name
     assert ds.masks.any(axis=(1, 2)).all()
     if name == "hc18":
-        assert 0 < len(np.unique(ds.groups)) < 999  # e.g. 010_HC and 010_2HC share group 010
+        assert (
+            ds.groups is not None and 0 < len(np.unique(ds.groups)) < 999
+        )  # e.g. 010_HC and 010_2HC share group 010
         sp = split_dataset(ds, label_budget=0.1, seed=0)
         owner: dict[str, str] = {}
         for part in ("labeled", "unlabeled", "val", "test"):
@@ -552,21 +556,63 @@ def test_load_nifti_slices_groups_and_skip(tmp_path: Path) -> None:
         seg[2:6, 3:8, 1 + v : 4] = 1  # volume 0: slices 1-3 have foreground, volume 1: slices 2-3
         vols.append(_write_nifti(tmp_path / f"vol{v}.nii.gz", vol))
         segs.append(_write_nifti(tmp_path / f"seg{v}.nii.gz", seg))
-    ds = load_nifti(vols, segs, axis=2)
+    # every slice is kept by default, empty ones too: validation and test need them
+    every = load_nifti(vols, segs, axis=2)
+    assert isinstance(every, VolumeSlices) and every.images.shape == (10, 1, 10, 12)
+    np.testing.assert_array_equal(every.volumes, [0] * 5 + [1] * 5)
+    np.testing.assert_array_equal(every.masks.any(axis=(1, 2)), [0, 1, 1, 1, 0, 0, 0, 1, 1, 0])
+    assert every.ids[0] == "vol0_0000" and every.ids[-1] == "vol1_0004"
+    ds = load_nifti(vols, segs, axis=2, skip_empty=True)
     assert ds.images.shape == (5, 1, 10, 12) and ds.masks.shape == (5, 10, 12)
     np.testing.assert_array_equal(ds.groups, [0, 0, 0, 1, 1])
     np.testing.assert_array_equal(ds.ids, ["vol0_0001", "vol0_0002", "vol0_0003", "vol1_0002", "vol1_0003"])
     assert ds.masks.any(axis=(1, 2)).all()
+    np.testing.assert_array_equal(ds.images, every.images[every.masks.any(axis=(1, 2))])
     assert ds.images.min() >= 0.0 and ds.images.max() <= 1.0
-    every = load_nifti(vols, segs, axis=0, skip_empty=False, image_size=8)
-    assert every.images.shape == (20, 1, 8, 8)
+    assert load_nifti(vols, segs, axis=0, image_size=8).images.shape == (20, 1, 8, 8)
     windowed = load_nifti(vols[:1], segs[:1], window=(0.0, 500.0))
     import nibabel as nib
 
-    raw = np.asarray(nib.load(vols[0]).get_fdata())[:, :, 1]
-    np.testing.assert_allclose(windowed.images[0, 0], np.clip(raw, 0, 500) / 500, atol=1e-6)
-    sp = split_dataset(ds, label_budget=1, val_fraction=0.0, test_fraction=0.4, seed=0)
-    assert len(set(sp.test.groups.tolist()) & set(sp.labeled.groups.tolist())) == 0
+    raw = np.asarray(nib.load(vols[0]).get_fdata())[:, :, 1]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(windowed.images[1, 0], np.clip(raw, 0, 500) / 500, atol=1e-6)
+    sp = split_dataset(every, label_budget=1, val_fraction=0.0, test_fraction=0.4, seed=0)
+    assert isinstance(sp.test, VolumeSlices) and isinstance(sp.labeled, VolumeSlices)
+    assert len(set(sp.test.volumes.tolist()) & set(sp.labeled.volumes.tolist())) == 0
+    assert len(sp.test) == 5  # a whole volume, empty slices too
+
+
+def test_load_nifti_says_once_that_slices_are_stretched(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seg = np.zeros((10, 12, 3), np.uint8)
+    seg[2:5, 2:5, 1] = 1
+    vol, mask = (
+        _write_nifti(tmp_path / "v.nii.gz", seg.astype(np.float32)),
+        _write_nifti(tmp_path / "m.nii.gz", seg),
+    )
+    with caplog.at_level(logging.INFO, logger="rndpo"):
+        load_nifti([vol, vol], [mask, mask], image_size=8)
+    lines = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+    assert lines == [
+        "load_nifti: 6 slices of 10x12 pixels resized to 8x8 (a non-square slice is stretched; the aspect"
+        " ratio is not kept)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rndpo"):
+        load_nifti([vol], [mask])  # no resizing: nothing to say
+    assert not caplog.records
+
+
+def test_volume_slices_need_volume_keys_and_stay_slices_when_subset() -> None:
+    ds = _tiny(4)
+    with pytest.raises(ValueError, match=r"groups must hold the volume key of each slice.*got None"):
+        VolumeSlices(ds.images, ds.masks, ds.ids)
+    with pytest.raises(ValueError, match=r"images must be 2D slices \(N, C, H, W\)"):
+        VolumeSlices(ds.images[:, :, None], ds.masks[:, None], ds.ids, np.zeros(4, np.int64))
+    slices = VolumeSlices(ds.images, ds.masks, ds.ids, np.array([3, 3, 5, 5]))
+    sub = slices.subset(np.array([2, 0]))
+    assert isinstance(sub, VolumeSlices)
+    np.testing.assert_array_equal(sub.volumes, [5, 3])
 
 
 def test_load_nifti_errors_name_the_file(tmp_path: Path) -> None:
@@ -587,8 +633,9 @@ def test_load_nifti_errors_name_the_file(tmp_path: Path) -> None:
     ):
         load_nifti([vol], [small])
     empty = _write_nifti(tmp_path / "empty.nii.gz", np.zeros((6, 6, 3), np.uint8))
+    assert len(load_nifti([vol], [empty])) == 3  # empty slices are kept
     with pytest.raises(ValueError, match=r"no slice along axis 2 has foreground in .*empty\.nii\.gz"):
-        load_nifti([vol], [empty])
+        load_nifti([vol], [empty], skip_empty=True)
     with pytest.raises(FileNotFoundError, match=r"gone\.nii\.gz"):
         load_nifti([tmp_path / "gone.nii.gz"], [seg])
     with pytest.raises(ValueError, match="mask_paths must have one entry per image, expected 1, got 2"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -41,7 +43,7 @@ def test_oracle_pairs_pick_the_truly_best_proposal_and_pool_dice_orders() -> Non
 
 
 def test_ladder_table_gives_means_and_gains_over_base() -> None:
-    ladder = [
+    ladder: list[dict[str, Any]] = [
         {
             "seed": s,
             "base_dice": 0.5 + 0.01 * s,
@@ -71,3 +73,22 @@ def test_ladder_table_gives_means_and_gains_over_base() -> None:
     del ladder[0]["judges"]["oracle"]["image_spearman"]
     assert "| 0.7000 ± 0.0000 |" in ladder_table(ladder)
     assert ladder_table([]) == ""
+
+
+def test_ladder_table_of_an_unlabeled_pool_shows_the_control_and_says_what_is_left_out() -> None:
+    entry = {
+        "seed": 0,
+        "base_dice": 0.5,
+        "pool_truth": False,
+        "labeled_only_dice": 0.55,
+        "judges": {"learned_qc": {"top1_dice": None, "spearman": None, "val_spearman": 0.4}},
+        "methods": {"rn_cdpo (learned_qc, auto)": 0.6},
+    }
+    text = ladder_table([entry])
+    assert "| fine-tuning on the labeled images alone (recipe control) | 0.5500 (+0.0500) |" in text
+    assert "perfect-label ceiling" not in text and "bank ceiling" not in text
+    assert "The pool has no ground truth (`data.unlabeled_path`)" in text
+    assert "| judge learned_qc: top-1 pick | - | - | 0.4000 | - | - |" in text
+    # a pool with ground truth (or a results file from before pool_truth was written): no note
+    for known in ({**entry, "pool_truth": True}, {k: v for k, v in entry.items() if k != "pool_truth"}):
+        assert "no ground truth" not in ladder_table([known])

@@ -89,3 +89,34 @@ def test_npz_pool_with_images_only(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", masks=rgb[..., 0])
     with pytest.raises(ValueError, match=r"lacks the arrays \['images'\]; it has \['masks'\]"):
         load_unlabeled(tmp_path / "bad.npz", image_size=16)
+
+
+def test_the_ladder_with_an_unlabeled_pool_keeps_the_rungs_that_need_no_pool_labels(tmp_path: Path) -> None:
+    labeled, pool = _write_folders(tmp_path)
+    out = tmp_path / "out"
+    sets = [f"data.path={labeled}", f"data.unlabeled_path={pool}", "data.test_fraction=0.25", *TINY]
+    sets.append("finetune.rounds=1")
+    argv = ["run", str(PRODUCTION), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    (entry,) = results["ladder"]  # one seed
+    (row,) = results["runs"]
+    assert entry["pool_truth"] is False and entry["seed"] == 0
+    assert entry["base_dice"] == row["base_dice"]  # the same test split and base model
+    control = next((out / "runs").glob("ladder-labeled_only-s0-*.json"))
+    assert entry["labeled_only_dice"] == json.loads(control.read_text())["final_dice"]
+    assert len(entry["labeled_only_dice_per_image"]) == len(entry["base_dice_per_image"])
+    for absent in ("perfect_label_dice", "oracle_best_of_k_dice", "pool_base_dice", "pool_best_of_k_dice"):
+        assert absent not in entry, absent  # they need the pool's labels
+    assert [p.name for p in (out / "runs").glob("ladder-*.json")] == [control.name]
+    assert entry["methods"] == {"rn_cdpo (learned_qc, auto)": row["final_dice"]}
+    md = (out / "results.md").read_text()
+    assert md.startswith("## Headroom ladder")
+    gain = entry["labeled_only_dice"] - entry["base_dice"]
+    control_line = (
+        f"| fine-tuning on the labeled images alone (recipe control) | {entry['labeled_only_dice']:.4f}"
+        f" ({gain:+.4f}) |"
+    )
+    assert control_line in md
+    assert "perfect-label ceiling" not in md and "bank ceiling" not in md
+    assert "The pool has no ground truth (`data.unlabeled_path`): the rungs that need its labels" in md

@@ -28,6 +28,12 @@ class DataConfig:
     nifti_images: tuple[str, ...] = field(default=(), metadata=help_text("nifti: image volume paths"))
     nifti_masks: tuple[str, ...] = field(default=(), metadata=help_text("nifti: mask volume paths"))
     nifti_axis: int = field(default=2, metadata=help_text("nifti: slicing axis"))
+    skip_empty: bool = field(
+        default=False,
+        metadata=help_text(
+            "nifti slicing: drop slices without foreground from the labeled training split only"
+        ),
+    )
     image_size: int = field(
         default=64, metadata=help_text("square size images are resized to (synthetic: generated at)")
     )
@@ -62,6 +68,8 @@ class DataConfig:
             raise ConfigError(
                 "data.nifti_images and data.nifti_masks must be non-empty lists of equal length"
             )
+        if self.skip_empty and self.kind != "nifti":
+            raise ConfigError(f"data.skip_empty applies to data.kind = 'nifti' only, got kind {self.kind!r}")
         if self.nifti_axis not in (0, 1, 2, -1, -2, -3):
             raise ConfigError(f"data.nifti_axis must be one of 0, 1, 2 (or -3..-1), got {self.nifti_axis}")
         if self.image_size < 8:

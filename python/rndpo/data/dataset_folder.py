@@ -40,7 +40,10 @@ from rndpo.data.volume_set import VolumeSet, map_label_values, normalize_volume
 __all__ = [
     "CaseFiles",
     "DatasetDescription",
+    "check_case_headers",
+    "find_cases",
     "load_dataset_folder",
+    "read_case_image",
     "read_dataset_json",
     "read_unlabeled_folder",
 ]
@@ -405,35 +408,48 @@ def _unlabeled_cases(folder: Path, channels: int) -> list[CaseFiles]:
     return [CaseFiles(s, (p,), None) for s, p in zip(stems, files, strict=True)]
 
 
-def read_unlabeled_folder(folder: str | Path, channels: int) -> VolumeSet:
-    """Volumes without labels: a folder of NIfTI files, or one NIfTI file, with ``channels`` channels.
+def find_cases(path: str | Path, channels: int) -> list[CaseFiles]:
+    """The unlabeled cases at ``path`` (a folder of NIfTI files, or one NIfTI file), ``channels`` each.
 
     Files named ``<case>_<4 digits>.nii.gz`` that form channels 0..channels-1 of each case are grouped by
     case (nnU-Net naming; the case is the name without the suffix); otherwise each file is one case
-    (named by its file name, a 4-D file holding the channels). Headers are checked before voxels are read;
-    images are normalised per channel (:func:`normalize_volume`).
+    (named by its file name, a 4-D file holding the channels). Only names are read, no header.
     """
-    folder = Path(folder)
+    path = Path(path)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be an int >= 1, got {channels!r}")
-    if folder.is_file():
-        if not folder.name.endswith(NIFTI_ENDINGS):
+    if path.is_file():
+        if not path.name.endswith(NIFTI_ENDINGS):
             raise ValueError(
-                f"{folder}: expected a NIfTI file (ending in {' or '.join(NIFTI_ENDINGS)}) or a folder"
+                f"{path}: expected a NIfTI file (ending in {' or '.join(NIFTI_ENDINGS)}) or a folder"
             )
-        cases = [CaseFiles(case_name(folder), (folder,), None)]
-    elif folder.is_dir():
-        cases = _unlabeled_cases(folder, channels)
-    else:
-        raise FileNotFoundError(f"folder not found: {folder}")
-    headers = []
-    for case in cases:
-        infos = [read_volume_info(p) for p in case.images]
-        _check_case(case.name, infos, None, channels)
-        headers.append(infos[0])
+        return [CaseFiles(case_name(path), (path,), None)]
+    if path.is_dir():
+        return _unlabeled_cases(path, channels)
+    raise FileNotFoundError(f"folder not found: {path}")
+
+
+def check_case_headers(case: CaseFiles, channels: int) -> VolumeInfo:
+    """Read the headers of one case's image files and check its channel count and grid (one-line
+    ValueErrors naming the case); returns the first file's header, the grid its outputs are written on."""
+    infos = [read_volume_info(p) for p in case.images]
+    _check_case(case.name, infos, None, channels)
+    return infos[0]
+
+
+def read_case_image(case: CaseFiles) -> np.ndarray:
+    """The image of one case as float32 (C, z, y, x), each channel normalised (:func:`normalize_volume`)."""
+    return _read_images(case.images)
+
+
+def read_unlabeled_folder(folder: str | Path, channels: int) -> VolumeSet:
+    """Volumes without labels: the cases of :func:`find_cases`, all headers checked before any voxels are
+    read; images normalised per channel (:func:`normalize_volume`)."""
+    cases = find_cases(folder, channels)
+    headers = [check_case_headers(case, channels) for case in cases]
     return VolumeSet(
         case_names=tuple(c.name for c in cases),
-        images=tuple(_read_images(c.images) for c in cases),
+        images=tuple(read_case_image(c) for c in cases),
         masks=tuple(None for _ in cases),
         references=tuple(headers),
         image_paths=tuple(c.images for c in cases),

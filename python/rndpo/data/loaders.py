@@ -3,6 +3,7 @@ conversion to the one image rule (see :mod:`rndpo.data`)."""
 
 from __future__ import annotations
 
+import logging
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from rndpo.data.dataset import SegmentationDataset, _some_values
+from rndpo.data.slices import VolumeSlices
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -24,6 +26,8 @@ __all__ = [
     "resize_image",
     "scale_volume",
 ]
+
+log = logging.getLogger("rndpo")
 
 #: File extensions :func:`load_folder` reads (case-insensitive).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -420,18 +424,21 @@ def load_nifti(
     mask_paths: Sequence[str | Path],
     *,
     axis: int = 2,
-    skip_empty: bool = True,
+    skip_empty: bool = False,
     image_size: int | None = None,
     window: tuple[float, float] | None = None,
     labels: Sequence[int] | None = None,
     name: str | None = None,
-) -> SegmentationDataset:
+) -> VolumeSlices:
     """Slice 3D NIfTI volumes (nibabel) to 2D along ``axis`` into a grayscale dataset (C = 1).
 
     Each image volume is normalised on its own to [0, 1]: clipped to ``window`` (lo, hi) if given, else to
     its 0.5 and 99.5 percentiles. Masks must be binary unless ``labels`` names the label values that count as
-    foreground. ``skip_empty`` drops slices without foreground. ``groups`` is the volume index, so slices of
-    one volume never cross splits; ids are ``<file stem>_<slice:04d>``. Errors name the file.
+    foreground. Every slice is kept, empty ones too; ``skip_empty`` drops slices without foreground (for
+    training data only: validation and test need the empty slices, see :class:`VolumeSlices`).
+    ``image_size`` resizes each slice to image_size x image_size, stretching a non-square slice (the
+    aspect ratio is not kept; logged once). ``groups`` is the volume index, so slices of one volume never
+    cross splits and evaluation is per volume; ids are ``<file stem>_<slice:04d>``. Errors name the file.
     """
     import nibabel as nib
 
@@ -489,8 +496,19 @@ def load_nifti(
     if not images:
         raise ValueError(
             f"mask_paths: no slice along axis {axis} has foreground in {[str(p) for p in masks_in]}"
+            " (skip_empty drops every slice)"
+        )
+    shapes = sorted({im.shape[1:] for im in images})
+    if image_size is not None and shapes != [(image_size, image_size)]:
+        log.info(
+            "load_nifti: %d slices of %s pixels resized to %dx%d (a non-square slice is stretched;"
+            " the aspect ratio is not kept)",
+            len(images),
+            ", ".join("x".join(map(str, hw)) for hw in shapes),
+            image_size,
+            image_size,
         )
     stacked_images, stacked_masks = _stack(images, masks, sources, image_size, "image_paths")
-    return SegmentationDataset(
+    return VolumeSlices(
         stacked_images, stacked_masks, np.array(ids), np.array(groups, dtype=np.int64), name or "nifti"
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,6 +43,7 @@ from rndpo.config import (
     RunConfig,
     config_to_dict,
 )
+from rndpo.data import VolumeSlices
 from rndpo.judges import (
     JudgeCalibration,
     OracleJudge,
@@ -80,7 +82,8 @@ log = logging.getLogger("rndpo")
 @dataclass(frozen=True)
 class ExperimentResult:
     """rows: one dict per (method, judge, miner, seed); out: the output folder; ladder: one headroom
-    ladder dict per seed (see :mod:`rndpo.pipeline.ladder`), empty when the pool has no ground truth."""
+    ladder dict per seed (see :mod:`rndpo.pipeline.ladder`), empty when there is no test split; without
+    ground truth on the pool it holds the rungs that need no pool labels."""
 
     rows: list[dict[str, Any]]
     out: Path
@@ -111,26 +114,27 @@ def run_experiment(
     if rank() == 0:
         check_out(out, resume=resume, overwrite=overwrite)
     check_device(config.device)
-    data = load_data(config.data)
-    splits = split_data(config.data, data)
-    if len(splits.val) == 0:
-        raise ConfigError("data.val_fraction leaves no validation images: models are selected on them")
-    pool = load_pool(config.data, splits)
+    with _held_lines() as early:  # what loading says (resizing, skip_empty) goes to rndpo.log too
+        data = load_data(config.data)
+        splits = split_data(config.data, data)
+        if len(splits.val) == 0:
+            raise ConfigError("data.val_fraction leaves no validation images: models are selected on them")
+        pool = load_pool(config.data, splits)
     barrier()
     lock: AbstractContextManager[Any] = lock_out(out) if rank() == 0 else nullcontext()
     with lock:
         stages = Stages(config, out, splits, pool, progress=progress, keep=keep, dataset=data.name)
-        return _run_locked(stages, overwrite=overwrite)
+        return _run_locked(stages, overwrite=overwrite, early=early.records)
 
 
-def _run_locked(stages: Stages, *, overwrite: bool) -> ExperimentResult:
+def _run_locked(stages: Stages, *, overwrite: bool, early: Sequence[logging.LogRecord]) -> ExperimentResult:
     config, out, splits = stages.config, stages.out, stages.splits
     marker = out / RUN_MARKER
     if rank() == 0:
         if overwrite and marker.exists():
             clear_out(out)
         remove_leftovers(out)
-    with _log_file(out / "rndpo.log" if rank() == 0 else None):
+    with _log_file(out / "rndpo.log" if rank() == 0 else None, early):
         log.info(
             "data %s: %d labeled, %d unlabeled%s, %d val, %d test images of %s",
             stages.dataset,
@@ -141,6 +145,13 @@ def _run_locked(stages: Stages, *, overwrite: bool) -> ExperimentResult:
             len(splits.test),
             "x".join(map(str, splits.labeled.images.shape[1:])),
         )
+        if isinstance(splits.val, VolumeSlices):
+            log.info(
+                "validation and test Dice are per volume (%d and %d volumes, every slice kept, empty ones"
+                " too): intersections and sizes are summed over a volume's slices",
+                np.unique(splits.val.volumes).size,
+                np.unique(splits.test.volumes).size if isinstance(splits.test, VolumeSlices) else 0,
+            )
         if rank() == 0:
             write_json(marker, {"version": __version__, "config": config_to_dict(config)})
         barrier()
@@ -160,11 +171,36 @@ def _run_locked(stages: Stages, *, overwrite: bool) -> ExperimentResult:
     return ExperimentResult(rows, out, ladder)
 
 
-class _log_file:
-    """Append the ``rndpo`` logger's INFO lines to ``path`` while the block runs (None: do nothing)."""
+class _held_lines(logging.Handler):
+    """Keep the ``rndpo`` logger's INFO lines (in ``records``) while the block runs, before the output
+    folder may be written to; :class:`_log_file` writes them first."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.level_before = log.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> _held_lines:
+        log.addHandler(self)
+        if log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        log.removeHandler(self)
+        log.setLevel(self.level_before)
+
+
+class _log_file:
+    """Append the ``rndpo`` logger's INFO lines to ``path`` while the block runs, after the ``early``
+    ones (None: do nothing)."""
+
+    def __init__(self, path: Path | None, early: Sequence[logging.LogRecord] = ()) -> None:
         self.path = path
+        self.early = early
         self.handler: logging.Handler | None = None
         self.level = log.level
 
@@ -175,6 +211,8 @@ class _log_file:
         self.handler = logging.FileHandler(self.path, encoding="utf-8")
         self.handler.setLevel(logging.INFO)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        for record in self.early:
+            self.handler.handle(record)
         log.addHandler(self.handler)
         if log.getEffectiveLevel() > logging.INFO:
             log.setLevel(logging.INFO)
@@ -219,7 +257,8 @@ def _resolve_miner(
 
 
 def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The rows of one seed, and its headroom ladder (None when the pool has no ground truth)."""
+    """The rows of one seed, and its headroom ladder (None without a test split; without ground truth
+    on the pool, only the rungs that need no pool labels)."""
     config = stages.config
     _, model, snapshots, bank_key, bank = shared_stages(stages, seed)
     test = stages.test
@@ -230,14 +269,25 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
     calibration = cached(partial(stages.calibration, seed, model, snapshots))
     if rank() == 0 and stages.keep != "none":
         save_base(stages, seed, model)
-    has_truth = true_dice is not None and test is not None
     ladder: dict[str, Any] = {"seed": seed, "judges": {}, "methods": {}}
     ft = finetune_key(config.finetune)
     multi = Rounds(stages, model, snapshots, base_state, base_hd95) if config.finetune.rounds > 1 else None
     if test is not None:
         base_eval = evaluate(model, test, distances=False, device=config.device)
-        ladder |= {"base_dice": float(base_eval.dice.mean()), "base_dice_per_image": base_eval.dice.tolist()}
+        if base_eval.n_excluded:
+            log.info(
+                "seed %d: %d test volumes are empty in truth and in the base model's prediction: left out"
+                " of its test Dice",
+                seed,
+                base_eval.n_excluded,
+            )
+        ladder |= {
+            "base_dice": base_eval.means()["dice"],
+            "base_dice_per_image": base_eval.dice.tolist(),
+            "pool_truth": true_dice is not None,
+        }
         labeled = stages.splits.labeled
+        # rungs that need no pool labels; the pool's true masks add the two ceilings
         rungs = [("labeled_only", mask_pairs(labeled.images, labeled.masks))]
         if true_dice is not None:
             ladder |= pool_dice(bank, true_dice)
@@ -381,4 +431,4 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
                         title=f"{stages.dataset}: judge {label}, miner {miner}",
                     )
     model.load_state_dict(base_state)
-    return rows, ladder if has_truth else None
+    return rows, ladder if test is not None else None

@@ -3,6 +3,8 @@ pool, how files were scaled into model inputs, and the configured network."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ __all__ = [
     "split_data",
 ]
 
+log = logging.getLogger("rndpo")
+
 
 def load_data(cfg: DataConfig) -> SegmentationDataset:
     """The dataset a config names; relative paths are taken from the current directory."""
@@ -55,18 +59,31 @@ def split_data(cfg: DataConfig, data: SegmentationDataset) -> DatasetSplits:
     """The seeded splits a config names; ``label_budget`` > 1 is a count of labeled images.
 
     With ``unlabeled_path`` every labeled image not in val or test trains the base model (the
-    ``unlabeled`` split is then empty: the pool comes from ``unlabeled_path``).
+    ``unlabeled`` split is then empty: the pool comes from ``unlabeled_path``). ``skip_empty`` (NIfTI
+    slices) then drops the slices without foreground from the labeled split only: validation, test and
+    the pool keep every slice, so their figures see false positives on empty slices.
     """
     budget = int(cfg.label_budget) if cfg.label_budget > 1 else cfg.label_budget
     if cfg.unlabeled_path:
         budget = 1.0
-    return split_dataset(
+    splits = split_dataset(
         data,
         label_budget=budget,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
     )
+    if not cfg.skip_empty:
+        return splits
+    labeled = splits.labeled
+    keep = np.flatnonzero(labeled.masks.reshape(len(labeled), -1).any(axis=1))
+    log.info("skip_empty: dropped %d of %d labeled training slices", len(labeled) - keep.size, len(labeled))
+    if keep.size == 0:
+        raise ConfigError(
+            f"data.skip_empty drops every one of the {len(labeled)} labeled training slices (none has"
+            " foreground); set it to false"
+        )
+    return dataclasses.replace(splits, labeled=labeled.subset(keep))
 
 
 def image_scaling(cfg: DataConfig) -> dict[str, Any]:

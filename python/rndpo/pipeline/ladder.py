@@ -1,6 +1,6 @@
 """The headroom ladder: where the signal is lost between the base model and a fine-tuned one.
 
-Per seed, on one proposal bank whose pool has ground truth (experiments only), the rungs are:
+Per seed, on the test split (no test split: no ladder), the rungs are:
 
 * ``base``: test Dice of the base model;
 * ``labeled_only``: fine-tuning on the labeled images alone with the same recipe (the control: what
@@ -12,6 +12,10 @@ Per seed, on one proposal bank whose pool has ground truth (experiments only), t
 * per judge: the mean true Dice of its top-ranked proposal on the pool (``top1_dice``) and its pooled
   Spearman correlation with the true Dice;
 * each method's final test Dice.
+
+Without ground truth on the pool (``data.unlabeled_path``) the rungs that need pool labels
+(``perfect_label``, ``oracle_best_of_k``, the judges' true-Dice figures on the pool) are left out, and
+results.md says so; ``base``, ``labeled_only`` and the methods remain.
 
 Reading it: a small ``perfect_label`` gain means fine-tuning cannot absorb labels (no objective can
 show much); ``oracle_best_of_k`` well below ``perfect_label`` means the bank is the limit; a judge's
@@ -93,9 +97,10 @@ _JUDGE_FIELDS = ("top1_dice", "spearman", "val_spearman", "image_spearman", "val
 def ladder_table(ladder: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the ladder: one line per rung, mean ± std over seeds (and the gain over base).
 
-    ``ladder``: one dict per seed as written to results.json (keys seed, base_dice, perfect_label_dice,
-    oracle_best_of_k_dice, pool_*, judges {label: {top1_dice, spearman, val_spearman, image_spearman,
-    val_image_spearman, ...}}, methods {name: final_dice}).
+    ``ladder``: one dict per seed as written to results.json (keys seed, base_dice, pool_truth,
+    labeled_only_dice, perfect_label_dice, oracle_best_of_k_dice, pool_*, judges {label: {top1_dice,
+    spearman, val_spearman, image_spearman, val_image_spearman, ...}}, methods {name: final_dice}).
+    An entry with ``pool_truth`` false (an unlabeled pool) adds a note on the rungs left out.
     """
     if not ladder:
         return ""
@@ -119,6 +124,12 @@ def ladder_table(ladder: Sequence[dict[str, Any]]) -> str:
     for name, vals in sorted(methods.items(), key=lambda kv: -np.mean([v for v in kv[1] if v is not None])):
         lines.append(f"| {name} | {_fmt(vals, base)} |")
     out = "\n".join(lines) + "\n"
+    if not all(e.get("pool_truth", True) for e in ladder):
+        out += (
+            "\nThe pool has no ground truth (`data.unlabeled_path`): the rungs that need its labels"
+            " (fine-tuning on the pool's true masks, sft on the oracle's best of K) and the true-Dice"
+            " figures on the pool are left out.\n"
+        )
     pool = [
         ("pool_base_dice", "base model's mask"),
         ("pool_median_proposal_dice", "median proposal"),

@@ -1,10 +1,12 @@
 """Result files people read: results.json, results.csv, results.md and the plots.
 
 results.json holds ``runs`` (one row per method, judge, miner and seed, with its Dice ``curve`` and
-``final_dice_per_image`` on the test images), ``ladder`` (the headroom ladder per seed, see
-:mod:`rndpo.pipeline.ladder`; empty when the pool has no ground truth), the config and the package version.
-results.md starts with the ladder, then gives mean +- std over seeds of each (method, judge, miner), and
-for ``finetune.rounds > 1`` a table per round (rows carry ``rounds``: one dict per round).
+``final_dice_per_image`` on the test images, or test volumes for NIfTI slices), ``ladder`` (the headroom
+ladder per seed, see :mod:`rndpo.pipeline.ladder`; empty without a test split, and without the rungs that
+need pool labels when the pool has none), the config and the package version. results.md starts with the
+ladder, then gives mean +- std over seeds of each (method, judge, miner), and for ``finetune.rounds > 1``
+a table per round (rows carry ``rounds``: one dict per round). With ``data.kind = "nifti"`` it says that
+its Dice is per volume.
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ _SUMMARY_FIELDS = (
     "final_hd95",
     "pair_accuracy",
     "harmful_leverage",
+)
+
+
+_PER_VOLUME = (
+    "Validation and test Dice are per volume: the NIfTI volumes are sliced to 2D, and a volume's"
+    " intersections and sizes are summed over all its slices (empty ones too) before its Dice, so false"
+    " positives on slices without the structure count; the means are over volumes."
 )
 
 
@@ -232,6 +241,8 @@ def write_reports(
     )
     write_text(out / "results.csv", _csv_text(runs))
     head = f"## Headroom ladder\n\n{ladder_table(ladder)}\n## All runs\n\n" if ladder else ""
+    if config.data.kind == "nifti":
+        head = f"{_PER_VOLUME}\n\n{head}"
     rounds = rounds_table(runs)
     tail = f"\n## Rounds\n\n{rounds}" if rounds else ""
     judges = judge_table(runs)

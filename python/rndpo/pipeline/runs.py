@@ -258,8 +258,9 @@ def finetune_run(
     if len(data) == 0:
         log.warning("no pairs were mined: the run keeps the base model")
         dev = config.device
-        per_image = evaluate(model, test, distances=False, device=dev).dice if test is not None else None
-        dice0 = float(per_image.mean()) if per_image is not None else None
+        test_eval = evaluate(model, test, distances=False, device=dev) if test is not None else None
+        per_image = test_eval.dice if test_eval is not None else None
+        dice0 = test_eval.means()["dice"] if test_eval is not None else None
         val0 = evaluate(model, val, distances=False, device=dev).means()["dice"]
         steps = [0, config.finetune.steps]
         curve = [(s, dice0) for s in steps] if dice0 is not None else []
@@ -306,7 +307,8 @@ def run_record(
     train_log: list[dict[str, float]],
     dice_per_image: Any = None,
 ) -> dict[str, Any]:
-    """Summaries and curves of one run; ``dice_per_image`` (test images,) of the final weights or None."""
+    """Summaries and curves of one run; ``dice_per_image`` (test images,) of the final weights or None
+    (test volumes for NIfTI slices: :func:`rndpo.metrics.evaluate` scores those per volume)."""
     window = stages.config.finetune.final_window
     if curve:
         summary = summarize_curve(curve, window)
