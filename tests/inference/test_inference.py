@@ -41,6 +41,25 @@ def test_predict_logits_matches_eval_forward_for_any_batch_size() -> None:
     np.testing.assert_allclose(probs, torch.sigmoid(expected[:, 0]).numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize(("spatial", "out"), [((20, 20), 3), ((6, 10, 9), 1), ((6, 10, 9), 4)])
+def test_predict_volumes_and_multi_class_heads(spatial: tuple[int, ...], out: int) -> None:
+    """Volumes (N, C, D, H, W) and C >= 2 channel heads: logits (N, out, *S); probabilities (N, *S)
+    (sigmoid) for one logit, (N, out, *S) (softmax over the channels) otherwise."""
+    model = _model(out_channels=out, spatial_dims=len(spatial)).eval()
+    images = np.random.default_rng(1).random((3, 1, *spatial), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images))
+    logits = predict_logits(model, images, batch_size=2)
+    assert logits.shape == (3, out, *spatial)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    probs = predict_probs(model, images, batch_size=2)
+    if out == 1:
+        np.testing.assert_allclose(probs, torch.sigmoid(expected[:, 0]).numpy(), atol=1e-6)
+    else:
+        np.testing.assert_allclose(probs, torch.softmax(expected, dim=1).numpy(), atol=1e-6)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_predict_restores_mc_dropout_flags() -> None:
     model = enable_mc_dropout(_model(dropout=0.3))
     predict_logits(model, np.zeros((1, 1, 8, 8), np.float32))
@@ -55,7 +74,7 @@ def test_predict_restores_mc_dropout_flags() -> None:
             np.zeros((2, 16, 16), np.float32),
             4,
             ValueError,
-            r"images must have shape \(N, C, H, W\), got \(2, 16, 16\)",
+            r"images must have shape \(N, C, H, W\) or \(N, C, D, H, W\), got \(2, 16, 16\)",
         ),
         (np.zeros((2, 1, 8, 8), np.uint8), 4, TypeError, "images must be a float array"),
         (np.zeros((0, 1, 8, 8), np.float32), 4, ValueError, "at least one image"),

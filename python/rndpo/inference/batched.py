@@ -1,8 +1,14 @@
-"""Batched prediction: logits (N, 1, H, W) and foreground probabilities (N, H, W) in eval mode.
+"""Batched prediction of 2D images (N, C, H, W) and 3D volumes (N, C, D, H, W) in eval mode.
+
+The head convention of rndpo: a network with 1 output channel is binary (foreground probability =
+sigmoid of its logit; mask = p > 0.5); a network with C >= 2 output channels is multi-class (softmax over
+the channel axis; label map = argmax). A dataset's ``num_classes`` counts the background, so a binary
+dataset (num_classes 2) has either the 1-logit head (the default) or a 2-channel softmax head.
 
 ``predict_logits`` / ``predict_probs`` put the model in eval mode (dropout off, batch-norm frozen) for the
 call and restore every module's previous train/eval flag afterwards. ``forward_batched`` runs the model
-as it is (no mode change), for MC-dropout sampling.
+as it is (no mode change), for MC-dropout sampling. They run whole images; patch-wise (sliding-window)
+prediction of large volumes is :mod:`rndpo.inference.sliding_window`.
 """
 
 from __future__ import annotations
@@ -16,26 +22,42 @@ from torch import nn
 
 from rndpo.nets import restore_train_flags, save_train_flags
 
-__all__ = ["as_image_tensor", "forward_batched", "predict_logits", "predict_probs", "rotate"]
+__all__ = [
+    "as_image_tensor",
+    "forward_batched",
+    "labels_from_probs",
+    "predict_logits",
+    "predict_probs",
+    "rotate",
+]
+
+_LAYOUTS = {2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
-def as_image_tensor(images: np.ndarray | torch.Tensor, name: str = "images") -> torch.Tensor:
-    """Validate images float (N, C, H, W) (NumPy or torch); a float32 tensor (no copy when possible)."""
+def as_image_tensor(
+    images: np.ndarray | torch.Tensor, name: str = "images", *, spatial_dims: tuple[int, ...] = (2,)
+) -> torch.Tensor:
+    """Validate images float (N, C, H, W) (NumPy or torch); a float32 tensor (no copy when possible).
+
+    spatial_dims: the accepted numbers of spatial axes, (2,) (the default) or (2, 3) to accept volumes
+    (N, C, D, H, W) too.
+    """
+    layout = " or ".join(_LAYOUTS[d] for d in spatial_dims)
     if isinstance(images, np.ndarray):
         if not np.issubdtype(images.dtype, np.floating):
-            raise TypeError(f"{name} must be a float array (N, C, H, W), got dtype {images.dtype}")
+            raise TypeError(f"{name} must be a float array {layout}, got dtype {images.dtype}")
         array = np.ascontiguousarray(images, dtype=np.float32)
         if not array.flags.writeable:  # e.g. a read-only memory-mapped bank: torch needs its own copy
             array = array.copy()
         tensor = torch.from_numpy(array)
     elif isinstance(images, torch.Tensor):
         if not images.is_floating_point():
-            raise TypeError(f"{name} must be a float tensor (N, C, H, W), got dtype {images.dtype}")
+            raise TypeError(f"{name} must be a float tensor {layout}, got dtype {images.dtype}")
         tensor = images.detach().to(torch.float32)
     else:
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(images).__name__}")
-    if tensor.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(tensor.shape)}")
+    if tensor.ndim - 2 not in spatial_dims:
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(tensor.shape)}")
     if tensor.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one image, got shape {tuple(tensor.shape)}")
     if not bool(torch.isfinite(tensor).all()):
@@ -57,13 +79,14 @@ def forward_batched(
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     inverse: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Logits float32 (N, out, H, W) on CPU, in the model's current mode, under ``torch.inference_mode``.
+    """Logits float32 (N, out, *S) on CPU, in the model's current mode, under ``torch.inference_mode``,
+    for images (N, C, *S), S = (H, W) or (D, H, W).
 
-    ``transform`` maps each input batch (B, C, H, W) before the model and ``inverse`` maps the logits
+    ``transform`` maps each input batch (B, C, *S) before the model and ``inverse`` maps the logits
     back (test-time augmentation).
     """
     _check_batch_size(batch_size)
-    x_all = as_image_tensor(images)
+    x_all = as_image_tensor(images, spatial_dims=(2, 3))
     outs: list[torch.Tensor] = []
     with torch.inference_mode():
         for start in range(0, x_all.shape[0], batch_size):
@@ -84,7 +107,8 @@ def predict_logits(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """Eval-mode logits float32 (N, 1, H, W) on CPU for images float32 (N, C, H, W); batched.
+    """Eval-mode logits float32 (N, out, *S) on CPU for images float32 (N, C, *S), S = (H, W) or
+    (D, H, W); batched (whole images: see :func:`rndpo.inference.sliding_window_probs` for patches).
 
     The model is moved to ``device``; each module's train/eval flag is restored afterwards.
     """
@@ -105,9 +129,28 @@ def predict_probs(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Eval-mode foreground probabilities float32 (N, H, W) = sigmoid of channel 0 of the logits."""
+    """Eval-mode probabilities float32 for images (N, C, *S): a 1-logit (binary) head gives foreground
+    probabilities (N, *S) = sigmoid of its logit; a C >= 2 channel head gives class probabilities
+    (N, C, *S) = softmax over the channels. :func:`labels_from_probs` turns either into label maps."""
     logits = predict_logits(model, images, batch_size=batch_size, device=device)
-    return torch.sigmoid(logits[:, 0]).numpy()
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0]).numpy()
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def labels_from_probs(probs: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+    """Label maps uint8 (N, *S) from probabilities float (N, C_out, *S) (:func:`sliding_window_probs`'s
+    layout): C_out = 1 (binary): 1 where p > ``threshold``; C_out >= 2: the argmax over the channels
+    (the first of equal maxima)."""
+    if not isinstance(probs, np.ndarray) or probs.ndim < 3:
+        raise ValueError(f"probs must be an array (N, C_out, *S), got {getattr(probs, 'shape', type(probs))}")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if probs.shape[1] == 1:
+        return (probs[:, 0] > threshold).astype(np.uint8)
+    if probs.shape[1] > 256:
+        raise ValueError(f"probs must have at most 256 channels for uint8 labels, got {probs.shape[1]}")
+    return np.argmax(probs, axis=1).astype(np.uint8)
 
 
 def rotate(x: torch.Tensor, angles: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 
 from rndpo.data import match_channels, read_images, resize_image, scale_volume
 from rndpo.inference.batched import predict_probs
+from rndpo.inference.volume_prediction import predict_volumes
 from rndpo.nets import SavedModel
 from rndpo.storage import atomic_write, write_npz
 
@@ -205,12 +206,18 @@ def predict_path(
     device: str = "cpu",
 ) -> list[Path]:
     """Segment the images at ``images`` (an .npz, a folder of images, a NIfTI file or a folder of NIfTI
-    files) and write masks in the same format to ``out``; returns the files written."""
+    files) and write masks in the same format to ``out``; returns the files written. A 3D model takes
+    NIfTI volumes and writes one label map per case (:func:`rndpo.inference.predict_volumes`); a 2D
+    model slices volumes along its training axis."""
     if not isinstance(model, SavedModel):
         raise TypeError(f"model must be a SavedModel (rndpo.load_model), got {type(model).__name__}")
     src, dest = Path(images), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"--images: {src} not found")
+    if model.spatial_dims == 3:
+        if not (src.is_dir() or _is_nifti(src)):
+            raise ValueError(f"--images: a 3D model segments NIfTI volumes (a file or a folder), got {src}")
+        return predict_volumes(model, src, dest, probs=probs, batch_size=min(batch_size, 4), device=device)
     if src.is_file() and _is_nifti(src):
         return _predict_nifti(model, [src], dest, probs, batch_size, device)
     if src.is_dir():

@@ -10,12 +10,16 @@ from rndpo.training.finetuning import (
     summarize_selection,
     top_choice_pairs,
 )
+from rndpo.training.patches import (
+    sample_patches,
+)
 from rndpo.training.supervised import (
     BaseTrainConfig,
     BaseTrainResult,
     PatienceRule,
     augment_batch,
     base_lr_factor,
+    mean_structure_dice,
     segmentation_loss,
     snapshot_steps,
     train_base,
@@ -31,7 +35,9 @@ __all__ = [
     "base_lr_factor",
     "finetune",
     "lr_factor",
+    "mean_structure_dice",
     "reference_logits",
+    "sample_patches",
     "segmentation_loss",
     "snapshot_steps",
     "summarize_curve",

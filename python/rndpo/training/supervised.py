@@ -1,11 +1,23 @@
-"""Supervised base training on the labeled split: BCE + soft Dice, AdamW, batch augmentation in torch.
+"""Supervised base training on the labeled split: (B)CE + soft Dice, AdamW, batch augmentation in torch,
+for 2D images and 3D volumes, binary or multi-class.
+
+Heads (the convention of :mod:`rndpo.inference.batched`): a model with 1 output channel is binary
+(sigmoid, mask = p > 0.5; a dataset of num_classes 2 keeps this head by default); a model with C >= 2
+output channels is multi-class (softmax, label map = argmax) and must have C = the data's num_classes.
+Loss (:func:`segmentation_loss`): binary, BCE-with-logits + soft Dice; multi-class, cross-entropy + soft
+Dice over all C channels (MONAI's DiceCELoss(softmax=True, to_onehot_y=True)). With ``patch_size``, each
+step trains on random patches with foreground oversampling (:func:`rndpo.training.patches.sample_patches`)
+and validation predicts by sliding windows of that size.
 
 Seeding: the global torch RNG (dropout) is forked and seeded with ``seed`` for the run, and a
-separate ``torch.Generator`` seeded with ``seed`` draws the batches and augmentation parameters,
+separate ``torch.Generator`` seeded with ``seed`` draws the batches, patches and augmentation parameters,
 so two runs from the same initial model and seed give identical weights on CPU.
-Checkpoint selection: the state with the highest validation Dice (threshold 0.5; an image where
-prediction and truth are both empty scores 1) over evaluations every ``eval_every`` steps and at the end;
-ties keep the earlier step. Snapshots are taken at steps round(steps * i / n_snapshots), i = 1..n.
+Checkpoint selection: the state with the highest validation Dice over evaluations every ``eval_every``
+steps and at the end; ties keep the earlier step. Validation Dice is, for a binary head on 2D images
+without patches (rndpo's original path), the mean per-image Dice at threshold 0.5 (an image where
+prediction and truth are both empty scores 1); otherwise the mean per-structure Dice (each foreground
+class's mean Dice over the volumes where it is present in the prediction or the truth, then the mean
+over the classes). Snapshots are taken at steps round(steps * i / n_snapshots), i = 1..n.
 
 Convergence (``patience`` > 0): the constant phase ends after the evaluation at which validation Dice
 has not risen by more than ``min_delta`` above its best for ``patience`` evaluations in a row (that Dice
@@ -21,8 +33,10 @@ the last step trained. ``warmup_steps`` ramps the learning rate linearly (step s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +48,12 @@ from tqdm.auto import tqdm
 
 from rndpo.config import BaseTrainConfig
 from rndpo.data import SegmentationDataset
-from rndpo.inference import predict_probs, rotate
+from rndpo.inference import autocast_dtype, labels_from_probs, predict_probs, sliding_window_probs
 from rndpo.losses import soft_dice_loss
-from rndpo.metrics import dice
+from rndpo.metrics import dice, dice_from_counts
+from rndpo.nets import architecture_of
+from rndpo.training.augment import augment_batch
+from rndpo.training.patches import _check_patch_size, sample_patches
 
 __all__ = [
     "BaseTrainConfig",
@@ -44,6 +61,7 @@ __all__ = [
     "PatienceRule",
     "augment_batch",
     "base_lr_factor",
+    "mean_structure_dice",
     "segmentation_loss",
     "snapshot_steps",
     "train_base",
@@ -77,62 +95,63 @@ def snapshot_steps(steps: int, n_snapshots: int) -> tuple[int, ...]:
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
-    """Scalar BCE-with-logits + soft Dice loss (mean over images) for logits (B, 1, H, W) and
-    target (B, 1, H, W) in {0, 1} (float)."""
-    if logits.shape != target.shape:
+    """Scalar supervised loss, the mean over images, for 2D (*S = (H, W)) or 3D (*S = (D, H, W)) logits.
+
+    Binary: logits (B, 1, *S) and target float (B, 1, *S) in {0, 1}: BCE-with-logits + soft Dice of the
+    sigmoid. Multi-class: logits (B, C, *S), C >= 2, and target an integer label map (B, *S) with values
+    0..C-1: cross-entropy + soft Dice of the softmax against the one-hot target over all C channels
+    (background included), per (image, channel), = MONAI's ``DiceCELoss(softmax=True, to_onehot_y=True,
+    smooth_nr=smooth, smooth_dr=smooth)``; float16/bfloat16 logits are computed in float32.
+    """
+    if logits.ndim not in (4, 5):
+        raise ValueError(f"logits must have shape (B, C, H, W) or (B, C, D, H, W), got {tuple(logits.shape)}")
+    classes = logits.shape[1]
+    if classes == 1:
+        if logits.shape != target.shape:
+            raise ValueError(
+                f"target must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}"
+            )
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        return bce + soft_dice_loss(torch.sigmoid(logits), target, smooth=smooth)
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(target.shape) != expected:
         raise ValueError(
-            f"target must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}"
+            f"target must be a label map (B, *S) = {expected} for logits with {classes} channels,"
+            f" got {tuple(target.shape)}"
         )
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    return bce + soft_dice_loss(torch.sigmoid(logits), target, smooth=smooth)
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must be an integer label map (values 0..{classes - 1}), got {target.dtype}")
+    labels = target.long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(
+            f"target must hold labels 0..{classes - 1} (one per logits channel), got values in"
+            f" [{int(labels.min())}, {int(labels.max())}]"
+        )
+    x = logits if logits.dtype == torch.float64 else logits.float()
+    onehot = F.one_hot(labels, classes).movedim(-1, 1).to(x.dtype)
+    return F.cross_entropy(x, labels) + soft_dice_loss(torch.softmax(x, dim=1), onehot, smooth=smooth)
 
 
-def augment_batch(
-    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, *, max_rotation: float = 15.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random per-image augmentation of images float32 (B, C, H, W) (any finite range) and masks float32
-    (B, 1, H, W) in {0, 1}: horizontal/vertical flips, 90-degree rotations (square images only), a small
-    rotation in [-max_rotation, max_rotation] degrees, and gamma in [0.7, 1.5], contrast in [0.8, 1.2],
-    brightness in [-0.1, 0.1] (images only; applied to each image's [min(0, min), max(1, max)] range
-    mapped to [0, 1] and clamped there). All draws come from ``generator`` (CPU)."""
-    b, _, h, w = images.shape
-    dev = images.device
-
-    def draw(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator).to(dev)
-
-    flip_h = draw(b) < 0.5
-    flip_v = draw(b) < 0.5
-    rot90 = torch.randint(0, 4, (b,), generator=generator)
-    angles = (draw(b) * 2 - 1) * math.radians(max_rotation)
-    gamma = torch.exp(torch.empty(b).uniform_(math.log(0.7), math.log(1.5), generator=generator)).to(dev)
-    contrast = (0.8 + 0.4 * draw(b)).view(b, 1, 1, 1)
-    brightness = (0.2 * draw(b) - 0.1).view(b, 1, 1, 1)
-
-    both = torch.cat([images, masks], dim=1)
-    both = torch.where(flip_h.view(b, 1, 1, 1), both.flip(-1), both)
-    both = torch.where(flip_v.view(b, 1, 1, 1), both.flip(-2), both)
-    if h == w:
-        for k in (1, 2, 3):
-            sel = (rot90 == k).to(dev)
-            if bool(sel.any()):
-                both[sel] = torch.rot90(both[sel], k, dims=(-2, -1))
-    if max_rotation > 0:
-        both = rotate(both, angles, mode="bilinear")
-    c = images.shape[1]
-    x, y = both[:, :c], (both[:, c:] > 0.5).to(masks.dtype)
-    # intensity changes act on [lo, hi] = [min(0, image min), max(1, image max)] mapped to [0, 1]: exactly
-    # [0, 1] for images in [0, 1], and any finite range (z-scored, CT units) keeps its own scale
-    lo = images.amin(dim=(1, 2, 3), keepdim=True).clamp(max=0)
-    hi = images.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1)
-    x = ((x - lo) / (hi - lo)).clamp(0, 1) ** gamma.view(b, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
-    return x * (hi - lo) + lo, y
+def mean_structure_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> float:
+    """Mean per-structure Dice of label maps pred and target (N, *S) with values 0..num_classes-1: for
+    each foreground class, the mean Dice over the images where it is in the prediction or the truth
+    (empty in both: left out), then the mean over the classes that are somewhere (1.0 if none is)."""
+    if pred.shape != target.shape or pred.ndim < 2:
+        raise ValueError(f"pred must have target's shape {target.shape} (N, *S), got {pred.shape}")
+    axes = tuple(range(1, pred.ndim))
+    per_class: list[float] = []
+    for c in range(1, num_classes):
+        p, t = pred == c, target == c
+        sp, st = np.count_nonzero(p, axis=axes), np.count_nonzero(t, axis=axes)
+        present = sp + st > 0
+        if present.any():
+            values = dice_from_counts(np.count_nonzero(p & t, axis=axes), sp, st)
+            per_class.append(float(np.mean(values[present])))
+    return float(np.mean(per_class)) if per_class else 1.0
 
 
 def _check_dataset(data: Any, name: str) -> None:
-    """Dtypes, shapes and binary masks are guaranteed by SegmentationDataset; check type and size."""
+    """Dtypes, shapes and label values are guaranteed by SegmentationDataset; check type and size."""
     if not isinstance(data, SegmentationDataset):
         raise TypeError(f"{name} must be a SegmentationDataset, got {type(data).__name__}")
     if len(data) == 0:
@@ -141,6 +160,71 @@ def _check_dataset(data: Any, name: str) -> None:
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+_KIND = {2: "2D images (N, C, H, W)", 3: "3D volumes (N, C, D, H, W)"}
+
+
+def _declared_head(model: nn.Module) -> tuple[int | None, int | None]:
+    """The model's (out_channels, spatial_dims) as it declares them (registry record, rndpo's U-Net,
+    attributes), None where it does not."""
+    try:
+        record = architecture_of(model)
+    except ValueError:
+        record = None
+    if record is not None:
+        return int(record["out_channels"]), int(record["spatial_dims"])
+    out, dims = getattr(model, "out_channels", None), getattr(model, "spatial_dims", None)
+    return (out if isinstance(out, int) else None), (dims if isinstance(dims, int) else None)
+
+
+def _check_head(out_channels: int, classes: int) -> None:
+    if out_channels != classes and not (out_channels == 1 and classes == 2):
+        binary = " or 1 (binary sigmoid head)" if classes == 2 else ""
+        raise ValueError(
+            f"model has out_channels = {out_channels}, but labeled has num_classes = {classes}: the network"
+            f" needs out_channels = {classes} (softmax over the classes){binary}"
+        )
+
+
+def _check_options(
+    foreground_fraction: float, amp: bool | None, flip_axes: Sequence[int] | None, dims: int
+) -> None:
+    ff = foreground_fraction
+    if isinstance(ff, bool) or not isinstance(ff, (int, float)) or not 0 <= ff <= 1:
+        raise ValueError(f"foreground_fraction must be a number in [0, 1], got {ff!r}")
+    if amp is not None and not isinstance(amp, bool):
+        raise TypeError(f"amp must be a bool or None, got {type(amp).__name__}")
+    if flip_axes is not None and (
+        not isinstance(flip_axes, Sequence)
+        or any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < dims for a in flip_axes)
+    ):
+        raise ValueError(f"flip_axes must be None or spatial axes in [0, {dims}), got {flip_axes!r}")
+
+
+def _validation_dice(
+    model: nn.Module,
+    val: SegmentationDataset,
+    roi: tuple[int, ...] | None,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+) -> float:
+    """Validation Dice (see the module docstring): per image for the original binary 2D path (``roi``
+    None), else the mean per-structure Dice of sliding-window label maps (roi: the window size)."""
+    if roi is None:
+        probs = predict_probs(model, val.images, batch_size=batch_size, device=device)
+        return float(np.mean(dice(probs > 0.5, val.masks)))
+    chunk = 8  # volumes per sliding-window call: bounds the probabilities held at once
+    pred = np.empty_like(val.masks)
+    for start in range(0, len(val), chunk):
+        part = slice(start, start + chunk)
+        probs = sliding_window_probs(
+            model, val.images[part], roi, overlap=0.5, batch_size=batch_size, device=device, amp=amp
+        )
+        pred[part] = labels_from_probs(probs)
+    return mean_structure_dice(pred, val.masks, val.num_classes)
 
 
 def train_base(
@@ -152,12 +236,25 @@ def train_base(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    patch_size: Sequence[int] | None = None,
+    foreground_fraction: float = 0.33,
+    amp: bool | None = None,
+    flip_axes: Sequence[int] | None = None,
 ) -> BaseTrainResult:
-    """Train ``model`` (logits (B, 1, H, W)) on ``labeled`` and select the best state on ``val``.
+    """Train ``model`` on ``labeled`` and select the best state on ``val``.
 
-    labeled / val: images float32 (N, C, H, W) (any finite range), masks uint8 (N, H, W). ``seed`` seeds
-    batch sampling, augmentation and dropout; training runs on ``device``. The model is trained in place
-    and ends holding the best state, in eval mode, on ``device``. Returns a :class:`BaseTrainResult`.
+    labeled / val: images float32 (N, C, *S) (any finite range), S = (H, W) or (D, H, W), masks uint8
+    label maps (N, *S); both of the same spatial_dims and num_classes. model: logits (B, out, *S) with
+    the data's spatial_dims and out = num_classes (softmax) or, for binary data, 1 (sigmoid); a mismatch
+    is a ValueError naming it. patch_size: train on random patches of this size (one int per spatial
+    axis; smaller images are zero-padded) with a ``foreground_fraction`` share centred on foreground, and
+    validate by sliding windows of this size (None: whole images). flip_axes: the spatial axes (0-based
+    within S) that augmentation may flip (None: all; leave out an axis along which structures are told
+    apart by their place, such as the anterior / posterior hippocampus). amp: mixed precision on CUDA (None:
+    on for every run but a binary head on 2D images without patches, whose results stay rndpo's
+    original ones; never on CPU). ``seed`` seeds batch sampling, patches, augmentation and dropout;
+    training runs on ``device``. The model is trained in place and ends holding the best state, in eval
+    mode, on ``device``. Returns a :class:`BaseTrainResult`.
     """
     config = BaseTrainConfig() if config is None else config
     if not isinstance(config, BaseTrainConfig):
@@ -180,6 +277,21 @@ def train_base(
         raise ValueError(
             f"val.images must have as many channels as labeled.images ({c}), got {val.images.shape[1]}"
         )
+    dims, classes = labeled.spatial_dims, labeled.num_classes
+    if val.spatial_dims != dims:
+        raise ValueError(f"val must hold {_KIND[dims]} like labeled, got {_KIND[val.spatial_dims]}")
+    if val.num_classes != classes:
+        raise ValueError(f"val.num_classes must be labeled.num_classes = {classes}, got {val.num_classes}")
+    out_channels, model_dims = _declared_head(model)
+    if model_dims is not None and model_dims != dims:
+        raise ValueError(
+            f"model has spatial_dims = {model_dims}, but labeled holds {_KIND[dims]}: the network needs"
+            f" spatial_dims = {dims}"
+        )
+    if out_channels is not None:
+        _check_head(out_channels, classes)
+    patch = None if patch_size is None else _check_patch_size(patch_size, dims)
+    _check_options(foreground_fraction, amp, flip_axes, dims)
 
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     start = time.perf_counter()
@@ -187,10 +299,24 @@ def train_base(
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         model.to(device)
+        if out_channels is None:  # a model that does not declare its head: one eval-mode forward says
+            probe = predict_probs(model, val.images[:1], batch_size=1, device=device)
+            out_channels = 1 if probe.ndim == dims + 1 else int(probe.shape[1])
+            _check_head(out_channels, classes)
+        binary = out_channels == 1
+        original = binary and dims == 2 and patch is None  # rndpo's original path, results unchanged
+        mixed = device.type == "cuda" and (amp if amp is not None else not original)
+        half = autocast_dtype()
+        scaler = torch.amp.GradScaler("cuda") if mixed and half == torch.float16 else None
+        roi = None if original else (patch or tuple(val.images.shape[2:]))
         x_all = torch.from_numpy(np.ascontiguousarray(labeled.images)).to(device)
-        y_all = torch.from_numpy(labeled.masks.astype(np.float32)).unsqueeze(1).to(device)
+        if binary:  # float {0, 1} (N, 1, *S)
+            y_all = torch.from_numpy(labeled.masks.astype(np.float32)).unsqueeze(1).to(device)
+        else:  # uint8 label maps (N, 1, *S)
+            y_all = torch.from_numpy(np.ascontiguousarray(labeled.masks)).unsqueeze(1).to(device)
         n = x_all.shape[0]
         batch = min(config.batch_size, n)
+        eval_batch = max(64, batch) if dims == 2 else max(4, batch)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         cooldown = _Cooldown(config.cooldown)
         # with patience the last step is not known in advance: snapshots are chosen at the end from the
@@ -217,21 +343,41 @@ def train_base(
                     order, cursor = torch.randperm(n, generator=gen), 0
                 idx = order[cursor : cursor + batch].to(device)
                 cursor += batch
-                x, y = x_all[idx], y_all[idx]
+                if patch is None:
+                    x, y = x_all[idx], y_all[idx]
+                else:
+                    x, y = sample_patches(
+                        x_all, y_all[:, 0], patch, batch, gen, foreground_fraction, index=idx
+                    )
+                    y = y.unsqueeze(1)
                 if config.augment:
-                    x, y = augment_batch(x, y, gen, max_rotation=config.max_rotation)
-                loss = segmentation_loss(model(x), y)
+                    x, y = augment_batch(x, y, gen, max_rotation=config.max_rotation, flip_axes=flip_axes)
+                with torch.autocast("cuda", dtype=half) if mixed else contextlib.nullcontext():
+                    logits = model(x)
+                if logits.shape[1] != out_channels:  # a head that declared other channels than it has
+                    _check_head(logits.shape[1], classes)
+                    raise ValueError(
+                        f"model declares out_channels = {out_channels}, but its logits have"
+                        f" {logits.shape[1]} channels"
+                    )
+                loss = segmentation_loss(logits.float() if mixed else logits, y if binary else y[:, 0])
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 losses.append(float(loss.detach()))
                 if step in snaps_at:
                     snapshots.append(_cpu_state(model))
                 if step % config.eval_every == 0 or step == last:
-                    probs = predict_probs(model, val.images, batch_size=max(64, batch), device=device)
-                    val_dice = float(np.mean(dice(probs > 0.5, val.masks)))
+                    val_dice = _validation_dice(
+                        model, val, roi, batch_size=eval_batch, device=device, amp=mixed
+                    )
                     history.append((step, float(np.mean(losses)), val_dice))
                     losses = []
                     stop = converged.update(val_dice)
