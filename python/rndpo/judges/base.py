@@ -5,17 +5,25 @@ float64 (N, K) scores, higher is better, and never NaN (a judge that would produ
 raises ``ValueError`` instead). Judges that need a part of the bank the bank lacks (ground truth,
 probabilities, images) raise ``ValueError`` naming the missing field.
 
-Shapes: images float32 (N, C, H, W), masks bool or uint8 (N, K, H, W) with values {0, 1}, probs float32
-(N, H, W) in [0, 1], ground truth bool or uint8 (N, H, W) with values {0, 1}. Dice is
-``2|A ∩ B| / (|A| + |B|)`` with the convention that two empty masks have Dice 1.
+Shapes, with S = (H, W) or (D, H, W): images float32 (N, Cin, *S), masks uint8 (N, K, *S), ground truth
+uint8 (N, *S). Binary banks (``bank.num_classes == 2``): masks and ground truth in {0, 1}, probs float32
+(N, *S) foreground probabilities; Dice is ``2|A ∩ B| / (|A| + |B|)`` with the convention that two empty
+masks have Dice 1. Label-map banks (``bank.num_classes`` C > 2): masks and ground truth hold labels
+0..C-1, probs float32 (N, C, *S) softmax probabilities, and every Dice-based judge uses the *mean
+per-structure Dice*: the mean over the structures 1..C-1 of their Dice, a structure absent from both
+maps counting as 1 there (:func:`rndpo.judges.oracle.mean_structure_dice`; the counts come from the
+Rust core's per-class :func:`rndpo.pairwise_stats`). For C = 2 this is the binary Dice, and binary
+banks score exactly as before.
 
 The judges, one module each (:mod:`rndpo.judges.registry` builds them by name):
 
 - :mod:`rndpo.judges.oracle`: ``oracle`` (true Dice against ``bank.ground_truth``; experiments only) and
   ``noisy_oracle`` (the oracle's Dice with rank noise of a given Spearman correlation).
 - :mod:`rndpo.judges.agreement`: ``agreement`` (mean Dice with the other K - 1 proposals of the image)
-  and ``consensus`` (Dice with the per-pixel strict-majority vote of the K proposals).
-- :mod:`rndpo.judges.uncertainty`: ``uncertainty`` (how well a mask fits the base model's probabilities).
+  and ``consensus`` (Dice with the per-voxel vote of the K proposals: the strict majority for binary
+  banks, the most frequent label, ties to the lower one, for label maps).
+- :mod:`rndpo.judges.uncertainty`: ``uncertainty`` (how well a mask fits the base model's probabilities,
+  sigmoid or softmax).
 - :mod:`rndpo.judges.learned_qc`: ``learned_qc`` (a small CNN that predicts Dice from (image, mask),
   trained on labeled images).
 - :mod:`rndpo.judges.ensemble`: ``ensemble`` (a reliability-weighted rank average of label-free judges).
@@ -81,7 +89,7 @@ def _check_binary(arr: Any, what: str, ndim: int, layout: str) -> np.ndarray:
 
 
 def _bank_masks(bank: ProposalBank) -> np.ndarray:
-    """bank.masks, uint8 (N, K, H, W) in {0, 1} with K >= 1 (``ProposalBank`` guarantees all of it)."""
+    """bank.masks, uint8 (N, K, *S) labels 0..num_classes-1 with K >= 1 (``ProposalBank`` guarantees it)."""
     if not isinstance(bank, ProposalBank):
         raise TypeError(f"bank must be a ProposalBank, got {type(bank).__name__}")
     return bank.masks
@@ -95,7 +103,7 @@ def _bank_ground_truth(bank: ProposalBank, judge: str) -> np.ndarray:
     _bank_masks(bank)
     if bank.ground_truth is None:
         raise ValueError(
-            f"{judge} needs bank.ground_truth (N, H, W) with values {{0, 1}}, but the bank has none "
+            f"{judge} needs bank.ground_truth (N, *S) with labels 0..num_classes-1, but the bank has none "
             "(ground truth is only known for labeled images and experiments)"
         )
     return bank.ground_truth
@@ -105,8 +113,8 @@ def _bank_probs(bank: ProposalBank, judge: str) -> np.ndarray:
     _bank_masks(bank)
     if bank.probs is None:
         raise ValueError(
-            f"{judge} needs bank.probs, the base model's foreground probabilities float32 (N, H, W), "
-            "but the bank has none"
+            f"{judge} needs bank.probs, the base model's probabilities float32 (N, *S) (binary) or "
+            "(N, C, *S) (label maps), but the bank has none"
         )
     return bank.probs
 
@@ -116,7 +124,7 @@ def _bank_images(bank: ProposalBank, judge: str) -> np.ndarray:
     images = bank.images
     if images.size == 0:
         raise ValueError(
-            f"{judge} needs bank.images float32 (N, C, H, W) with C >= 1, "
+            f"{judge} needs bank.images float32 (N, C, *S) with C >= 1, "
             f"but the bank has none (shape {images.shape})"
         )
     if not np.all(np.isfinite(images)):
@@ -137,6 +145,11 @@ def _finite_scores(scores: np.ndarray, judge: str, shape: tuple[int, int]) -> np
             f"{judge} produced {int(bad.sum())} non-finite scores (first at (image, proposal) = {where})"
         )
     return scores
+
+
+def _label_classes(bank: ProposalBank) -> int | None:
+    """The bank's class count C when it holds label maps (C > 2); None for a binary bank."""
+    return None if bank.num_classes == 2 else bank.num_classes
 
 
 def _chunks(n: int, per_image_bytes: int) -> list[slice]:

@@ -1,7 +1,13 @@
 """The oracle judges: true Dice against ``bank.ground_truth`` and its noisy version (experiments only).
 
-masks bool or uint8 (N, K, H, W) in {0, 1}; ground truth bool or uint8 (N, H, W) in {0, 1}; scores
-float64 (N, K) on the Dice scale [0, 1]. Two empty masks have Dice 1.
+Binary banks: masks bool or uint8 (N, K, *S) in {0, 1}, ground truth (N, *S) in {0, 1}, S = (H, W) or
+(D, H, W); the score is the Dice of the foreground, two empty masks have Dice 1.
+
+Label-map banks (``num_classes`` C > 2): masks (N, K, *S) and ground truth (N, *S) with labels 0..C-1;
+the score is the mean per-structure Dice over the structures 1..C-1, where a structure absent from both
+the proposal and the ground truth counts as Dice 1 (the proposal is right about it). Averages over
+images therefore always take C - 1 terms, and a proposal that invents a structure the image lacks is
+penalised. Scores are float64 (N, K) on the Dice scale [0, 1].
 """
 
 from __future__ import annotations
@@ -11,30 +17,124 @@ import math
 import numpy as np
 from scipy import stats
 
-from rndpo.judges.base import _bank_ground_truth, _bank_masks, _check_binary, _chunks, _finite_scores
+from rndpo.judges.base import (
+    _bank_ground_truth,
+    _bank_masks,
+    _check_binary,
+    _chunks,
+    _finite_scores,
+    _label_classes,
+)
 from rndpo.metrics import dice_from_counts, spearman
 from rndpo.proposals import ProposalBank
 
-__all__ = ["NoisyOracleJudge", "OracleJudge", "pearson_for_spearman", "proposal_dice"]
+__all__ = [
+    "NoisyOracleJudge",
+    "OracleJudge",
+    "mean_structure_dice",
+    "pearson_for_spearman",
+    "proposal_dice",
+]
 
 
 # --------------------------------------------------------------------------------------------------------
 # Dice of proposals against a per-image reference mask
 
 
-def proposal_dice(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def mean_structure_dice(inter: np.ndarray, size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
+    """Mean per-structure Dice from per-class counts with a trailing class axis C (class 0 the background).
+
+    inter, size_a, size_b: broadcastable integer counts (..., C), e.g. from
+    :func:`rndpo.pairwise_stats` with ``num_classes=C``. Returns float64 (...,): the mean over classes
+    1..C-1 of ``2 inter / (size_a + size_b)``, a class absent from both counting as 1.
+    """
+    per_class = dice_from_counts(inter[..., 1:], size_a[..., 1:], size_b[..., 1:])
+    return per_class.mean(axis=-1)
+
+
+def _layout(spatial: int, lead: str) -> str:
+    axes = ("H", "W") if spatial == 2 else ("D", "H", "W")
+    return "(" + ", ".join([*lead.split(), *axes]) + ")"
+
+
+def _spatial_dims(reference: object) -> int:
+    """2 or 3, from the reference's shape (N, *S); 2 for anything else (its check then reports it)."""
+    ndim = getattr(reference, "ndim", 3)
+    return 3 if ndim == 4 else 2
+
+
+def _check_labels(arr: object, what: str, ndim: int, layout: str, num_classes: int) -> np.ndarray:
+    """An integer or bool array of ``ndim`` dims with labels 0..num_classes-1 (checked by chunk)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{what} must be a numpy array {layout}, got {type(arr).__name__}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions {layout}, got shape {arr.shape}")
+    if arr.dtype != np.bool_ and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"{what} must be bool or an integer dtype with labels 0 to {num_classes - 1}, got {arr.dtype}"
+        )
+    if arr.size:
+        step = max(1, (1 << 24) // max(1, arr[:1].size))
+        lo = min(int(arr[i : i + step].min()) for i in range(0, arr.shape[0], step))
+        hi = max(int(arr[i : i + step].max()) for i in range(0, arr.shape[0], step))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"{what} must hold labels 0 to {num_classes - 1} (num_classes = {num_classes}), "
+                f"got values in [{lo}, {hi}]"
+            )
+    return arr
+
+
+def _label_dice(masks: np.ndarray, reference: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mean per-structure Dice (N, K) of label maps (N, K, *S) against reference label maps (N, *S).
+
+    The counts come from the Rust core: each chunk's reference joins its proposals as proposal K, and
+    ``pairwise_stats(..., num_classes=C)`` gives the per-class sizes and intersections.
+    """
+    from rndpo.mining import pairwise_stats
+
+    n, k = masks.shape[:2]
+    p = math.prod(masks.shape[2:])
+    out = np.empty((n, k), dtype=np.float64)
+    for c in _chunks(n, 2 * (k + 1) * p):
+        stacked = np.empty((c.stop - c.start, k + 1, p), dtype=np.uint8)
+        stacked[:, :k] = masks[c].reshape(-1, k, p)
+        stacked[:, k] = reference[c].reshape(-1, p)
+        st = pairwise_stats(stacked, num_classes=num_classes)
+        sizes = np.asarray(st.sizes, dtype=np.int64)
+        inter = np.asarray(st.intersection, dtype=np.int64)[:, :k, k, :]
+        out[c] = mean_structure_dice(inter, sizes[:, :k, :], sizes[:, k : k + 1, :])
+    return out
+
+
+def proposal_dice(masks: np.ndarray, reference: np.ndarray, *, num_classes: int | None = None) -> np.ndarray:
     """Dice of every proposal with its image's reference mask.
 
-    masks: bool or uint8 (N, K, H, W) in {0, 1}; reference: bool or uint8 (N, H, W) in {0, 1}.
-    Returns float64 (N, K) in [0, 1]; two empty masks have Dice 1.
+    masks: bool or uint8 (N, K, *S) in {0, 1}; reference: bool or uint8 (N, *S) in {0, 1}; S = (H, W) or
+    (D, H, W). Returns float64 (N, K) in [0, 1]; two empty masks have Dice 1.
+
+    With ``num_classes`` C (2 to 255): masks and reference are label maps (any integer dtype, labels
+    0..C-1) and the result is the mean per-structure Dice over classes 1..C-1, a structure absent from
+    both counting as 1 (see :func:`mean_structure_dice`); for C = 2 it equals the binary Dice.
     """
-    masks = _check_binary(masks, "masks", 4, "(N, K, H, W)")
-    reference = _check_binary(reference, "reference", 3, "(N, H, W)")
-    n, k, h, w = masks.shape
-    if reference.shape != (n, h, w):
-        raise ValueError(f"reference must have shape (N, H, W) = {(n, h, w)}, got {reference.shape}")
+    nd = _spatial_dims(reference)
+    mask_layout, ref_layout = _layout(nd, "N K"), _layout(nd, "N")
+    if num_classes is None:
+        masks = _check_binary(masks, "masks", nd + 2, mask_layout)
+        reference = _check_binary(reference, "reference", nd + 1, ref_layout)
+    else:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= 255:
+            raise ValueError(f"num_classes must be None or an int from 2 to 255, got {num_classes!r}")
+        masks = _check_labels(masks, "masks", nd + 2, mask_layout, num_classes)
+        reference = _check_labels(reference, "reference", nd + 1, ref_layout, num_classes)
+    n, k = masks.shape[:2]
+    spatial = tuple(masks.shape[2:])
+    if reference.shape != (n, *spatial):
+        raise ValueError(f"reference must have shape {ref_layout} = {(n, *spatial)}, got {reference.shape}")
+    if num_classes is not None:
+        return _label_dice(masks, reference, num_classes)
     out = np.empty((n, k), dtype=np.float64)
-    p = h * w
+    p = math.prod(spatial)
     for c in _chunks(n, 2 * k * p):
         m = masks[c].reshape(-1, k, p).astype(bool, copy=False)
         g = reference[c].reshape(-1, 1, p).astype(bool, copy=False)
@@ -48,7 +148,11 @@ def proposal_dice(masks: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 class OracleJudge:
-    """True Dice of each proposal against ``bank.ground_truth`` (an upper bound; experiments only)."""
+    """True Dice of each proposal against ``bank.ground_truth`` (an upper bound; experiments only).
+
+    Label-map banks (``bank.num_classes`` > 2) score the mean per-structure Dice, a structure absent
+    from both the proposal and the ground truth counting as 1 (see :func:`proposal_dice`).
+    """
 
     name = "oracle"
 
@@ -56,7 +160,8 @@ class OracleJudge:
         """float64 (N, K) true Dice in [0, 1]; raises ValueError if the bank has no ground truth."""
         masks = _bank_masks(bank)
         gt = _bank_ground_truth(bank, "OracleJudge")
-        return _finite_scores(proposal_dice(masks, gt), self.name, masks.shape[:2])
+        classes = _label_classes(bank)
+        return _finite_scores(proposal_dice(masks, gt, num_classes=classes), self.name, masks.shape[:2])
 
 
 def pearson_for_spearman(rho: float) -> float:
@@ -95,7 +200,8 @@ class NoisyOracleJudge:
     refined by bisection (the noise ``eps`` stays fixed) so that the realised Spearman correlation over
     the bank is within ``1e-3`` of ``reliability`` wherever that is reachable; this removes the
     finite-sample and tie error of the closed form. If the true Dice is constant over the bank, the
-    correlation is undefined and the scores are that constant. Deterministic per ``seed``.
+    correlation is undefined and the scores are that constant. Deterministic per ``seed``. On a label-map
+    bank the true Dice is the oracle's mean per-structure Dice.
     """
 
     name = "noisy_oracle"
