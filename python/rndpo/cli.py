@@ -108,12 +108,20 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--images",
         required=True,
-        help="an .npz with images, a folder of images, a NIfTI file or a folder of them",
+        help="an .npz with images, a folder of images, a NIfTI file or a folder of them (3D models: NIfTI"
+        " volumes, nnU-Net channel naming <case>_0000.nii.gz or one file per case)",
     )
     pred.add_argument(
-        "--out", required=True, help="output: .npz for an .npz input, else a folder (or a .nii.gz)"
+        "--out",
+        required=True,
+        help="output: .npz for an .npz input, else a folder (or a .nii.gz); 3D models write"
+        " <case>.nii.gz label maps in the dataset's own label values",
     )
-    pred.add_argument("--probs", action="store_true", help="also write foreground probabilities")
+    pred.add_argument(
+        "--probs",
+        action="store_true",
+        help="also write probabilities (3D models: <case>_probs.nii.gz, the C classes on the last axis)",
+    )
     pred.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     pred.add_argument("--batch-size", type=int, default=64)
     conf = sub.add_parser("config", help="print a run config as commented TOML (every key, its help)")

@@ -21,7 +21,25 @@ class DataConfig:
         default="synthetic", metadata=help_text("dataset source")
     )
     path: str = field(
-        default="", metadata=help_text("npz file, or folder (folder: images/ and masks/ inside)")
+        default="",
+        metadata=help_text(
+            "npz file, or folder (folder: images/ and masks/ inside); nifti: a dataset folder with a"
+            " dataset.json (nnU-Net v2 or Medical Segmentation Decathlon layout): whole volumes, 3D"
+        ),
+    )
+    spatial_dims: int | None = field(
+        default=None,
+        metadata=help_text(
+            "2 or 3: npz with 3 reads (N, D, H, W[, C]) volumes and (N, D, H, W) label maps (unset: 2D;"
+            " nifti: 3 for a dataset folder, 2 for nifti_images slices)"
+        ),
+    )
+    labels: dict[str, int] = field(
+        default_factory=dict,
+        metadata=help_text(
+            "structure name = label value, e.g. {anterior = 1, posterior = 2} (npz volumes; dataset"
+            " folders name theirs in dataset.json); unset: the values found, named label_<v>"
+        ),
     )
     mask_path: str = field(default="", metadata=help_text("folder: mask folder (default: <path>/masks)"))
     mask_suffix: str = field(default="", metadata=help_text("folder: suffix of mask file stems, e.g. _mask"))
@@ -62,11 +80,32 @@ class DataConfig:
         check_fields(self, "data")
         if self.kind != "synthetic" and self.kind != "nifti" and not self.path:
             raise ConfigError(f"data.path is required for data.kind = {self.kind!r}")
-        if self.kind == "nifti" and (
-            not self.nifti_images or len(self.nifti_images) != len(self.nifti_masks)
+        if self.kind == "nifti" and self.path and self.nifti_images:
+            raise ConfigError(
+                "data.path (a dataset folder: volumes) and data.nifti_images (volumes sliced to 2D) are two"
+                " routes; set one of them"
+            )
+        if (
+            self.kind == "nifti"
+            and not self.path
+            and (not self.nifti_images or len(self.nifti_images) != len(self.nifti_masks))
         ):
             raise ConfigError(
-                "data.nifti_images and data.nifti_masks must be non-empty lists of equal length"
+                "data.kind = 'nifti' needs data.path (a dataset folder with a dataset.json), or"
+                " data.nifti_images and data.nifti_masks as non-empty lists of equal length"
+            )
+        if self.spatial_dims not in (None, 2, 3):
+            raise ConfigError(f"data.spatial_dims must be 2 or 3 (or left out), got {self.spatial_dims}")
+        if self.spatial_dims is not None and self.spatial_dims != self.volume_dims:
+            raise ConfigError(
+                f"data.spatial_dims = {self.spatial_dims} does not fit data.kind = {self.kind!r}"
+                f"{' with a dataset folder' if self.kind == 'nifti' and self.path else ''}"
+                f" (which gives {self.volume_dims}D images)"
+            )
+        if self.labels and not (self.kind == "npz" and self.volume_dims == 3):
+            raise ConfigError(
+                "data.labels names the structures of npz volumes (data.spatial_dims = 3); dataset"
+                " folders take theirs from dataset.json"
             )
         if self.skip_empty and self.kind != "nifti":
             raise ConfigError(f"data.skip_empty applies to data.kind = 'nifti' only, got kind {self.kind!r}")
@@ -90,7 +129,18 @@ class DataConfig:
                 "data.val_fraction + data.test_fraction must be < 1 to leave a train pool, "
                 f"got {self.val_fraction} + {self.test_fraction}"
             )
+        object.__setattr__(self, "labels", dict(self.labels))  # a copy: the caller's dict may change
         if self.max_unlabeled is not None and self.max_unlabeled < 1:
             raise ConfigError(
                 f"data.max_unlabeled must be >= 1, or left out for no cap, got {self.max_unlabeled}"
             )
+
+    @property
+    def volume_dims(self) -> int:
+        """The spatial dims of the images this config reads: 3 for a NIfTI dataset folder and for npz with
+        ``spatial_dims = 3``, else 2."""
+        if self.kind == "nifti":
+            return 3 if self.path else 2
+        if self.kind == "npz" and self.spatial_dims == 3:
+            return 3
+        return 2
