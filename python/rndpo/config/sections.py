@@ -102,9 +102,30 @@ class ModelConfig:
             " (spatial dims and channels come from the data)"
         ),
     )
+    spatial_dims: int | None = field(
+        default=None, metadata=help_text("2 or 3 (unset: from the data; set, it must match the data)")
+    )
+    patch_size: tuple[int, ...] = field(
+        default=(),
+        metadata=help_text(
+            "training patches (foreground oversampled) and sliding-window inference size, one int per"
+            " spatial axis, e.g. [32, 48, 32] (empty: whole images)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "model")
+        if self.spatial_dims not in (None, 2, 3):
+            raise ConfigError(f"model.spatial_dims must be 2 or 3 (or left out), got {self.spatial_dims}")
+        if self.patch_size and (
+            len(self.patch_size) not in (2, 3)
+            or any(p < 4 for p in self.patch_size)
+            or (self.spatial_dims is not None and len(self.patch_size) != self.spatial_dims)
+        ):
+            raise ConfigError(
+                "model.patch_size must be one int >= 4 per spatial axis (2 or 3 of them, as"
+                f" model.spatial_dims), got {list(self.patch_size)}"
+            )
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ConfigError(f"model.channels must be positive integers, got {list(self.channels)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -185,6 +206,13 @@ class BaseTrainConfig(OptimizerConfig):
         metadata=help_text("random flips, 90-degree and small rotations, gamma/contrast/brightness"),
     )
     max_rotation: float = field(default=15.0, metadata=help_text("largest small-rotation angle in degrees"))
+    flip_axes: tuple[int, ...] | None = field(
+        default=None,
+        metadata=help_text(
+            "volumes: the axes flipped in augmentation, 0 = D, 1 = H, 2 = W (unset: all; [] none; leave"
+            " out an axis along which left and right structures differ)"
+        ),
+    )
     eval_every: int = field(default=25, metadata=help_text("validate every this many steps (and at the end)"))
     n_snapshots: int = field(
         default=3, metadata=help_text("evenly spaced snapshot checkpoints kept for proposals")
@@ -231,6 +259,12 @@ class BaseTrainConfig(OptimizerConfig):
             )
         if not 0 <= self.max_rotation <= 180:
             raise ConfigError(f"base.max_rotation must be in [0, 180] degrees, got {self.max_rotation}")
+        if self.flip_axes is not None and (
+            len(set(self.flip_axes)) != len(self.flip_axes) or any(a not in (0, 1, 2) for a in self.flip_axes)
+        ):
+            raise ConfigError(
+                f"base.flip_axes must be distinct axes among 0, 1, 2, got {list(self.flip_axes)}"
+            )
 
 
 PROPOSAL_SOURCES: tuple[str, ...] = ("mc_dropout", "tta", "threshold", "snapshot", "morph")

@@ -191,9 +191,15 @@ def margin_quantile(scores: np.ndarray, q: float = AUTO_MARGIN_QUANTILE) -> floa
 
 
 def _mined_flip_rate(
-    masks: np.ndarray, scores: np.ndarray, true_dice: np.ndarray, miner: str, mining: MiningConfig, seed: int
+    masks: np.ndarray,
+    scores: np.ndarray,
+    true_dice: np.ndarray,
+    miner: str,
+    mining: MiningConfig,
+    seed: int,
+    num_classes: int | None,
 ) -> tuple[float | None, int]:
-    pairs = mine_configured(masks, scores, miner, mining, seed=seed)
+    pairs = mine_configured(masks, scores, miner, mining, seed=seed, num_classes=num_classes)
     q = pair_quality(pairs, true_dice)
     return (q.n_wrong / q.n_pairs if q.n_pairs else None), q.n_pairs
 
@@ -211,10 +217,11 @@ def calibrate_judge(
     mining: MiningConfig,
     *,
     seed: int = 0,
+    num_classes: int | None = None,
 ) -> JudgeCalibration:
     """Calibrate one judge: ``scores`` and ``true_dice`` float64 (N, K) of a validation bank whose masks
-    are ``masks`` bool/uint8 (N, K, H, W); flip rates of every configured miner and of both ``auto``
-    candidates are mined with ``mining`` and ``seed``."""
+    are ``masks`` bool/uint8 (N, K, *S) (label maps with ``num_classes`` C > 2); flip rates of every
+    configured miner and of both ``auto`` candidates are mined with ``mining`` and ``seed``."""
     s = np.asarray(scores, dtype=np.float64)
     rel = judge_reliability(s, true_dice)
     margin = margin_quantile(s)
@@ -223,7 +230,7 @@ def calibrate_judge(
     flips: dict[str, float | None] = {}
     counts: dict[str, int] = {}
     for miner in miners:
-        flips[miner], counts[miner] = _mined_flip_rate(masks, s, true_dice, miner, mining, seed)
+        flips[miner], counts[miner] = _mined_flip_rate(masks, s, true_dice, miner, mining, seed, num_classes)
     first = concrete[0] if concrete else "top_vs_bottom"
     return JudgeCalibration(
         judge=judge,
@@ -258,6 +265,7 @@ def calibrate_judges(
     mining: MiningConfig,
     *,
     seed: int = 0,
+    num_classes: int | None = None,
 ) -> dict[str, JudgeCalibration]:
     """Calibrate every judge of ``judges`` from its validation scores ``val_scores[label]`` (N, K).
 
@@ -269,11 +277,15 @@ def calibrate_judges(
     labels = [label for label, name, _ in judges.judge_labels() if name != "ensemble"]
     parts = [label for label, _, _ in ensemble_components(judges)] if "ensemble" in judges.names else []
     for label in dict.fromkeys([*labels, *parts]):
-        out[label] = calibrate_judge(label, val_scores[label], true_dice, masks, mining, seed=seed)
+        out[label] = calibrate_judge(
+            label, val_scores[label], true_dice, masks, mining, seed=seed, num_classes=num_classes
+        )
     if parts:
         weights = ensemble_weights(out, parts)
         scores = rank_average([val_scores[p] for p in parts], weights)
-        out["ensemble"] = calibrate_judge("ensemble", scores, true_dice, masks, mining, seed=seed)
+        out["ensemble"] = calibrate_judge(
+            "ensemble", scores, true_dice, masks, mining, seed=seed, num_classes=num_classes
+        )
     return out
 
 

@@ -264,7 +264,11 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
     test = stages.test
     ref = reference_logits(model, bank.images, device=config.device)
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    base_hd95 = evaluate(model, test, device=config.device).means()["hd95"] if test is not None else None
+    base_hd95 = (
+        evaluate(model, test, device=config.device, roi_size=stages.patch_size).means()["hd95"]
+        if test is not None
+        else None
+    )
     true_dice = OracleJudge().score(bank) if bank.ground_truth is not None else None
     calibration = cached(partial(stages.calibration, seed, model, snapshots))
     if rank() == 0 and stages.keep != "none":
@@ -273,7 +277,7 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
     ft = finetune_key(config.finetune)
     multi = Rounds(stages, model, snapshots, base_state, base_hd95) if config.finetune.rounds > 1 else None
     if test is not None:
-        base_eval = evaluate(model, test, distances=False, device=config.device)
+        base_eval = evaluate(model, test, distances=False, device=config.device, roi_size=stages.patch_size)
         if base_eval.n_excluded:
             log.info(
                 "seed %d: %d test volumes are empty in truth and in the base model's prediction: left out"

@@ -17,10 +17,13 @@ from rndpo.config import (
 from rndpo.data import (
     DatasetSplits,
     SegmentationDataset,
+    load_dataset_folder,
     load_folder,
     load_nifti,
     load_npz,
+    load_npz_volumes,
     load_unlabeled,
+    read_unlabeled_folder,
     split_dataset,
     synthetic_dataset,
 )
@@ -40,6 +43,20 @@ def load_data(cfg: DataConfig) -> SegmentationDataset:
     size = cfg.image_size
     if cfg.kind == "synthetic":
         return synthetic_dataset(n_images=cfg.n_images, size=size, seed=cfg.seed)
+    if cfg.kind == "nifti" and cfg.path:
+        folder = Path(cfg.path)
+        if not folder.is_dir():
+            raise ConfigError(f"data.path: dataset folder not found: {folder} (relative to {Path.cwd()})")
+        volumes = load_dataset_folder(folder)
+        data, _ = volumes.to_dataset(folder.name)
+        log.info(
+            "data: %d volumes of %s, structures %s, padded to %s (voxel order of the files, native spacing)",
+            len(data),
+            folder,
+            list(data.structures),
+            list(data.images.shape[2:]),
+        )
+        return data
     if cfg.kind == "nifti":
         for p in (*cfg.nifti_images, *cfg.nifti_masks):
             if not Path(p).is_file():
@@ -48,6 +65,8 @@ def load_data(cfg: DataConfig) -> SegmentationDataset:
     path = Path(cfg.path)
     if not path.exists():
         raise ConfigError(f"data.path: {cfg.kind} dataset not found: {path} (relative to {Path.cwd()})")
+    if cfg.kind == "npz" and cfg.volume_dims == 3:
+        return load_npz_volumes(path, labels=cfg.labels or None)
     if cfg.kind == "npz":
         return load_npz(path, image_size=size, group_by=cfg.group_by)
     mask_dir = Path(cfg.mask_path) if cfg.mask_path else path / "masks"
@@ -88,21 +107,29 @@ def split_data(cfg: DataConfig, data: SegmentationDataset) -> DatasetSplits:
 
 def image_scaling(cfg: DataConfig) -> dict[str, Any]:
     """How the loaders turned this config's files into model inputs (recorded with saved models)."""
+    if cfg.kind == "nifti" and cfg.path:
+        return {"kind": "volume_percentile", "per_channel": True, "window": None}
     if cfg.kind == "nifti":
         return {"kind": "volume_percentile", "axis": cfg.nifti_axis, "window": None}
     return {"kind": "unit"}
 
 
 def load_pool(cfg: DataConfig, splits: DatasetSplits) -> tuple[np.ndarray, np.ndarray | None]:
-    """The unlabeled pool: images float32 (N, C, H, W) and their ground truth uint8 (N, H, W), or None
-    for a truly unlabeled pool (``unlabeled_path``); at most ``max_unlabeled`` images (None: all)."""
+    """The unlabeled pool: images float32 (N, C, *S) and their ground truth uint8 (N, *S), or None
+    for a truly unlabeled pool (``unlabeled_path``: for volumes a folder of NIfTI volumes, nnU-Net
+    channel naming or one file per case, zero-padded to one shape); at most ``max_unlabeled`` images
+    (None: all)."""
     truth: np.ndarray | None
     if cfg.unlabeled_path:
         path = Path(cfg.unlabeled_path)
         if not path.exists():
             raise ConfigError(f"data.unlabeled_path: not found: {path} (relative to {Path.cwd()})")
         channels = splits.labeled.images.shape[1]
-        images, _ = load_unlabeled(path, image_size=cfg.image_size, channels=channels)
+        if cfg.volume_dims == 3:
+            pool, _ = read_unlabeled_folder(path, channels).to_dataset("pool")
+            images = pool.images
+        else:
+            images, _ = load_unlabeled(path, image_size=cfg.image_size, channels=channels)
         truth = None
     else:
         images, truth = splits.unlabeled.images, splits.unlabeled.masks

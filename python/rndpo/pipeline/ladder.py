@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rndpo.config import METHOD_PRESETS, MethodConfig
-from rndpo.metrics import dice
+from rndpo.judges import proposal_dice
 from rndpo.proposals import ProposalBank
 from rndpo.training import TrainingPairs, top_choice_pairs
 
@@ -64,11 +64,17 @@ def oracle_pairs(bank: ProposalBank, true_dice: np.ndarray) -> TrainingPairs:
 
 
 def pool_dice(bank: ProposalBank, true_dice: np.ndarray) -> dict[str, float]:
-    """Mean true Dice on the pool of the base model's mask (probs >= 0.5), the median proposal and the
-    best of K. true_dice float64 (N, K)."""
+    """Mean true Dice on the pool of the base model's mask (probs >= 0.5; label maps: the argmax of the
+    class probabilities, scored as the oracle judge scores, mean per-structure Dice), the median proposal
+    and the best of K. true_dice float64 (N, K)."""
     if bank.ground_truth is None or bank.probs is None:
         raise ValueError("pool_dice: the bank needs ground truth and base probabilities")
-    base = np.asarray(dice(np.asarray(bank.probs) >= 0.5, np.asarray(bank.ground_truth)))
+    truth, probs = np.asarray(bank.ground_truth), np.asarray(bank.probs)
+    if bank.num_classes > 2:
+        labels = np.argmax(probs, axis=1).astype(np.uint8)
+        base = proposal_dice(labels[:, None], truth, num_classes=bank.num_classes)[:, 0]
+    else:
+        base = proposal_dice((probs >= 0.5)[:, None], truth)[:, 0]
     return {
         "pool_base_dice": float(base.mean()),
         "pool_median_proposal_dice": float(np.median(true_dice, axis=1).mean()),

@@ -25,6 +25,7 @@ import numpy as np
 from rndpo import __version__
 from rndpo.config import TOP_PICK, RunConfig, config_to_dict
 from rndpo.pipeline.ladder import ladder_table
+from rndpo.pipeline.structure_table import structure_table
 from rndpo.storage import atomic_write, write_json, write_text
 
 __all__ = [
@@ -241,10 +242,14 @@ def write_reports(
     )
     write_text(out / "results.csv", _csv_text(runs))
     head = f"## Headroom ladder\n\n{ladder_table(ladder)}\n## All runs\n\n" if ladder else ""
-    if config.data.kind == "nifti":
+    if config.data.kind == "nifti" and not config.data.path:
         head = f"{_PER_VOLUME}\n\n{head}"
     rounds = rounds_table(runs)
     tail = f"\n## Rounds\n\n{rounds}" if rounds else ""
+    structures = structure_table(runs)
+    tail += (
+        f"\n## Structures: test Dice, base -> final, mean over seeds\n\n{structures}" if structures else ""
+    )
     judges = judge_table(runs)
     tail += f"\n## Judges: validation estimates and the pool\n\n{judges}" if judges else ""
     write_text(out / "results.md", head + summary_table(runs) + tail)
@@ -336,7 +341,9 @@ def plot_pair_examples(
     score and (where known) true Dice; ``title`` names the judge and miner.
 
     images float32 (N, C, H, W); masks uint8 (N, K, H, W); image/chosen/rejected int64 (P,); ground_truth
-    uint8 (N, H, W); scores and true_dice float (N, K).
+    uint8 (N, H, W); scores and true_dice float (N, K). Volumes (N, C, D, H, W) show the slice along D where
+    the pair disagrees most; label maps outline the foreground (any structure), and D is where the labels
+    differ.
     """
     import matplotlib
 
@@ -361,25 +368,36 @@ def plot_pair_examples(
 
     for row, p in enumerate(picks):
         i, c, r = int(image[p]), int(chosen[p]), int(rejected[p])
-        img = images[i].transpose(1, 2, 0)
+        vol, a, b = np.asarray(images[i]), np.asarray(masks[i, c]), np.asarray(masks[i, r])
+        truth = None if ground_truth is None else np.asarray(ground_truth[i])
+        differ = int(np.count_nonzero(a != b))
+        if a.ndim == 3:  # a volume: the slice where the pair disagrees most
+            z = int(np.argmax((a != b).reshape(a.shape[0], -1).sum(axis=1)))
+            vol, a, b = vol[:, z], a[z], b[z]
+            truth = None if truth is None else truth[z]
+        img = vol.transpose(1, 2, 0)
         img = img[..., 0] if img.shape[-1] == 1 else (img - img.min()) / max(float(np.ptp(img)), 1e-12)
-        win, lose = masks[i, c].astype(bool), masks[i, r].astype(bool)
+        win, lose = a.astype(bool), b.astype(bool)
         left, right = axes[row]
         left.imshow(img, cmap="gray")
         for mask, color, style in ((win, "lime", "solid"), (lose, "red", "solid")):
             if mask.any() and not mask.all():
                 left.contour(mask.astype(float), levels=[0.5], colors=color, linewidths=1.2, linestyles=style)
-        if ground_truth is not None and ground_truth[i].any():
+        if truth is not None and truth.any():
             left.contour(
-                ground_truth[i].astype(float), levels=[0.5], colors="white", linewidths=1, linestyles="dashed"
+                truth.astype(bool).astype(float),
+                levels=[0.5],
+                colors="white",
+                linewidths=1,
+                linestyles="dashed",
             )
         left.set_title(f"image {i}\nchosen {describe(i, c)}\nrejected {describe(i, r)}", fontsize=7)
         overlay = np.zeros((*win.shape, 4))
-        overlay[win & ~lose] = (0.1, 0.8, 0.1, 0.9)
-        overlay[lose & ~win] = (0.9, 0.1, 0.1, 0.9)
+        overlay[(a != b) & win] = (0.1, 0.8, 0.1, 0.9)  # the chosen map's label there
+        overlay[(a != b) & ~win] = (0.9, 0.1, 0.1, 0.9)
         right.imshow(img, cmap="gray")
         right.imshow(overlay)
-        right.set_title(f"disagreement D, |D| = {int((win ^ lose).sum())}", fontsize=7)
+        right.set_title(f"disagreement D, |D| = {differ}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
     handles = [

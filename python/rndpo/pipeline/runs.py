@@ -113,23 +113,36 @@ def base_model_name(stages: Stages, seed: int) -> str:
 
 
 def model_info(stages: Stages, **fields: Any) -> dict[str, Any]:
+    """What a saved model records about its inputs and outputs (see :mod:`rndpo.nets.saved`)."""
     cfg = stages.config
-    return {
-        "in_channels": int(stages.splits.labeled.images.shape[1]),
-        "image_size": cfg.data.image_size,
+    labeled = stages.splits.labeled
+    info: dict[str, Any] = {
+        "in_channels": int(labeled.images.shape[1]),
+        "image_size": cfg.data.image_size if labeled.spatial_dims == 2 else None,
         "scaling": image_scaling(cfg.data),
         "threshold": 0.5,
         "dataset": stages.dataset,
-        **fields,
+        "num_classes": labeled.num_classes,
+        "class_names": list(labeled.class_names),
+        "label_values": list(labeled.label_values),
     }
+    if labeled.spacing is not None:
+        info["spacing"] = [float(v) for v in np.median(labeled.spacing, axis=0)]
+    if stages.patch_size is not None:
+        info["patch_size"] = list(stages.patch_size)
+    return info | fields
 
 
 def save_base(stages: Stages, seed: int, model: nn.Module) -> None:
     dev = stages.device
-    val_dice = evaluate(model, stages.splits.val, distances=False, device=dev).means()["dice"]
+    val_dice = evaluate(
+        model, stages.splits.val, distances=False, device=dev, roi_size=stages.patch_size
+    ).means()["dice"]
     test = stages.test
     test_dice = (
-        evaluate(model, test, distances=False, device=dev).means()["dice"] if test is not None else None
+        evaluate(model, test, distances=False, device=dev, roi_size=stages.patch_size).means()["dice"]
+        if test is not None
+        else None
     )
     log.info("seed %d: base model: validation Dice %.4f", seed, val_dice)
     info = model_info(stages, method="base", judge=None, miner=None, seed=seed, selected_step=None)
@@ -255,18 +268,24 @@ def finetune_run(
     ``reference``: see :func:`rndpo.training.finetuning.finetune`."""
     config = stages.config
     test, val = stages.test, stages.splits.val
+    base_classes = structure_dice(stages, model)
     if len(data) == 0:
         log.warning("no pairs were mined: the run keeps the base model")
         dev = config.device
-        test_eval = evaluate(model, test, distances=False, device=dev) if test is not None else None
+        test_eval = (
+            evaluate(model, test, distances=False, device=dev, roi_size=stages.patch_size)
+            if test is not None
+            else None
+        )
         per_image = test_eval.dice if test_eval is not None else None
         dice0 = test_eval.means()["dice"] if test_eval is not None else None
-        val0 = evaluate(model, val, distances=False, device=dev).means()["dice"]
+        val0 = evaluate(model, val, distances=False, device=dev, roi_size=stages.patch_size).means()["dice"]
         steps = [0, config.finetune.steps]
         curve = [(s, dice0) for s in steps] if dice0 is not None else []
         val_curve = [(s, val0) for s in steps]
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         record = run_record(stages, curve, val_curve, 0, base_hd95, base_hd95, [], per_image)
+        record |= structure_fields(stages, model, base_classes, state, state)
         return record, state, state
     torch.manual_seed(seed)
     result = finetune(
@@ -294,7 +313,43 @@ def finetune_run(
         result.train_log,
         result.final_dice_per_image,
     )
+    record |= structure_fields(stages, model, base_classes, result.selected_state_dict, result.state_dict)
     return record, result.selected_state_dict, result.state_dict
+
+
+def structure_dice(stages: Stages, model: nn.Module) -> dict[str, float | None] | None:
+    """{structure: mean test Dice} of ``model`` when the test set is scored per structure (volumes,
+    label maps), else None."""
+    test = stages.test
+    if test is None or not (test.spatial_dims == 3 or test.num_classes > 2):
+        return None
+    ev = evaluate(model, test, distances=False, device=stages.device, roi_size=stages.patch_size)
+    return ev.dice_per_class()
+
+
+def structure_fields(
+    stages: Stages,
+    model: nn.Module,
+    base: dict[str, float | None] | None,
+    selected: dict[str, torch.Tensor],
+    final: dict[str, torch.Tensor],
+) -> dict[str, Any]:
+    """The per-structure fields of a run row ({} when the test set is not scored per structure):
+    base_dice_per_class, selected_dice_per_class, final_dice_per_class, final_hd95_mm_per_class
+    ({structure name: value}, None where a structure was never scored). ``model`` ends with ``final``."""
+    test = stages.test
+    if base is None or test is None:
+        return {}
+    model.load_state_dict(selected)
+    chosen = structure_dice(stages, model)
+    model.load_state_dict(final)
+    ev = evaluate(model, test, device=stages.device, roi_size=stages.patch_size)
+    return {
+        "base_dice_per_class": base,
+        "selected_dice_per_class": chosen,
+        "final_dice_per_class": ev.dice_per_class(),
+        "final_hd95_mm_per_class": ev.hd95_per_class(),
+    }
 
 
 def run_record(

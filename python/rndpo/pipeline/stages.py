@@ -16,6 +16,7 @@ from torch import nn
 
 from rndpo import __version__
 from rndpo.config import (
+    ConfigError,
     RunConfig,
     config_to_dict,
 )
@@ -70,6 +71,11 @@ KEEP_CHOICES: tuple[str, ...] = ("selected", "all", "none")
 Keep = Literal["selected", "all", "none"]
 
 
+def label_classes(bank: ProposalBank) -> int | None:
+    """The ``num_classes`` mining needs: C for a bank of label maps with C > 2, None for binary masks."""
+    return bank.num_classes if bank.num_classes > 2 else None
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -110,7 +116,19 @@ class Stages:
         self.data_key = stage_key(__version__, config_to_dict(config.data))
 
     def model(self) -> nn.Module:
-        return network_from_config(self.config.model, self.splits.labeled.images.shape[1])
+        """The configured network for this data: its spatial dims, and C output channels (softmax) for
+        label maps with C > 2 structures-plus-background, one (sigmoid) for binary masks."""
+        labeled = self.splits.labeled
+        dims = self.config.model.spatial_dims
+        if dims is not None and dims != labeled.spatial_dims:
+            raise ConfigError(f"model.spatial_dims = {dims}, but the data is {labeled.spatial_dims}D")
+        out = labeled.num_classes if labeled.num_classes > 2 else 1
+        return network_from_config(self.config.model, labeled.images.shape[1], labeled.spatial_dims, out)
+
+    @property
+    def patch_size(self) -> tuple[int, ...] | None:
+        """``[model] patch_size`` (training patches, sliding-window inference), None: whole images."""
+        return tuple(self.config.model.patch_size) or None
 
     def base_key(self, seed: int) -> str:
         cfg = self.config
@@ -126,7 +144,15 @@ class Stages:
             model = self.model()
             labeled, val = self.splits.labeled, self.splits.val
             result = train_base(
-                model, labeled, val, cfg.base, seed=seed, device=self.device, progress=self.progress
+                model,
+                labeled,
+                val,
+                cfg.base,
+                seed=seed,
+                device=self.device,
+                progress=self.progress,
+                patch_size=self.patch_size,
+                flip_axes=cfg.base.flip_axes,
             )
             with atomic_dir(folder) as tmp:
                 torch.save({"best": result.state_dict, "snapshots": result.snapshots}, tmp / "model.pt")
@@ -170,6 +196,7 @@ class Stages:
             ground_truth=truth,
             device=self.device,
             progress=self.progress,
+            roi_size=self.patch_size,
         )
 
     def scores(
@@ -285,7 +312,9 @@ class Stages:
                 for label, name, kw in calibration_judges(cfg.judges)
             }
             truth = OracleJudge().score(bank)
-            result = calibrate_judges(scores, truth, bank.masks, cfg.judges, cfg.mining, seed=seed)
+            result = calibrate_judges(
+                scores, truth, bank.masks, cfg.judges, cfg.mining, seed=seed, num_classes=label_classes(bank)
+            )
             for label, c in result.items():
                 ci = c.spearman_interval
                 interval = "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -312,7 +341,7 @@ class Stages:
         key = stage_key(scores_key, miner, config_to_dict(m), seed)
         path = self.stages / f"pairs-{key}.npz"
         if not stage_ready(path):
-            pairs = mine_configured(bank.masks, scores, miner, m, seed=seed)
+            pairs = mine_configured(bank.masks, scores, miner, m, seed=seed, num_classes=label_classes(bank))
             arrays = {f.name: getattr(pairs, f.name) for f in dataclasses.fields(pairs)}
             write_npz(path, checksum=True, **arrays)
         with np.load(path) as z:
