@@ -1,7 +1,10 @@
 """The learned quality-control judge: a small CNN that predicts a proposal's Dice from (image, mask).
 
-images float32 (N, C, H, W) in [0, 1], masks uint8 (N, K, H, W) in {0, 1}; scores float64 (N, K), the
-predicted Dice in [0, 1]. The network and its training live in :mod:`rndpo.judges.qc_model`.
+images float32 (N, Cin, *S) in [0, 1] with S = (H, W) or (D, H, W); masks uint8 (N, K, *S): {0, 1} for a
+binary bank, labels 0..C-1 for a label-map bank (``bank.num_classes`` C > 2, fed to the network one-hot);
+scores float64 (N, K), the predicted Dice in [0, 1]: the oracle judge's score (mean per-structure Dice
+for label maps), so its rankings compare with the oracle's. The network and its training live in
+:mod:`rndpo.judges.qc_model`, the synthetic corruptions in :mod:`rndpo.judges.corruptions`.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ __all__ = ["LearnedQCJudge"]
 class LearnedQCJudge:
     """A small CNN (:class:`rndpo.judges.qc_model.QCNet`) that predicts a proposal's Dice from (image, mask).
 
-    Train it with :meth:`fit` on a bank of proposals for labeled images (their true Dice is known),
-    then :meth:`score` any bank with the same number of image channels. ``n_synthetic`` corruptions of
-    each training image's true mask (:mod:`rndpo.judges.corruptions`) join the proposals, ``rank_weight``
-    weighs a pairwise ranking loss among each image's masks, ``jitter`` is the training intensity
-    jitter, and ``tta`` scores as the mean over the 8 flips / 90-degree rotations. :meth:`save` / :meth:`load`
-    keep the network and its fit result in a folder.
+    Train it with :meth:`fit` on a bank of proposals for labeled images (their true Dice is known: the
+    oracle's score), then :meth:`score` any bank with the same number of image channels, the same
+    ``num_classes`` and the same number of spatial dimensions (2D or 3D; the fitted network records
+    both). ``n_synthetic`` corruptions of each training image's true mask (:mod:`rndpo.judges.corruptions`)
+    join the proposals, ``rank_weight`` weighs a pairwise ranking loss among each image's masks,
+    ``jitter`` is the training intensity jitter, and ``tta`` scores as the mean over 8 views (2D: the
+    flips / 90-degree rotations; 3D: the flips along every set of axes). ``max_side`` bounds the side
+    of a volume as the 3D network's first convolution sees it (larger volumes are area-downsampled by
+    an integer factor). :meth:`save` / :meth:`load` keep the network and its fit result in a folder.
     """
 
     name = "learned_qc"
@@ -43,6 +49,7 @@ class LearnedQCJudge:
         rank_weight: float = 0.0,
         jitter: float = 0.0,
         tta: bool = False,
+        max_side: int = 16,
         device: str = "cpu",
     ) -> None:
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -59,6 +66,8 @@ class LearnedQCJudge:
             raise ValueError(f"rank_weight must be a finite float >= 0, got {rank_weight!r}")
         if not (isinstance(jitter, (int, float)) and 0 <= jitter < 1):
             raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
+        if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 4:
+            raise ValueError(f"max_side must be an int >= 4, got {max_side!r}")
         self.width = width
         self.stem_stride = stem_stride
         self.batch_size = batch_size
@@ -67,6 +76,7 @@ class LearnedQCJudge:
         self.rank_weight = float(rank_weight)
         self.jitter = float(jitter)
         self.tta = bool(tta)
+        self.max_side = max_side
         self.device = device
         self.model: QCNet | None = None
         self.fit_result: QCFitResult | None = None
@@ -80,9 +90,10 @@ class LearnedQCJudge:
         seed: int = 0,
         progress: bool = True,
     ) -> QCFitResult:
-        """Train on ``bank`` (needs images and ground truth) plus ``n_synthetic`` corruptions of each
-        training image's true mask; a ``val_fraction`` of images (a seeded split by image, never by
-        proposal) is held out for the returned validation metrics (on the real proposals)."""
+        """Train on ``bank`` (needs images and ground truth; 2D or 3D, binary or label maps) plus
+        ``n_synthetic`` corruptions of each training image's true mask; a ``val_fraction`` of images (a
+        seeded split by image, never by proposal) is held out for the returned validation metrics (on
+        the real proposals). The target is :class:`OracleJudge`'s score."""
         masks = _bank_masks(bank)
         images = _bank_images(bank, "LearnedQCJudge.fit")
         truth = OracleJudge().score(bank)
@@ -100,6 +111,8 @@ class LearnedQCJudge:
             lr=self.lr,
             width=self.width,
             stem_stride=self.stem_stride,
+            num_classes=bank.num_classes,
+            max_side=self.max_side,
             seed=seed,
             device=self.device,
             progress=progress,
@@ -113,6 +126,16 @@ class LearnedQCJudge:
                 "LearnedQCJudge has no trained model: call fit(bank) or LearnedQCJudge.load(path)"
             )
         masks = _bank_masks(bank)
+        if bank.num_classes != self.model.num_classes:
+            raise ValueError(
+                f"bank.num_classes must be {self.model.num_classes} (as in training), got {bank.num_classes}"
+            )
+        nd = self.model.spatial_dims
+        if len(bank.spatial_shape) != nd:
+            raise ValueError(
+                f"bank must hold {nd}-D {'images' if nd == 2 else 'volumes'} (as in training), "
+                f"got spatial shape {bank.spatial_shape}"
+            )
         images = _bank_images(bank, "LearnedQCJudge")
         if images.shape[1] != self.model.in_channels:
             raise ValueError(
@@ -156,6 +179,7 @@ class LearnedQCJudge:
             rank_weight=float(extra.get("rank_weight", 0.0)),
             jitter=float(extra.get("jitter", 0.0)),
             tta=bool(extra.get("tta", False)),
+            max_side=model.max_side,
             device=device,
         )
         judge.model = model
