@@ -26,6 +26,7 @@ test_fraction = 0.2
 [model]
 channels = [4, 8]
 kwargs = {norm = "instance"}
+patch_size = [6, 8, 8]
 
 [base]
 steps = 12
@@ -107,6 +108,7 @@ def test_the_saved_model_writes_label_maps_in_the_dataset_values(volume_run: Pat
     assert info["num_classes"] == 3 and info["label_values"] == [0, 1, 4]
     assert info["class_names"] == ["background", "head", "tail"]
     assert info["architecture"]["spatial_dims"] == 3 and info["spacing"] == [2.0, 1.0, 1.0]
+    assert info["patch_size"] == [6, 8, 8]
     rng = np.random.default_rng(5)
     image, _ = _blobs(rng, (8, 14, 10))
     src = tmp_path / "new_0000.nii.gz"

@@ -302,6 +302,7 @@ def finetune_run(
         checkpoint=path.with_suffix(".ckpt"),
         progress=stages.progress,
         reference=reference,
+        patch_size=stages.patch_size,
     )
     record = run_record(
         stages,

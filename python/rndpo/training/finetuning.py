@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +40,7 @@ from rndpo.losses import (
 from rndpo.metrics import evaluate
 from rndpo.mining import PairSet
 from rndpo.storage import atomic_write, load_weights, stage_ready
+from rndpo.training.pair_patches import crop_windows, pair_windows
 from rndpo.training.supervised import augment_batch
 
 __all__ = [
@@ -177,11 +178,15 @@ def _step_loss(
     teacher: nn.Module | None = None,
     gen: torch.Generator | None = None,
     part: slice = slice(None),
+    patch_size: tuple[int, ...] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of this process's ``part`` of the global ``batch`` (and ``anchor_batch``). With ``aug`` the
     batches are augmented and the reference logits are recomputed by ``ref_model`` (the frozen base,
     eval mode) on the augmented images. mean_teacher needs ``teacher`` and ``gen`` (its views);
-    pseudo_label takes its targets from ``ref``."""
+    pseudo_label takes its targets from ``ref``. With ``patch_size`` (volumes) every item is cut to a window
+    drawn from ``gen`` (:mod:`rndpo.training.pair_patches`): centred in a pair's disagreement region, on the
+    chosen mask's foreground (sft_top) or the labels' (anchor), else uniform; the reference logits are cut
+    to the same windows."""
     img = data.image[batch]
     images = torch.from_numpy(np.ascontiguousarray(data.images[img])).to(device)
     metrics: dict[str, float] = {}
@@ -189,8 +194,27 @@ def _step_loss(
     if method.anchor_weight > 0 and labeled is not None and anchor_batch is not None:
         x = torch.from_numpy(np.ascontiguousarray(labeled.images[anchor_batch])).to(device)
         y = torch.from_numpy(np.ascontiguousarray(labeled.masks[anchor_batch])).to(device)
+        if patch_size is not None:
+            assert gen is not None
+            boxes = pair_windows(y.cpu(), None, patch_size, gen)
+            x, y = crop_windows(x, boxes), crop_windows(y, boxes)
         x, (y,) = _augmented(x, [y], aug, part)
         anchor_inputs = (x, y)
+    windows: list[tuple[slice, ...]] | None = None
+
+    def cut(focus: torch.Tensor, other: torch.Tensor | None, *more: torch.Tensor) -> list[torch.Tensor]:
+        """Draw this batch's windows from ``focus`` / ``other`` and cut them and ``more`` to them."""
+        nonlocal windows
+        assert gen is not None and patch_size is not None
+        windows = pair_windows(focus.cpu(), None if other is None else other.cpu(), patch_size, gen)
+        return [crop_windows(t, windows) for t in (focus, *(() if other is None else (other,)), *more)]
+
+    def reference(rows: np.ndarray) -> torch.Tensor:
+        """The stored reference logits of ``rows`` (this process's part), cut to its windows."""
+        assert ref is not None
+        out = ref[torch.from_numpy(rows)].to(device)
+        return out if windows is None else crop_windows(out, windows[part])
+
     anchor_logits: list[torch.Tensor] = []
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
@@ -203,30 +227,42 @@ def _step_loss(
 
     if method.objective == "mean_teacher":
         assert teacher is not None and gen is not None
+        if patch_size is not None:
+            zeros = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.uint8)
+            windows = pair_windows(zeros, None, patch_size, gen)
+            images = crop_windows(images, windows)
         loss = method.beta * consistency_loss(forward, teacher, images, gen, part)
         metrics["consistency"] = float(loss.detach()) / method.beta
     elif method.objective == "pseudo_label":
         assert ref is not None
-        target, keep = pseudo_label_targets(ref[torch.from_numpy(img)].to(device).float(), method.confidence)
+        base_logits = ref[torch.from_numpy(img)].to(device).float()
+        if patch_size is not None:
+            zeros = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.uint8)
+            windows = pair_windows(zeros, None, patch_size, gen if gen is not None else torch.Generator())
+            images, base_logits = crop_windows(images, windows), crop_windows(base_logits, windows)
+        target, keep = pseudo_label_targets(base_logits, method.confidence)
         images, (target, keep) = _augmented(images, [target, keep], aug, part)
         loss = method.beta * confident_pseudo_label_loss(forward(images), target, keep)
         metrics["pseudo_label_loss"] = float(loss.detach()) / method.beta
         metrics["confident_share"] = float(keep.float().mean())
     elif method.objective == "sft_top":
         chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
+        if patch_size is not None:
+            chosen, images = cut(chosen, None, images)
         images, (chosen,) = _augmented(images, [chosen], aug, part)
         loss = sft_top_loss(forward(images), chosen)
     else:
         chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
         rejected = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.rejected[batch]])).to(device)
+        if patch_size is not None:
+            chosen, rejected, images = cut(chosen, rejected, images)
         images, (chosen, rejected) = _augmented(images, [chosen, rejected], aug, part)
         if aug is not None:
             assert ref_model is not None
             with torch.no_grad():
                 ref_batch = ref_model(images)
         else:
-            assert ref is not None
-            ref_batch = ref[torch.from_numpy(img[part])].to(device)
+            ref_batch = reference(img[part])
         logits = forward(images)
         out = preference_loss(logits, ref_batch, chosen, rejected, **method.loss_options())
         loss = out.loss
@@ -267,6 +303,7 @@ def finetune(
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     reference: nn.Module | None = None,
+    patch_size: Sequence[int] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``data`` with ``method``; select the weights on ``val``.
 
@@ -281,6 +318,9 @@ def finetune(
     checkpoint: file to resume from and to save progress to (atomically) at every evaluation.
     reference: the frozen reference model of a preference objective with ``config.augment`` (default: a
     copy of ``model`` as it starts); it must match ``ref_logits`` when both are given.
+    patch_size: train on windows of this size (one int per spatial axis; volumes), each pair's centred in
+    its disagreement region (:mod:`rndpo.training.pair_patches`), so RN-DPO's |D| is the part of D the
+    loss sees; evaluation predicts whole images. None: whole images.
     """
     if len(data) == 0:
         raise ValueError("finetune: data has no pairs; loosen the mining filters or use another miner")
@@ -381,6 +421,7 @@ def finetune(
             teacher=teacher,
             gen=gen,
             part=slice(rank, None, world),
+            patch_size=None if patch_size is None else tuple(patch_size),
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"finetune: non-finite loss {float(loss)} at step {step + 1}")
