@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oracles import slow_structure_dice
 from rndpo.judges import (
     AgreementJudge,
     ConsensusJudge,
@@ -28,16 +29,6 @@ from rndpo.proposals import ProposalBank
 
 # --------------------------------------------------------------------------------------------------------
 # slow references (loops over structures, proposals and voxels)
-
-
-def slow_structure_dice(a: np.ndarray, b: np.ndarray, num_classes: int) -> float:
-    """Mean over structures 1..C-1 of 2|A_c ∩ B_c| / (|A_c| + |B_c|), 1 for a structure absent from both."""
-    total = 0.0
-    for c in range(1, num_classes):
-        in_a, in_b = a == c, b == c
-        size = int(in_a.sum()) + int(in_b.sum())
-        total += 1.0 if size == 0 else 2.0 * int((in_a & in_b).sum()) / size
-    return total / (num_classes - 1)
 
 
 def slow_agreement(masks: np.ndarray, num_classes: int) -> np.ndarray:

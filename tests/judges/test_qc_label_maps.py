@@ -17,6 +17,7 @@ from skimage.morphology import ball as sk_ball
 from skimage.morphology import disk as sk_disk
 
 from factories import disc_bank
+from oracles import slow_structure_dice
 from rndpo.judges import LearnedQCJudge, OracleJudge
 from rndpo.judges.corruptions import (
     CORRUPTION_KINDS,
@@ -37,16 +38,6 @@ from rndpo.proposals import ProposalBank
 
 # --------------------------------------------------------------------------------------------------------
 # slow references and synthetic label maps
-
-
-def slow_structure_dice(a: np.ndarray, b: np.ndarray, num_classes: int) -> float:
-    """Mean over structures 1..C-1 of 2|A_c ∩ B_c| / (|A_c| + |B_c|), 1 for a structure absent from both."""
-    total = 0.0
-    for c in range(1, num_classes):
-        in_a, in_b = a == c, b == c
-        size = int(in_a.sum()) + int(in_b.sum())
-        total += 1.0 if size == 0 else 2.0 * int((in_a & in_b).sum()) / size
-    return total / (num_classes - 1)
 
 
 def balls_label_map(shape: tuple[int, ...], centres: np.ndarray, radii: np.ndarray, labels) -> np.ndarray:

@@ -41,7 +41,7 @@ from rndpo.data.dataset_folder import (
     read_dataset_json,
     read_unlabeled_folder,
 )
-from rndpo.data.label_scheme import LabelScheme
+from rndpo.data.label_scheme import LabelScheme, map_label_values
 from rndpo.data.loaders import (
     IMAGE_EXTENSIONS,
     load_folder,
@@ -67,7 +67,7 @@ from rndpo.data.nifti_io import (
 from rndpo.data.npz_volumes import load_npz_volumes
 from rndpo.data.slices import VolumeSlices
 from rndpo.data.synthetic import synthetic_dataset
-from rndpo.data.volume_set import VolumeSet, map_label_values, normalize_volume
+from rndpo.data.volume_set import VolumeSet, normalize_volume
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rndpo.data.dataset import MAX_CLASSES
+from rndpo.data.label_scheme import map_label_values
 from rndpo.data.nifti_io import (
     NIFTI_ENDINGS,
     VolumeInfo,
@@ -35,7 +36,7 @@ from rndpo.data.nifti_io import (
     read_volume,
     read_volume_info,
 )
-from rndpo.data.volume_set import VolumeSet, map_label_values, normalize_volume
+from rndpo.data.volume_set import VolumeSet, normalize_volume
 
 __all__ = [
     "CaseFiles",

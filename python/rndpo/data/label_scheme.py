@@ -7,12 +7,45 @@ naming the file and the value, never silently merged or dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LabelScheme"]
+__all__ = ["LabelScheme", "map_label_values"]
+
+_MAX_LABEL_VALUE = 65535  # label maps are written back as uint8 or uint16
+
+
+def map_label_values(
+    seg: np.ndarray, label_values: Sequence[int], path: str | Path, *, source: str = "dataset.json"
+) -> np.ndarray:
+    """A label file's values -> uint8 classes 0..C-1 (class c = ``label_values[c]``); a value not in
+    ``label_values`` (or not an integer) is a ValueError naming the file ``path``, the value and
+    ``source``, where the label values were named."""
+    values = np.asarray(label_values, dtype=np.int64)
+    if values.ndim != 1 or values.size < 1 or values.min() < 0 or np.unique(values).size != values.size:
+        raise ValueError(f"label_values must be distinct non-negative integers, got {list(label_values)}")
+    seg = np.asarray(seg)
+    if seg.dtype.kind not in "uifb":
+        raise ValueError(f"label file {path}: expected integer labels, got dtype {seg.dtype}")
+    small = seg.dtype.kind in "uib" and (
+        seg.size == 0 or 0 <= int(seg.min()) <= int(seg.max()) <= _MAX_LABEL_VALUE
+    )
+    present = np.flatnonzero(np.bincount(seg.ravel().astype(np.intp))) if small else np.unique(seg)
+    unknown = [v for v in present.tolist() if v not in set(values.tolist())]
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:6])
+        raise ValueError(
+            f"label file {path}: holds the value {shown}, which {source} does not name"
+            f" (its label values: {', '.join(map(str, values.tolist()))})"
+        )
+    if np.array_equal(values, np.arange(values.size)) and seg.dtype == np.uint8:
+        return seg.copy()
+    lut = np.zeros(int(values.max()) + 1, dtype=np.uint8)
+    lut[values] = np.arange(values.size, dtype=np.uint8)
+    return lut[seg.astype(np.intp)]
 
 
 @dataclass(frozen=True)
@@ -68,22 +101,10 @@ class LabelScheme:
         found = sorted({0, *(int(v) for v in np.unique(values))})
         return cls(("background", *(f"label_{v}" for v in found[1:])), tuple(found))
 
-    def to_classes(self, labels: np.ndarray, what: str) -> np.ndarray:
-        """Integer label map of file values (any shape) -> uint8 classes 0..C-1; ValueError naming
-        ``what`` and the first value the scheme does not list."""
-        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
-            if not np.issubdtype(labels.dtype, np.floating) or not np.array_equal(labels, np.round(labels)):
-                raise ValueError(f"{what}: label values must be integers, got dtype {labels.dtype}")
-        found = np.unique(labels)
-        unknown = [v for v in found.tolist() if int(v) not in self.label_values]
-        if unknown:
-            known = dict(zip(self.class_names, self.label_values, strict=True))
-            raise ValueError(f"{what}: label value {int(unknown[0])} is not among the labels {known}")
-        if self.label_values == tuple(range(self.num_classes)):
-            return labels.astype(np.uint8)
-        lut = np.zeros(max(self.label_values) + 1, dtype=np.uint8)
-        lut[list(self.label_values)] = np.arange(self.num_classes, dtype=np.uint8)
-        return lut[labels.astype(np.int64)]
+    def to_classes(self, labels: np.ndarray, what: str, source: str = "data.labels") -> np.ndarray:
+        """Integer label map of file values (any shape) -> uint8 classes 0..C-1 (:func:`map_label_values`:
+        a value the scheme does not list is a ValueError naming ``what``, the value and ``source``)."""
+        return map_label_values(labels, self.label_values, what, source=source)
 
     def to_values(self, classes: np.ndarray) -> np.ndarray:
         """uint8 classes 0..C-1 -> the file values, uint8 when they fit, uint16 otherwise."""

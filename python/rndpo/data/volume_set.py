@@ -1,7 +1,7 @@
 """Volumes of several cases at their own shapes (:class:`VolumeSet`), read from NIfTI dataset folders
 (:mod:`rndpo.data.dataset_folder`), and the two per-volume rules used on the way in: images normalised
 per channel (:func:`normalize_volume`) and label file values mapped to classes 0..C-1
-(:func:`map_label_values`).
+(:func:`rndpo.data.label_scheme.map_label_values`).
 
 Shapes: images float32 (C, z, y, x), masks uint8 (z, y, x), rndpo's array-axis order of NIfTI voxels
 (see :mod:`rndpo.data.nifti_io`).
@@ -20,9 +20,7 @@ from rndpo.data.dataset import SegmentationDataset
 from rndpo.data.loaders import scale_volume
 from rndpo.data.nifti_io import VolumeInfo
 
-__all__ = ["VolumeSet", "map_label_values", "normalize_volume"]
-
-_MAX_LABEL_VALUE = 65535
+__all__ = ["VolumeSet", "normalize_volume"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,28 +124,3 @@ def normalize_volume(data: np.ndarray, path: str | Path) -> np.ndarray:
     if data.ndim != 4:
         raise ValueError(f"image {path}: expected a volume (z, y, x) or (C, z, y, x), got shape {data.shape}")
     return np.stack([scale_volume(ch, None, Path(path)) for ch in data])
-
-
-def map_label_values(seg: np.ndarray, label_values: Sequence[int], path: str | Path) -> np.ndarray:
-    """A label file's values -> uint8 classes 0..C-1 (class c = ``label_values[c]``, sorted); a value
-    not in ``label_values`` (or not an integer) is a ValueError naming the file and the value."""
-    values = np.asarray(label_values, dtype=np.int64)
-    if values.ndim != 1 or values.size < 1 or values.min() < 0 or np.unique(values).size != values.size:
-        raise ValueError(f"label_values must be distinct non-negative integers, got {list(label_values)}")
-    seg = np.asarray(seg)
-    if seg.dtype.kind not in "uifb":
-        raise ValueError(f"label file {path}: expected integer labels, got dtype {seg.dtype}")
-    small = seg.dtype.kind in "uib" and (
-        seg.size == 0 or 0 <= int(seg.min()) <= int(seg.max()) <= _MAX_LABEL_VALUE
-    )
-    present = np.flatnonzero(np.bincount(seg.ravel().astype(np.intp))) if small else np.unique(seg)
-    unknown = [v for v in present.tolist() if v not in set(values.tolist())]
-    if unknown:
-        shown = ", ".join(str(v) for v in unknown[:6])
-        raise ValueError(
-            f"label file {path}: holds the value {shown}, which dataset.json does not name"
-            f" (its label values: {', '.join(map(str, values.tolist()))})"
-        )
-    lut = np.zeros(int(values.max()) + 1, dtype=np.uint8)
-    lut[values] = np.arange(values.size, dtype=np.uint8)
-    return lut[seg.astype(np.intp)]
