@@ -13,7 +13,7 @@ prediction of large volumes is :mod:`rndpo.inference.sliding_window`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -70,6 +70,18 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
+def blended_logits(model: nn.Module, x: torch.Tensor, roi: Sequence[int], batch_size: int) -> torch.Tensor:
+    """Logits of x (B, C, *S) predicted in Gaussian-blended windows of size ``roi`` (one int per spatial
+    axis, at most S) with overlap 0.5 (MONAI ``sliding_window_inference``), ``batch_size`` windows per
+    pass, the model in its current mode; a plain tensor."""
+    from monai.inferers import sliding_window_inference  # MONAI is imported only when used
+
+    out = sliding_window_inference(x, tuple(roi), batch_size, model, overlap=0.5, mode="gaussian")
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"model must return one logits tensor, got {type(out).__name__}")
+    return torch.Tensor(out)  # a plain tensor, not a MONAI MetaTensor
+
+
 def forward_batched(
     model: nn.Module,
     images: np.ndarray | torch.Tensor,
@@ -78,12 +90,16 @@ def forward_batched(
     device: str | torch.device = "cpu",
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     inverse: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    roi: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Logits float32 (N, out, *S) on CPU, in the model's current mode, under ``torch.inference_mode``,
     for images (N, C, *S), S = (H, W) or (D, H, W).
 
     ``transform`` maps each input batch (B, C, *S) before the model and ``inverse`` maps the logits
-    back (test-time augmentation).
+    back (test-time augmentation); ``post`` reduces each batch's logits (to labels or probabilities) so
+    the full logits are never held; ``roi``: predict each batch in blended windows of that size
+    (:func:`blended_logits`), None: whole images.
     """
     _check_batch_size(batch_size)
     x_all = as_image_tensor(images, spatial_dims=(2, 3))
@@ -93,10 +109,11 @@ def forward_batched(
             x = x_all[start : start + batch_size].to(device)
             if transform is not None:
                 x = transform(x)
-            y = model(x)
+            y = model(x) if roi is None else blended_logits(model, x, roi, batch_size)
             if inverse is not None:
                 y = inverse(y)
-            outs.append(y.to("cpu", torch.float32))
+            y = y.to("cpu", torch.float32)
+            outs.append(y if post is None else post(y))
     return torch.cat(outs, dim=0)
 
 

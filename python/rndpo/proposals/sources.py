@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from rndpo.inference import as_image_tensor, rotate
+from rndpo.inference import as_image_tensor, forward_batched, rotate
 from rndpo.nets import enable_mc_dropout, restore_train_flags, save_train_flags
 
 __all__ = ["TTA_FLIPS_3D", "TTA_VARIANTS", "ball"]
@@ -62,28 +62,19 @@ def _forward(
     post: Post | None = None,
     roi: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """``post(logits)`` per batch, on CPU, concatenated over the N images; the model runs as it is.
-
-    x float32 (N, Cin, *S); logits float32 (B, out, *S). ``transform`` maps each input batch before the
-    model and ``inverse`` maps its logits back (test-time augmentation); ``post`` (default: identity)
-    reduces each batch's logits (to labels or probabilities) so the full logits are never held. ``roi``
-    (one size per spatial axis, at most S; see :func:`_roi`): predict in blended windows of that size,
-    ``batch_size`` windows per pass; None: whole images.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    outs: list[torch.Tensor] = []
-    with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(device)
-            if transform is not None:
-                xb = transform(xb)
-            y = model(xb) if roi is None else _windows(model, xb, roi, batch_size)
-            if inverse is not None:
-                y = inverse(y)
-            y = y.to("cpu", torch.float32)
-            outs.append(y if post is None else post(y))
-    return torch.cat(outs, dim=0)
+    """``post(logits)`` per batch, on CPU, concatenated over the N images; the model runs as it is
+    (:func:`rndpo.inference.forward_batched`). x float32 (N, Cin, *S); ``roi`` (one size per spatial axis,
+    at most S; see :func:`_roi`): predict in blended windows of that size; None: whole images."""
+    return forward_batched(
+        model,
+        x,
+        batch_size=batch_size,
+        device=device,
+        transform=transform,
+        inverse=inverse,
+        post=post,
+        roi=roi,
+    )
 
 
 def _roi(roi_size: Sequence[int] | int | None, spatial: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -99,16 +90,6 @@ def _roi(roi_size: Sequence[int] | int | None, spatial: tuple[int, ...]) -> tupl
             f"got {roi_size!r}"
         )
     return tuple(min(r, s) for r, s in zip(sizes, spatial, strict=True))
-
-
-def _windows(model: nn.Module, x: torch.Tensor, roi: tuple[int, ...], batch_size: int) -> torch.Tensor:
-    """Logits of x (B, Cin, *S) predicted in gaussian-blended windows ``roi`` (overlap 0.5)."""
-    from monai.inferers import sliding_window_inference  # MONAI is imported only when used
-
-    out = sliding_window_inference(x, roi, batch_size, model, overlap=0.5, mode="gaussian")
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"model must return one logits tensor, got {type(out).__name__}")
-    return torch.Tensor(out)  # a plain tensor, not a MONAI MetaTensor
 
 
 def _eval_forward(
