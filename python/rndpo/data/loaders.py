@@ -433,8 +433,10 @@ def load_nifti(
     """Slice 3D NIfTI volumes (nibabel) to 2D along ``axis`` into a grayscale dataset (C = 1).
 
     Each image volume is normalised on its own to [0, 1]: clipped to ``window`` (lo, hi) if given, else to
-    its 0.5 and 99.5 percentiles. Masks must be binary unless ``labels`` names the label values that count as
-    foreground. Every slice is kept, empty ones too; ``skip_empty`` drops slices without foreground (for
+    its 0.5 and 99.5 percentiles. Masks must be binary unless ``labels`` names the label values of the
+    structures to keep: the value ``labels[i]`` becomes class i + 1 (each structure its own class, a
+    label map with ``num_classes = len(labels) + 1``; one value gives a binary mask) and any other value
+    background. Every slice is kept, empty ones too; ``skip_empty`` drops slices without foreground (for
     training data only: validation and test need the empty slices, see :class:`VolumeSlices`).
     ``image_size`` resizes each slice to image_size x image_size, stretching a non-square slice (the
     aspect ratio is not kept; logged once). ``groups`` is the volume index, so slices of one volume never
@@ -481,7 +483,7 @@ def load_nifti(
         if labels is None:
             seg = _binary_mask(np.asarray(seg), f"mask {mpath}")
         else:
-            seg = np.isin(seg, np.asarray(list(labels))).astype(np.uint8)
+            seg = _structure_classes(np.asarray(seg), labels)
         vol = np.moveaxis(scale_volume(vol, window, ipath), axis, 0)
         seg = np.moveaxis(seg, axis, 0)
         stem = _nifti_stem(ipath)
@@ -509,6 +511,27 @@ def load_nifti(
             image_size,
         )
     stacked_images, stacked_masks = _stack(images, masks, sources, image_size, "image_paths")
+    kept = [int(v) for v in labels] if labels is not None else [1]
     return VolumeSlices(
-        stacked_images, stacked_masks, np.array(ids), np.array(groups, dtype=np.int64), name or "nifti"
+        stacked_images,
+        stacked_masks,
+        np.array(ids),
+        np.array(groups, dtype=np.int64),
+        name or "nifti",
+        num_classes=len(kept) + 1,
+        class_names=("background", "foreground")
+        if len(kept) == 1
+        else ("background", *(f"label_{v}" for v in kept)),
+        label_values=(0, *kept) if labels is not None else (0, 1),
     )
+
+
+def _structure_classes(seg: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """uint8 classes of a label volume: ``labels[i]`` -> i + 1, every other value -> 0."""
+    values = [int(v) for v in labels]
+    if not values or len(set(values)) != len(values) or min(values) <= 0 or len(values) > 254:
+        raise ValueError(f"labels must be 1 to 254 distinct positive label values, got {list(labels)}")
+    out = np.zeros(seg.shape, dtype=np.uint8)
+    for i, v in enumerate(values):
+        out[seg == v] = i + 1
+    return out

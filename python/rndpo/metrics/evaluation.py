@@ -187,12 +187,24 @@ def _per_structure(
                 f" (expected {c}, or 1 for a binary model)"
             )
         pred[part] = labels_from_probs(probs, threshold=threshold)
+    if isinstance(data, VolumeSlices):  # slices of volumes: each volume's slices stacked back, no HD95
+        keys = np.unique(data.volumes)
+        rows = [np.flatnonzero(data.volumes == key) for key in keys]
+        dice_ = np.stack([dice_per_class(pred[r][None], data.masks[r][None], c)[0] for r in rows])
+        return _structure_evaluation(dice_, None, data.structures, keys)
     dice_ = dice_per_class(pred, data.masks, c, spatial_dims=data.spatial_dims)
     hd = None
     if distances:
         spacing = data.spacing if data.spacing is not None else np.ones(data.spatial_dims)
         hd = hd95_per_class(pred, data.masks, c, spacing)
-    summary = summarize_structures(dice_, hd, data.structures)
+    return _structure_evaluation(dice_, hd, data.structures, data.ids)
+
+
+def _structure_evaluation(
+    dice_: np.ndarray, hd: np.ndarray | None, names: tuple[str, ...], keys: np.ndarray
+) -> Evaluation:
+    """The Evaluation of per-structure Dice float64 (M, C-1) (nan: structure empty in both) and HD95
+    (M, C-1) or None, for the M volumes named by ``keys``."""
     scored = ~np.all(np.isnan(dice_), axis=1)
     with np.errstate(invalid="ignore"):
         per_volume = np.nanmean(dice_[scored], axis=1) if scored.any() else np.empty(0)
@@ -200,7 +212,7 @@ def _per_structure(
     return Evaluation(
         per_volume.astype(np.float64),
         iou_.astype(np.float64),
-        volumes=data.ids[scored],
+        volumes=keys[scored],
         n_excluded=int(np.count_nonzero(~scored)),
-        structures=summary,
+        structures=summarize_structures(dice_, hd, names),
     )
