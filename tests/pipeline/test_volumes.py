@@ -92,6 +92,11 @@ def test_runs_report_every_structure(volume_run: Path) -> None:
     results = json.loads((volume_run / "results.json").read_text())
     rows = [r for r in results["runs"] if r["method"] in ("dpo", "rndpo")]
     assert rows
+    # one headline figure everywhere: the mean over structures (curves, rows and the ladder agree)
+    assert rows[0]["base_dice"] == pytest.approx(results["ladder"][0]["base_dice"])
+    base = rows[0]["base_dice_per_class"]
+    scored = [v for v in base.values() if v is not None]
+    assert rows[0]["base_dice"] == pytest.approx(sum(scored) / len(scored))
     for row in rows:
         for field in ("base_dice_per_class", "selected_dice_per_class", "final_dice_per_class"):
             assert set(row[field]) == {"head", "tail"}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -73,3 +76,5 @@ def test_rndpo_fine_tunes_a_volume_model_on_disagreement_patches() -> None:
     sizes = [row["region_size"] for row in result.train_log if "region_size" in row]
     assert sizes and max(sizes) <= 4 * 6 * 6  # |D| is counted inside the patch the loss sees
     assert all(np.isfinite(row["loss"]) for row in result.train_log)
+    # the reference is the frozen base on the same patch: policy == reference at step 0, loss ln 2
+    assert result.train_log[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)

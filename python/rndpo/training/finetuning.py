@@ -115,8 +115,13 @@ def reference_logits(
     return predict_logits(model, images, device=device).to(dtype).cpu()
 
 
-def _evaluate(model: nn.Module, test: SegmentationDataset, device: str) -> np.ndarray:
-    return evaluate(model, test, distances=False, device=device).dice
+def _evaluate(
+    model: nn.Module, test: SegmentationDataset, device: str, roi: Sequence[int] | None = None
+) -> float:
+    """The headline test or validation Dice: the mean over images (volumes), or, per structure, the mean
+    over structures of each structure's mean (:meth:`rndpo.metrics.Evaluation.means`); volumes are
+    predicted in sliding windows of ``roi`` (None: whole)."""
+    return evaluate(model, test, distances=False, device=device, roi_size=roi).means()["dice"]
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -257,8 +262,7 @@ def _step_loss(
         if patch_size is not None:
             chosen, rejected, images = cut(chosen, rejected, images)
         images, (chosen, rejected) = _augmented(images, [chosen, rejected], aug, part)
-        if aug is not None:
-            assert ref_model is not None
+        if ref_model is not None:  # augmented or cut to patches: the frozen base on these very inputs
             with torch.no_grad():
                 ref_batch = ref_model(images)
         else:
@@ -320,11 +324,13 @@ def finetune(
     copy of ``model`` as it starts); it must match ``ref_logits`` when both are given.
     patch_size: train on windows of this size (one int per spatial axis; volumes), each pair's centred in
     its disagreement region (:mod:`rndpo.training.pair_patches`), so RN-DPO's |D| is the part of D the
-    loss sees; evaluation predicts whole images. None: whole images.
+    loss sees; the reference logits are the frozen base's on the same patch (one more forward pass per
+    step, as with ``config.augment``), so the step-0 loss is ln 2; evaluation predicts in sliding windows
+    of the same size. None: whole images.
     """
     if len(data) == 0:
         raise ValueError("finetune: data has no pairs; loosen the mining filters or use another miner")
-    if method.objective == "preference" and ref_logits is None and not config.augment:
+    if method.objective == "preference" and ref_logits is None and not config.augment and patch_size is None:
         raise ValueError("finetune: ref_logits are required for preference objectives without augmentation")
     if method.objective == "pseudo_label" and ref_logits is None:
         raise ValueError(
@@ -334,7 +340,7 @@ def finetune(
     model.to(device)
     model.eval()  # dropout off and batch-norm frozen, for policy and reference alike
     ref_model = None
-    if config.augment and method.objective == "preference":
+    if (config.augment or patch_size is not None) and method.objective == "preference":
         start_model = model if reference is None else reference
         ref_model = copy.deepcopy(start_model).requires_grad_(False)  # the frozen base, before any resume
         ref_model.to(device).eval()
@@ -354,9 +360,9 @@ def finetune(
 
     def evaluate_at(step: int) -> None:
         if test_set is not None:
-            curve.append((step, float(_evaluate(model, test_set, device).mean())))
+            curve.append((step, _evaluate(model, test_set, device, patch_size)))
         if val_set is not None:
-            val_curve.append((step, float(_evaluate(model, val_set, device).mean())))
+            val_curve.append((step, _evaluate(model, val_set, device, patch_size)))
             if val_curve[-1][1] > max((v for _, v in val_curve[:-1]), default=-math.inf):
                 best.update(step=step, state=_cpu_state(model))  # strict: ties keep the earlier step
 
@@ -445,7 +451,7 @@ def finetune(
             evaluate_at(step + 1)
             save(step + 1)
     final_state = _cpu_state(model)
-    final = evaluate(model, test_set, device=device) if test_set is not None else None
+    final = evaluate(model, test_set, device=device, roi_size=patch_size) if test_set is not None else None
     return FinetuneResult(
         final_state,
         curve,
