@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -327,6 +329,7 @@ def test_the_optimizer_fields_are_defined_once_with_each_sections_defaults() -> 
         "weight_decay": 1e-4,
         "augment": True,
         "max_rotation": 15.0,
+        "flip_axes": None,
         "eval_every": 25,
         "n_snapshots": 3,
         "warmup_steps": 30,
@@ -413,3 +416,41 @@ def test_the_cli_sets_model_kwargs_as_an_inline_table(capsys: pytest.CaptureFixt
     assert main(args) == 0
     cfg = config_from_dict(tomllib.loads(capsys.readouterr().out))
     assert cfg.model == ModelConfig(name="monai.SegResNet", kwargs={"init_filters": 16})
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"data": {"kind": "nifti"}}, "data.kind = 'nifti' needs data.path (a dataset folder"),
+        (
+            {"data": {"kind": "nifti", "path": "D", "nifti_images": ["a"], "nifti_masks": ["b"]}},
+            "are two routes; set one of them",
+        ),
+        ({"data": {"kind": "npz", "path": "x.npz", "spatial_dims": 4}}, "data.spatial_dims must be 2 or 3"),
+        ({"data": {"kind": "folder", "path": "f", "spatial_dims": 3}}, "does not fit data.kind = 'folder'"),
+        ({"data": {"kind": "npz", "path": "x.npz", "labels": {"a": 1}}}, "data.labels names the structures"),
+        ({"model": {"patch_size": [32, 2, 32]}}, "model.patch_size must be one int >= 4 per spatial axis"),
+        ({"model": {"spatial_dims": 2, "patch_size": [8, 8, 8]}}, "model.patch_size must be one int"),
+        ({"base": {"flip_axes": [0, 0]}}, "base.flip_axes must be distinct axes among 0, 1, 2"),
+    ],
+)
+def test_volume_keys_are_checked_when_the_config_is_read(raw: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config_from_dict(raw)
+
+
+def test_volume_keys_resolve() -> None:
+    folder = config_from_dict({"data": {"kind": "nifti", "path": "Dataset004"}})
+    npz = config_from_dict(
+        {
+            "data": {
+                "kind": "npz",
+                "path": "v.npz",
+                "spatial_dims": 3,
+                "labels": {"anterior": 1, "posterior": 2},
+            }
+        }
+    )
+    slices = config_from_dict({"data": {"kind": "nifti", "nifti_images": ["a"], "nifti_masks": ["b"]}})
+    assert (folder.data.volume_dims, npz.data.volume_dims, slices.data.volume_dims) == (3, 3, 2)
+    assert npz.data.labels == {"anterior": 1, "posterior": 2}
