@@ -130,3 +130,28 @@ def test_the_saved_model_writes_label_maps_in_the_dataset_values(volume_run: Pat
     out = nib.load(tmp_path / "o" / "new.nii.gz")
     assert out.shape == (10, 14, 8)  # type: ignore[attr-defined]
     assert set(np.unique(np.asarray(out.dataobj)).tolist()) <= {0, 1, 4}  # type: ignore[attr-defined]
+
+
+def test_a_target_spacing_trains_resampled_and_predicts_on_the_files_grid(tmp_path: Path) -> None:
+    _write_dataset(tmp_path / "D", n=10)
+    config = tmp_path / "c.toml"
+    text = CONFIG.replace("{folder}", str(tmp_path / "D")).replace(
+        'methods = ["dpo", "rndpo"]', 'methods = ["rndpo"]'
+    )
+    text = text.replace("label_budget = 6", "label_budget = 4\nspacing = [2.0, 2.0, 2.0]")
+    config.write_text(text.replace('names = ["oracle", "agreement"]', 'names = ["agreement"]'))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    info = json.loads((out / "models" / "base.json").read_text())
+    assert info["spacing"] == [2.0, 2.0, 2.0] and info["resample"] is True
+    image, _ = _blobs(np.random.default_rng(9), (8, 14, 10))
+    src = tmp_path / "new_0000.nii.gz"
+    nib.Nifti1Image(image.T, np.diag([1.0, 1.0, 2.0, 1.0])).to_filename(src)
+    argv = ["predict", str(out / "models" / "base.pt"), "--images", str(src), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--probs"]) == 0
+    labels = nib.load(tmp_path / "o" / "new.nii.gz")
+    assert labels.shape == (10, 14, 8)  # type: ignore[attr-defined]
+    probs = np.asarray(nib.load(tmp_path / "o" / "new_probs.nii.gz").dataobj)  # type: ignore[attr-defined]
+    assert probs.shape == (10, 14, 8, 3)
+    # the labels are the argmax of the probabilities written beside them, in the dataset's values
+    np.testing.assert_array_equal(np.asarray(labels.dataobj), np.array([0, 1, 4])[probs.argmax(-1)])  # type: ignore[attr-defined]

@@ -34,6 +34,14 @@ class DataConfig:
             " nifti: 3 for a dataset folder, 2 for nifti_images slices)"
         ),
     )
+    spacing: Literal["native"] | tuple[float, ...] = field(
+        default="native",
+        metadata=help_text(
+            'nifti dataset folder: "native" (each volume on its own grid) or a target [z, y, x] in mm:'
+            " volumes resampled to it for training (labels nearest), and rndpo predict resamples there and"
+            " back"
+        ),
+    )
     labels: dict[str, int] = field(
         default_factory=dict,
         metadata=help_text(
@@ -101,6 +109,15 @@ class DataConfig:
                 f"data.spatial_dims = {self.spatial_dims} does not fit data.kind = {self.kind!r}"
                 f"{' with a dataset folder' if self.kind == 'nifti' and self.path else ''}"
                 f" (which gives {self.volume_dims}D images)"
+            )
+        if self.spacing != "native" and (
+            not (self.kind == "nifti" and self.path)
+            or len(self.spacing) != 3
+            or not all(0 < s < 1000 for s in self.spacing)
+        ):
+            raise ConfigError(
+                'data.spacing must be "native" or a target [z, y, x] of three sizes in mm (0 to 1000), for a'
+                f" NIfTI dataset folder (data.kind = 'nifti' with data.path), got {self.spacing!r}"
             )
         if self.labels and not (self.kind == "npz" and self.volume_dims == 3):
             raise ConfigError(

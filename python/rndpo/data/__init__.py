@@ -65,6 +65,7 @@ from rndpo.data.nifti_io import (
     write_probabilities,
 )
 from rndpo.data.npz_volumes import load_npz_volumes
+from rndpo.data.resample import resample_to_shape, resampled_shape
 from rndpo.data.slices import VolumeSlices
 from rndpo.data.synthetic import synthetic_dataset
 from rndpo.data.volume_set import VolumeSet, normalize_volume
@@ -100,6 +101,8 @@ __all__ = [
     "read_unlabeled_folder",
     "read_volume",
     "read_volume_info",
+    "resample_to_shape",
+    "resampled_shape",
     "resize_image",
     "scale_volume",
     "split_dataset",

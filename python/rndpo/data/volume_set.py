@@ -9,6 +9,7 @@ Shapes: images float32 (C, z, y, x), masks uint8 (z, y, x), rndpo's array-axis o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from rndpo.data.dataset import SegmentationDataset
 from rndpo.data.loaders import scale_volume
 from rndpo.data.nifti_io import VolumeInfo
+from rndpo.data.resample import resample_to_shape, resampled_shape
 
 __all__ = ["VolumeSet", "normalize_volume"]
 
@@ -41,6 +43,7 @@ class VolumeSet:
     label_paths: tuple[Path | None, ...]
     class_names: tuple[str, ...] = ()
     label_values: tuple[int, ...] = ()
+    target_spacing: tuple[float, ...] | None = None  # set by :meth:`resampled`
 
     def __len__(self) -> int:
         return len(self.case_names)
@@ -64,6 +67,18 @@ class VolumeSet:
     def shapes(self) -> np.ndarray:
         """int64 (N, 3): each case's (z, y, x)."""
         return np.array([im.shape[1:] for im in self.images], dtype=np.int64).reshape(-1, 3)
+
+    def resampled(self, spacing: Sequence[float]) -> VolumeSet:
+        """Every case resampled to ``spacing`` (z, y, x) mm (images linearly, labels by nearest
+        neighbour; :mod:`rndpo.data.resample`); the references stay the files' own grids, and
+        :meth:`to_dataset` of the result records ``spacing``."""
+        target = tuple(float(s) for s in spacing)
+        images, masks = [], []
+        for im, mk, sp in zip(self.images, self.masks, self.spacings, strict=True):
+            shape = resampled_shape(im.shape[1:], sp, target)
+            images.append(resample_to_shape(im, shape))
+            masks.append(None if mk is None else resample_to_shape(mk, shape, labels=True))
+        return dataclasses.replace(self, images=tuple(images), masks=tuple(masks), target_spacing=target)
 
     def to_dataset(
         self, name: str, *, shape: Sequence[int] | None = None
@@ -110,7 +125,7 @@ class VolumeSet:
             num_classes=num_classes,
             class_names=self.class_names,
             label_values=self.label_values,
-            spacing=self.spacings,
+            spacing=self.spacings if self.target_spacing is None else np.tile(self.target_spacing, (n, 1)),
         )
         return dataset, boxes
 

@@ -6,7 +6,9 @@ file per case, a 4-D file holding the channels). Each case's channels are normal
 order (no reorientation), predicted with a sliding window of the model's recorded ``patch_size`` (whole
 volumes when it has none) and written as ``<case>.nii.gz`` with the input's shape, affine and header
 codes and the dataset's own label values; ``probs`` adds ``<case>_probs.nii.gz``, the C class
-probabilities on the last axis (a binary model's two: background, foreground).
+probabilities on the last axis (a binary model's two: background, foreground). A model trained at a
+target spacing (``[data] spacing = [z, y, x]``) gets each volume resampled to it (linearly), and its
+probabilities are resampled back to the file's grid (linearly) before the labels are taken.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from rndpo.data import (
     find_cases,
     nifti_stem,
     read_case_image,
+    resample_to_shape,
+    resampled_shape,
     write_label_map,
     write_probabilities,
 )
@@ -96,9 +100,21 @@ def predict_volumes(
             raise ValueError(f"--out: {dest} is a file; {len(cases)} cases need a folder")
         dest.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    resample = bool(model.info.get("resample")) and model.spacing is not None
     for case, header in zip(cases, headers, strict=True):
-        _check_spacing(model, header.spacing, case.name)
-        labels, p = segment_volume(model, read_case_image(case), batch_size=batch_size, device=device)
+        image = read_case_image(case)
+        if resample:  # to the training spacing, and the probabilities back to the file's grid
+            assert model.spacing is not None
+            grid = image.shape[1:]
+            image = resample_to_shape(image, resampled_shape(grid, header.spacing, model.spacing))
+            _, p = segment_volume(model, image, batch_size=batch_size, device=device)
+            p = resample_to_shape(p, grid)
+            labels = labels_from_probs(p[None] if p.shape[0] > 2 else p[None, 1:], threshold=model.threshold)[
+                0
+            ]
+        else:
+            _check_spacing(model, header.spacing, case.name)
+            labels, p = segment_volume(model, image, batch_size=batch_size, device=device)
         target = dest if single else dest / f"{case.name}.nii.gz"
         written.append(write_label_map(target, labels, model.label_values, header))
         if probs:

@@ -48,13 +48,16 @@ def load_data(cfg: DataConfig) -> SegmentationDataset:
         if not folder.is_dir():
             raise ConfigError(f"data.path: dataset folder not found: {folder} (relative to {Path.cwd()})")
         volumes = load_dataset_folder(folder)
+        if cfg.spacing != "native":
+            volumes = volumes.resampled(cfg.spacing)
         data, _ = volumes.to_dataset(folder.name)
         log.info(
-            "data: %d volumes of %s, structures %s, padded to %s (voxel order of the files, native spacing)",
+            "data: %d volumes of %s, structures %s, padded to %s (voxel order of the files, %s spacing)",
             len(data),
             folder,
             list(data.structures),
             list(data.images.shape[2:]),
+            "native" if cfg.spacing == "native" else f"resampled to {list(cfg.spacing)} mm",
         )
         return data
     if cfg.kind == "nifti":
@@ -126,7 +129,10 @@ def load_pool(cfg: DataConfig, splits: DatasetSplits) -> tuple[np.ndarray, np.nd
             raise ConfigError(f"data.unlabeled_path: not found: {path} (relative to {Path.cwd()})")
         channels = splits.labeled.images.shape[1]
         if cfg.volume_dims == 3:
-            pool, _ = read_unlabeled_folder(path, channels).to_dataset("pool")
+            pool_set = read_unlabeled_folder(path, channels)
+            if cfg.spacing != "native":
+                pool_set = pool_set.resampled(cfg.spacing)
+            pool, _ = pool_set.to_dataset("pool")
             images = pool.images
         else:
             images, _ = load_unlabeled(path, image_size=cfg.image_size, channels=channels)

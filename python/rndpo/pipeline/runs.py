@@ -128,6 +128,7 @@ def model_info(stages: Stages, **fields: Any) -> dict[str, Any]:
     }
     if labeled.spacing is not None:
         info["spacing"] = [float(v) for v in np.median(labeled.spacing, axis=0)]
+        info["resample"] = cfg.data.spacing != "native"  # predict resamples to the spacing and back
     if stages.patch_size is not None:
         info["patch_size"] = list(stages.patch_size)
     return info | fields
