@@ -78,3 +78,22 @@ def test_rndpo_fine_tunes_a_volume_model_on_disagreement_patches() -> None:
     assert all(np.isfinite(row["loss"]) for row in result.train_log)
     # the reference is the frozen base on the same patch: policy == reference at step 0, loss ln 2
     assert result.train_log[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_augmenting_pairs_of_label_maps_keeps_every_class_and_the_allowed_flips() -> None:
+    from rndpo.training.finetuning import _augmented
+
+    labels = torch.zeros((16, 6, 12, 10), dtype=torch.uint8)  # H != W: no 90-degree turns
+    labels[:, 1:5, 1:5, 2:8] = 1  # structure 1 at small y (H), structure 2 at large y
+    labels[:, 1:5, 7:11, 2:8] = 2
+    images = labels[:, None].float()
+    for axes, h_flips in (((0, 2), False), (None, True)):
+        gen = torch.Generator().manual_seed(0)
+        _, (moved,) = _augmented(images, [labels], gen, slice(None), flip_axes=axes)
+        assert set(torch.unique(moved).tolist()) == {0, 1, 2}  # class 2 is not merged into 1
+        order = []
+        for b in range(16):
+            y1 = torch.nonzero(moved[b] == 1)[:, 1].float().mean()
+            y2 = torch.nonzero(moved[b] == 2)[:, 1].float().mean()
+            order.append(bool(y1 < y2))
+        assert all(order) != h_flips  # flipped along H only when H is among the allowed axes

@@ -17,7 +17,7 @@ Binary models have one output channel (sigmoid); multi-class models C >= 2 (soft
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,11 +74,13 @@ def consistency_loss(
     images: Tensor,
     generator: torch.Generator,
     part: slice = slice(None),
+    *,
+    flip_axes: Sequence[int] | None = None,
 ) -> Tensor:
     """Mean-teacher consistency: mean squared error between the student's probabilities on a view and the
     teacher's on the clean images moved to the same view (:func:`probabilities`). images (B, C, *S) is the
     global batch: views are drawn for all of it and only rows ``part`` (this process's share) are used.
-    Returns ()."""
+    flip_axes: volumes are flipped along these spatial axes only (None: all). Returns ()."""
     b = images.shape[0]
     k = (
         torch.randint(0, 4, (b,), generator=generator)
@@ -86,6 +88,10 @@ def consistency_loss(
         else torch.zeros(b, dtype=torch.int64)
     )
     flip = torch.rand((b,) if images.ndim == 4 else (b, images.ndim - 2), generator=generator) < 0.5
+    if images.ndim == 5 and flip_axes is not None:
+        allowed = torch.zeros(images.ndim - 2, dtype=torch.bool)
+        allowed[list(flip_axes)] = True
+        flip &= allowed
     view = photometric_noise(dihedral(images, k, flip), generator)[part]
     with torch.no_grad():
         target = dihedral(probabilities(teacher(images[part])), k[part], flip[part])

@@ -304,6 +304,7 @@ def finetune_run(
         progress=stages.progress,
         reference=reference,
         patch_size=stages.patch_size,
+        flip_axes=config.base.flip_axes,
     )
     record = run_record(
         stages,

@@ -151,14 +151,24 @@ def lr_factor(step: int, config: FinetuneConfig) -> float:
 
 
 def _augmented(
-    images: torch.Tensor, masks: list[torch.Tensor], gen: torch.Generator | None, part: slice
+    images: torch.Tensor,
+    masks: list[torch.Tensor],
+    gen: torch.Generator | None,
+    part: slice,
+    flip_axes: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """images float32 (B, C, H, W) and masks each (B, H, W) of the global batch, augmented together
-    (same draw per image) with :func:`augment_batch` (no-op when ``gen`` is None), then cut to this
-    process's ``part``; masks come back uint8. Drawing for the global batch keeps DDP == one process."""
+    """images float32 (B, C, *S) and masks each (B, *S) of the global batch, augmented together
+    (same draw per image) with :func:`augment_batch` (no-op when ``gen`` is None; volumes flipped along
+    ``flip_axes`` only, None: all), then cut to this process's ``part``; masks come back uint8. Binary
+    masks go through as float {0, 1} (bilinear, then > 0.5: today's path); label maps with a class above
+    1 as integers (nearest), so no class is merged into another. Drawing for the global batch keeps DDP
+    == one process."""
     if gen is not None:
-        stacked = torch.stack([m.float() for m in masks], dim=1)
-        images, y = augment_batch(images, stacked, gen)
+        if any(int(m.max()) > 1 for m in masks if m.numel()):
+            images, y = augment_batch(images, torch.stack(masks, dim=1), gen, flip_axes=flip_axes)
+        else:
+            stacked = torch.stack([m.float() for m in masks], dim=1)
+            images, y = augment_batch(images, stacked, gen, flip_axes=flip_axes)
         masks = [y[:, i].to(torch.uint8) for i in range(len(masks))]
     return images[part], [m[part] for m in masks]
 
@@ -184,6 +194,7 @@ def _step_loss(
     gen: torch.Generator | None = None,
     part: slice = slice(None),
     patch_size: tuple[int, ...] | None = None,
+    flip_axes: tuple[int, ...] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of this process's ``part`` of the global ``batch`` (and ``anchor_batch``). With ``aug`` the
     batches are augmented and the reference logits are recomputed by ``ref_model`` (the frozen base,
@@ -203,7 +214,7 @@ def _step_loss(
             assert gen is not None
             boxes = pair_windows(y.cpu(), None, patch_size, gen)
             x, y = crop_windows(x, boxes), crop_windows(y, boxes)
-        x, (y,) = _augmented(x, [y], aug, part)
+        x, (y,) = _augmented(x, [y], aug, part, flip_axes)
         anchor_inputs = (x, y)
     windows: list[tuple[slice, ...]] | None = None
 
@@ -236,7 +247,7 @@ def _step_loss(
             zeros = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.uint8)
             windows = pair_windows(zeros, None, patch_size, gen)
             images = crop_windows(images, windows)
-        loss = method.beta * consistency_loss(forward, teacher, images, gen, part)
+        loss = method.beta * consistency_loss(forward, teacher, images, gen, part, flip_axes=flip_axes)
         metrics["consistency"] = float(loss.detach()) / method.beta
     elif method.objective == "pseudo_label":
         assert ref is not None
@@ -246,7 +257,7 @@ def _step_loss(
             windows = pair_windows(zeros, None, patch_size, gen if gen is not None else torch.Generator())
             images, base_logits = crop_windows(images, windows), crop_windows(base_logits, windows)
         target, keep = pseudo_label_targets(base_logits, method.confidence)
-        images, (target, keep) = _augmented(images, [target, keep], aug, part)
+        images, (target, keep) = _augmented(images, [target, keep], aug, part, flip_axes)
         loss = method.beta * confident_pseudo_label_loss(forward(images), target, keep)
         metrics["pseudo_label_loss"] = float(loss.detach()) / method.beta
         metrics["confident_share"] = float(keep.float().mean())
@@ -254,14 +265,14 @@ def _step_loss(
         chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
         if patch_size is not None:
             chosen, images = cut(chosen, None, images)
-        images, (chosen,) = _augmented(images, [chosen], aug, part)
+        images, (chosen,) = _augmented(images, [chosen], aug, part, flip_axes)
         loss = sft_top_loss(forward(images), chosen)
     else:
         chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
         rejected = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.rejected[batch]])).to(device)
         if patch_size is not None:
             chosen, rejected, images = cut(chosen, rejected, images)
-        images, (chosen, rejected) = _augmented(images, [chosen, rejected], aug, part)
+        images, (chosen, rejected) = _augmented(images, [chosen, rejected], aug, part, flip_axes)
         if ref_model is not None:  # augmented or cut to patches: the frozen base on these very inputs
             with torch.no_grad():
                 ref_batch = ref_model(images)
@@ -308,6 +319,7 @@ def finetune(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     reference: nn.Module | None = None,
     patch_size: Sequence[int] | None = None,
+    flip_axes: Sequence[int] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``data`` with ``method``; select the weights on ``val``.
 
@@ -327,6 +339,8 @@ def finetune(
     loss sees; the reference logits are the frozen base's on the same patch (one more forward pass per
     step, as with ``config.augment``), so the step-0 loss is ln 2; evaluation predicts in sliding windows
     of the same size. None: whole images.
+    flip_axes: with ``config.augment``, the spatial axes of volumes flipped (None: all; the base's
+    ``[base] flip_axes``: leave out an axis along which structures differ only by position).
     """
     if len(data) == 0:
         raise ValueError("finetune: data has no pairs; loosen the mining filters or use another miner")
@@ -428,6 +442,7 @@ def finetune(
             gen=gen,
             part=slice(rank, None, world),
             patch_size=None if patch_size is None else tuple(patch_size),
+            flip_axes=None if flip_axes is None else tuple(flip_axes),
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"finetune: non-finite loss {float(loss)} at step {step + 1}")
