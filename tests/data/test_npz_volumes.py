@@ -33,9 +33,7 @@ def test_label_values_map_to_classes_and_back(values: list[int], seed: int) -> N
 
 def test_label_scheme_errors_name_the_file_and_value() -> None:
     scheme = LabelScheme.from_names({"anterior": 1, "posterior": 2})
-    with pytest.raises(
-        ValueError, match=r"file case_7\.nii\.gz: holds the value 4, which data\.labels"
-    ):
+    with pytest.raises(ValueError, match=r"file case_7\.nii\.gz: holds the value 4, which data\.labels"):
         scheme.to_classes(np.array([[0, 1], [4, 2]]), "case_7.nii.gz")
     with pytest.raises(ValueError, match="overlapping region labels are not supported"):
         LabelScheme.from_names({"whole": [1, 2]})  # type: ignore[dict-item]
@@ -69,9 +67,7 @@ def test_npz_volumes_load_as_3d_label_maps(tmp_path: Path) -> None:
 
 def test_npz_volume_errors(tmp_path: Path) -> None:
     _write(tmp_path / "v.npz")
-    with pytest.raises(
-        ValueError, match=r"v\.npz: holds the value 4, which data\.labels does not"
-    ):
+    with pytest.raises(ValueError, match=r"v\.npz: holds the value 4, which data\.labels does not"):
         load_npz_volumes(tmp_path / "v.npz", labels={"a": 1})
     np.savez(tmp_path / "flat.npz", images=np.zeros((2, 3, 3), np.uint8), masks=np.zeros((2, 3, 3), np.uint8))
     with pytest.raises(ValueError, match=r"images must be \(N, D, H, W\) or \(N, D, H, W, C\) volumes"):
