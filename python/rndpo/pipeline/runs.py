@@ -286,7 +286,11 @@ def finetune_run(
         val_curve = [(s, val0) for s in steps]
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         record = run_record(stages, curve, val_curve, 0, base_hd95, base_hd95, [], per_image)
-        record |= structure_fields(stages, model, base_classes, state, state)
+        if base_classes is not None and test is not None:  # the base is the final model: its figures
+            ev = evaluate(model, test, device=dev, roi_size=stages.patch_size)
+            record |= structure_fields(
+                stages, model, base_classes, state, ev.dice_per_class(), ev.hd95_per_class()
+            )
         return record, state, state
     torch.manual_seed(seed)
     result = finetune(
@@ -316,7 +320,15 @@ def finetune_run(
         result.train_log,
         result.final_dice_per_image,
     )
-    record |= structure_fields(stages, model, base_classes, result.selected_state_dict, result.state_dict)
+    record |= structure_fields(
+        stages,
+        model,
+        base_classes,
+        result.selected_state_dict,
+        result.final_dice_per_class,
+        result.final_hd95_per_class,
+    )
+    model.load_state_dict(result.state_dict)  # the model ends holding the final weights
     return record, result.selected_state_dict, result.state_dict
 
 
@@ -335,23 +347,21 @@ def structure_fields(
     model: nn.Module,
     base: dict[str, float | None] | None,
     selected: dict[str, torch.Tensor],
-    final: dict[str, torch.Tensor],
+    final_dice: dict[str, float | None],
+    final_hd95: dict[str, float | None],
 ) -> dict[str, Any]:
     """The per-structure fields of a run row ({} when the test set is not scored per structure):
-    base_dice_per_class, selected_dice_per_class, final_dice_per_class, final_hd95_mm_per_class
-    ({structure name: value}, None where a structure was never scored). ``model`` ends with ``final``."""
-    test = stages.test
-    if base is None or test is None:
+    base_dice_per_class, selected_dice_per_class (``selected`` weights, evaluated here: ``model`` ends
+    holding them), final_dice_per_class, final_hd95_mm_per_class (the final weights' figures, from the
+    run's own final evaluation) ({structure name: value}, None where a structure was never scored)."""
+    if base is None:
         return {}
     model.load_state_dict(selected)
-    chosen = structure_dice(stages, model)
-    model.load_state_dict(final)
-    ev = evaluate(model, test, device=stages.device, roi_size=stages.patch_size)
     return {
         "base_dice_per_class": base,
-        "selected_dice_per_class": chosen,
-        "final_dice_per_class": ev.dice_per_class(),
-        "final_hd95_mm_per_class": ev.hd95_per_class(),
+        "selected_dice_per_class": structure_dice(stages, model),
+        "final_dice_per_class": final_dice,
+        "final_hd95_mm_per_class": final_hd95,
     }
 
 

@@ -93,6 +93,8 @@ class FinetuneResult:
     ``selected_step``, the evaluation with the best validation Dice (ties: the earlier step; the final
     step when no validation set is given). final_hd95 / final_dice_per_image (float64 (N,)): of the final
     weights on the test set, None without one. train_log: one dict of metrics per step.
+    final_dice_per_class / final_hd95_per_class: {structure: mean test Dice / HD95 in mm} of the final
+    weights when the test set is scored per structure (volumes, label maps), else {}.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -103,6 +105,8 @@ class FinetuneResult:
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     selected_step: int = 0
     selected_state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+    final_dice_per_class: dict[str, float | None] = field(default_factory=dict)
+    final_hd95_per_class: dict[str, float | None] = field(default_factory=dict)
 
 
 def reference_logits(
@@ -201,35 +205,29 @@ def _step_loss(
     eval mode) on the augmented images. mean_teacher needs ``teacher`` and ``gen`` (its views);
     pseudo_label takes its targets from ``ref``. With ``patch_size`` (volumes) every item is cut to a window
     drawn from ``gen`` (:mod:`rndpo.training.pair_patches`): centred in a pair's disagreement region, on the
-    chosen mask's foreground (sft_top) or the labels' (anchor), else uniform; the reference logits are cut
-    to the same windows."""
+    chosen mask's foreground (sft_top) or the labels' (anchor), else uniform (mean_teacher, pseudo_label,
+    whose stored base logits are cut to the same windows); a preference pair's reference is then
+    ``ref_model`` on the patch itself."""
     img = data.image[batch]
     images = torch.from_numpy(np.ascontiguousarray(data.images[img])).to(device)
     metrics: dict[str, float] = {}
+
+    def windows(focus: torch.Tensor | None, other: torch.Tensor | None = None) -> list[tuple[slice, ...]]:
+        """This batch's windows (:func:`pair_windows`); ``focus`` None: uniform windows over ``images``."""
+        assert gen is not None and patch_size is not None
+        if focus is None:
+            focus = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.uint8)
+        return pair_windows(focus.cpu(), None if other is None else other.cpu(), patch_size, gen)
+
     anchor_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
     if method.anchor_weight > 0 and labeled is not None and anchor_batch is not None:
         x = torch.from_numpy(np.ascontiguousarray(labeled.images[anchor_batch])).to(device)
         y = torch.from_numpy(np.ascontiguousarray(labeled.masks[anchor_batch])).to(device)
         if patch_size is not None:
-            assert gen is not None
-            boxes = pair_windows(y.cpu(), None, patch_size, gen)
+            boxes = windows(y)
             x, y = crop_windows(x, boxes), crop_windows(y, boxes)
         x, (y,) = _augmented(x, [y], aug, part, flip_axes)
         anchor_inputs = (x, y)
-    windows: list[tuple[slice, ...]] | None = None
-
-    def cut(focus: torch.Tensor, other: torch.Tensor | None, *more: torch.Tensor) -> list[torch.Tensor]:
-        """Draw this batch's windows from ``focus`` / ``other`` and cut them and ``more`` to them."""
-        nonlocal windows
-        assert gen is not None and patch_size is not None
-        windows = pair_windows(focus.cpu(), None if other is None else other.cpu(), patch_size, gen)
-        return [crop_windows(t, windows) for t in (focus, *(() if other is None else (other,)), *more)]
-
-    def reference(rows: np.ndarray) -> torch.Tensor:
-        """The stored reference logits of ``rows`` (this process's part), cut to its windows."""
-        assert ref is not None
-        out = ref[torch.from_numpy(rows)].to(device)
-        return out if windows is None else crop_windows(out, windows[part])
 
     anchor_logits: list[torch.Tensor] = []
 
@@ -244,18 +242,15 @@ def _step_loss(
     if method.objective == "mean_teacher":
         assert teacher is not None and gen is not None
         if patch_size is not None:
-            zeros = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.uint8)
-            windows = pair_windows(zeros, None, patch_size, gen)
-            images = crop_windows(images, windows)
+            images = crop_windows(images, windows(None))
         loss = method.beta * consistency_loss(forward, teacher, images, gen, part, flip_axes=flip_axes)
         metrics["consistency"] = float(loss.detach()) / method.beta
     elif method.objective == "pseudo_label":
         assert ref is not None
         base_logits = ref[torch.from_numpy(img)].to(device).float()
         if patch_size is not None:
-            zeros = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.uint8)
-            windows = pair_windows(zeros, None, patch_size, gen if gen is not None else torch.Generator())
-            images, base_logits = crop_windows(images, windows), crop_windows(base_logits, windows)
+            boxes = windows(None)
+            images, base_logits = crop_windows(images, boxes), crop_windows(base_logits, boxes)
         target, keep = pseudo_label_targets(base_logits, method.confidence)
         images, (target, keep) = _augmented(images, [target, keep], aug, part, flip_axes)
         loss = method.beta * confident_pseudo_label_loss(forward(images), target, keep)
@@ -264,20 +259,23 @@ def _step_loss(
     elif method.objective == "sft_top":
         chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
         if patch_size is not None:
-            chosen, images = cut(chosen, None, images)
+            boxes = windows(chosen)
+            chosen, images = crop_windows(chosen, boxes), crop_windows(images, boxes)
         images, (chosen,) = _augmented(images, [chosen], aug, part, flip_axes)
         loss = sft_top_loss(forward(images), chosen)
     else:
         chosen = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.chosen[batch]])).to(device)
         rejected = torch.from_numpy(np.ascontiguousarray(data.masks[img, data.rejected[batch]])).to(device)
         if patch_size is not None:
-            chosen, rejected, images = cut(chosen, rejected, images)
+            boxes = windows(chosen, rejected)
+            chosen, rejected, images = (crop_windows(t, boxes) for t in (chosen, rejected, images))
         images, (chosen, rejected) = _augmented(images, [chosen, rejected], aug, part, flip_axes)
         if ref_model is not None:  # augmented or cut to patches: the frozen base on these very inputs
             with torch.no_grad():
                 ref_batch = ref_model(images)
         else:
-            ref_batch = reference(img[part])
+            assert ref is not None
+            ref_batch = ref[torch.from_numpy(img[part])].to(device)
         logits = forward(images)
         out = preference_loss(logits, ref_batch, chosen, rejected, **method.loss_options())
         loss = out.loss
@@ -476,6 +474,8 @@ def finetune(
         val_curve,
         best["step"] if val_set is not None else config.steps,
         best["state"] if val_set is not None else final_state,
+        final.dice_per_class() if final is not None else {},
+        final.hd95_per_class() if final is not None else {},
     )
 
 
