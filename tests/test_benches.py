@@ -19,7 +19,8 @@ def test_shell_scripts_parse(script: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["base_convergence.py", "bench_label_budget.py", "bench_label_maps.py", "study.py"]
+    "script",
+    ["base_convergence.py", "bench_label_budget.py", "bench_label_maps.py", "study.py", "study_3d.py"],
 )
 def test_python_entry_points_answer_help(script: str) -> None:
     out = subprocess.run(
@@ -40,6 +41,25 @@ def test_every_study_grid_is_a_valid_config() -> None:
             raw["data"] = {**data, **raw.get("data", {})}
             config = config_from_dict(raw)
             assert config.seeds and config.methods, (grid, name)
+
+
+def test_the_3d_study_runs_the_hippocampus_config_with_every_rung(tmp_path: Path) -> None:
+    """benches/study_3d.py: each seed's command line resolves to a valid config with the study's methods."""
+    import tomllib
+
+    from rndpo.cli import _apply_overrides
+    from rndpo.config import config_from_dict
+
+    study = _load_bench("study_3d")
+    cmd = study.seed_command(2, tmp_path / "seed2", ["agreement", "learned_qc"], "cpu", None)
+    assert "--resume" not in cmd  # a fresh folder
+    overrides = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
+    raw = _apply_overrides(tomllib.loads(study.CONFIG.read_text()), overrides)
+    config = config_from_dict(raw)
+    assert config.seeds == (2,) and config.judges.names == ("agreement", "learned_qc")
+    assert set(config.methods) == {"sft_top", "dpo", "rndpo", "rn_cdpo", "mean_teacher"}
+    assert config.methods["rn_cdpo"].label_smoothing == "auto"
+    assert config.data.spatial_dims == 3 and config.model.inference_size == (48, 64, 48)
 
 
 def test_summarize_runs_pairs_records_by_seed_and_image(tmp_path: Path) -> None:

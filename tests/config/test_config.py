@@ -431,6 +431,8 @@ def test_the_cli_sets_model_kwargs_as_an_inline_table(capsys: pytest.CaptureFixt
         ({"data": {"kind": "npz", "path": "x.npz", "labels": {"a": 1}}}, "data.labels names the structures"),
         ({"model": {"patch_size": [32, 2, 32]}}, "model.patch_size must be one int >= 4 per spatial axis"),
         ({"model": {"spatial_dims": 2, "patch_size": [8, 8, 8]}}, "model.patch_size must be one int"),
+        ({"model": {"inference_size": [48, 3, 48]}}, "model.inference_size must be one int >= 4"),
+        ({"model": {"patch_size": [8, 8], "inference_size": [8, 8, 8]}}, "model.inference_size must be"),
         ({"base": {"flip_axes": [0, 0]}}, "base.flip_axes must be distinct axes among 0, 1, 2"),
     ],
 )

@@ -34,7 +34,7 @@ def _write_case(folder: Path, name: str, zyx: np.ndarray, spacing: tuple[float, 
     return path
 
 
-def _model(tmp_path: Path, patch: list[int] | None) -> Path:
+def _model(tmp_path: Path, patch: list[int] | None, inference: list[int] | None = None) -> Path:
     torch.manual_seed(0)
     net = UNet(in_channels=1, out_channels=3, channels=(4, 8), spatial_dims=3, norm="instance")
     path = tmp_path / "model.pt"
@@ -49,6 +49,7 @@ def _model(tmp_path: Path, patch: list[int] | None) -> Path:
         label_values=list(LABEL_VALUES),
         spacing=[1.0, 1.0, 1.0],
         patch_size=patch,
+        **({} if inference is None else {"inference_size": inference}),
     )
     return path
 
@@ -94,6 +95,18 @@ def test_a_sliding_window_covers_volumes_larger_than_the_patch(tmp_path: Path) -
     written = predict_volumes(load_model(_model(tmp_path, [8, 8, 8])), src, tmp_path / "one.nii.gz")
     assert [p.name for p in written] == ["one.nii.gz"]
     assert nib.load(written[0]).shape == (16, 20, 12)  # type: ignore[attr-defined]
+
+
+def test_a_recorded_inference_window_beyond_the_volume_predicts_it_whole(tmp_path: Path) -> None:
+    vol = np.random.default_rng(3).random((12, 20, 16)) * 100
+    src = _write_case(tmp_path, "case", vol, (1.0, 1.0, 1.0))
+    whole = _model(tmp_path, [8, 8, 8], inference=[64, 64, 64])
+    written = predict_volumes(load_model(whole), src, tmp_path / "whole.nii.gz")
+    labels = np.asarray(nib.load(written[0]).dataobj).T  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(labels, _expected(whole, vol))
+    # the same weights in 8^3 windows give other maps: the window recorded is the one used
+    windows = predict_volumes(load_model(_model(tmp_path, [8, 8, 8])), src, tmp_path / "win.nii.gz")
+    assert not np.array_equal(np.asarray(nib.load(windows[0]).dataobj).T, labels)  # type: ignore[attr-defined]
 
 
 def test_a_spacing_far_from_training_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -104,6 +104,11 @@ def test_runs_report_every_structure(volume_run: Path) -> None:
         assert set(row["final_hd95_mm_per_class"]) == {"head", "tail"}
     md = (volume_run / "results.md").read_text()
     assert "## Structures: test Dice" in md
+    assert "## Where the time went" in md
+    stages = json.loads((volume_run / "timings.json").read_text())["seed 0"]
+    expected = ["base", "proposals", "calibration", "ladder labeled_only", "ladder perfect_label"]
+    assert set(expected) <= set(stages) and "rndpo (agreement, top_vs_bottom)" in stages
+    assert all(seconds > 0 for seconds in stages.values())
     table = md.split("## Structures")[1]
     assert "| head | tail | gain spread across structures |" in table and "| rndpo |" in table
 
@@ -139,11 +144,14 @@ def test_a_target_spacing_trains_resampled_and_predicts_on_the_files_grid(tmp_pa
         'methods = ["dpo", "rndpo"]', 'methods = ["rndpo"]'
     )
     text = text.replace("label_budget = 6", "label_budget = 4\nspacing = [2.0, 2.0, 2.0]")
+    # an inference window larger than any volume: each is predicted whole
+    text = text.replace("patch_size = [6, 8, 8]", "patch_size = [6, 8, 8]\ninference_size = [64, 64, 64]")
     config.write_text(text.replace('names = ["oracle", "agreement"]', 'names = ["agreement"]'))
     out = tmp_path / "out"
     assert main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
     info = json.loads((out / "models" / "base.json").read_text())
     assert info["spacing"] == [2.0, 2.0, 2.0] and info["resample"] is True
+    assert info["patch_size"] == [6, 8, 8] and info["inference_size"] == [64, 64, 64]
     image, _ = _blobs(np.random.default_rng(9), (8, 14, 10))
     src = tmp_path / "new_0000.nii.gz"
     nib.Nifti1Image(image.T, np.diag([1.0, 1.0, 2.0, 1.0])).to_filename(src)

@@ -108,8 +108,15 @@ class ModelConfig:
     patch_size: tuple[int, ...] = field(
         default=(),
         metadata=help_text(
-            "training patches (foreground oversampled) and sliding-window inference size, one int per"
-            " spatial axis, e.g. [32, 48, 32] (empty: whole images)"
+            "training patches (foreground oversampled), one int per spatial axis, e.g. [32, 48, 32]"
+            " (empty: whole images)"
+        ),
+    )
+    inference_size: tuple[int, ...] = field(
+        default=(),
+        metadata=help_text(
+            "sliding-window inference size, one int per spatial axis, clipped to each image (empty:"
+            " patch_size); a window the image's size predicts it whole, in one pass"
         ),
     )
 
@@ -117,15 +124,15 @@ class ModelConfig:
         check_fields(self, "model")
         if self.spatial_dims not in (None, 2, 3):
             raise ConfigError(f"model.spatial_dims must be 2 or 3 (or left out), got {self.spatial_dims}")
-        if self.patch_size and (
-            len(self.patch_size) not in (2, 3)
-            or any(p < 4 for p in self.patch_size)
-            or (self.spatial_dims is not None and len(self.patch_size) != self.spatial_dims)
-        ):
-            raise ConfigError(
-                "model.patch_size must be one int >= 4 per spatial axis (2 or 3 of them, as"
-                f" model.spatial_dims), got {list(self.patch_size)}"
-            )
+        dims = self.spatial_dims or (len(self.patch_size) if self.patch_size else None)
+        for key in ("patch_size", "inference_size"):
+            size = getattr(self, key)
+            bad = len(size) not in (2, 3) or any(p < 4 for p in size) or dims not in (None, len(size))
+            if size and bad:
+                raise ConfigError(
+                    f"model.{key} must be one int >= 4 per spatial axis (2 or 3 of them, as"
+                    f" model.spatial_dims and model.patch_size), got {list(size)}"
+                )
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ConfigError(f"model.channels must be positive integers, got {list(self.channels)}")
         if not 0.0 <= self.dropout < 1.0:

@@ -1,12 +1,12 @@
 """Segmenting NIfTI volumes with a saved 3D model: one label map per case, on the input's grid.
 
-Cases are found as nnU-Net names them (``<case>_<4-digit channel>.nii.gz`` grouped by case, otherwise one
-file per case, a 4-D file holding the channels). Each case's channels are normalised as in training
-(each channel clipped to its 0.5-99.5 percentiles and rescaled to [0, 1]), used in the file's voxel
-order (no reorientation), predicted with a sliding window of the model's recorded ``patch_size`` (whole
-volumes when it has none) and written as ``<case>.nii.gz`` with the input's shape, affine and header
-codes and the dataset's own label values; ``probs`` adds ``<case>_probs.nii.gz``, the C class
-probabilities on the last axis (a binary model's two: background, foreground). A model trained at a
+Cases are found as nnU-Net names them (``<case>_<4-digit channel>.nii.gz`` grouped by case, otherwise one file
+per case, a 4-D file holding the channels). Each case's channels are normalised as in training (each channel
+clipped to its 0.5-99.5 percentiles and rescaled to [0, 1]), used in the file's voxel order (no
+reorientation), predicted with a sliding window of the model's recorded ``inference_size`` (else its
+``patch_size``; whole volumes when it has neither) and written as ``<case>.nii.gz`` with the input's shape,
+affine and header codes and the dataset's own label values; ``probs`` adds ``<case>_probs.nii.gz``, the C
+class probabilities on the last axis (a binary model's two: background, foreground). A model trained at a
 target spacing (``[data] spacing = [z, y, x]``) gets each volume resampled to it (linearly), and its
 probabilities are resampled back to the file's grid (linearly) before the labels are taken.
 """
@@ -48,7 +48,7 @@ def segment_volume(
     if not isinstance(image, np.ndarray) or image.ndim != 4 or image.shape[0] != model.in_channels:
         got = image.shape if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"image must be ({model.in_channels}, z, y, x), got {got}")
-    roi = model.patch_size or tuple(int(s) for s in image.shape[1:])
+    roi = model.inference_size or tuple(int(s) for s in image.shape[1:])
     probs = sliding_window_probs(model.network, image[None], roi, batch_size=batch_size, device=device)
     labels = labels_from_probs(probs, threshold=model.threshold)[0]
     p = probs[0]

@@ -16,8 +16,8 @@ object is ever needed. The JSON says how to rebuild the network and how its inpu
 - label maps (written for models with C >= 2 output channels, softmax, label = argmax): ``num_classes``
   C, ``class_names`` (background first), ``label_values`` (the value of each class in the dataset's own
   files, used when writing label maps); volumes: ``spacing`` (the training spacing in mm, array-axis
-  order, the median over the training volumes), ``patch_size`` (the sliding-window size, None: whole
-  inputs);
+  order, the median over the training volumes), ``patch_size`` (the training patch size) and
+  ``inference_size`` (the sliding-window size; absent: ``patch_size``; neither: whole inputs);
 - free fields written by the experiment: ``method``, ``judge``, ``miner``, ``seed``, ``selected_step``,
   ``val_dice``, ``test_dice``, ``dataset``.
 """
@@ -101,9 +101,16 @@ class SavedModel:
 
     @property
     def patch_size(self) -> tuple[int, ...] | None:
-        """The sliding-window size used for inference, or None (whole inputs)."""
+        """The training patch size, or None (whole images)."""
         ps = self.info.get("patch_size")
         return None if ps is None else tuple(int(v) for v in ps)
+
+    @property
+    def inference_size(self) -> tuple[int, ...] | None:
+        """The sliding-window size used for inference (``inference_size``, else ``patch_size``), or None
+        (whole inputs)."""
+        size = self.info.get("inference_size")
+        return self.patch_size if size is None else tuple(int(v) for v in size)
 
     @property
     def scaling(self) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from rndpo.pipeline.rounds import RoundOne, Rounds
 from rndpo.pipeline.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
 from rndpo.pipeline.runs import JudgeRun, cached_run, judge_run, save_base, training_data
 from rndpo.pipeline.stages import KEEP_CHOICES, Keep, Stages, shared_stages
+from rndpo.pipeline.timings import read_timings
 from rndpo.storage import (
     stage_key,
     write_json,
@@ -166,7 +167,11 @@ def _run_locked(stages: Stages, *, overwrite: bool, early: Sequence[logging.LogR
             if entry is not None:
                 ladder.append(entry)
         if rank() == 0:
-            write_reports(rows, config, out, plots=stages.plots, dataset=stages.dataset, ladder=ladder)
+            recorded = read_timings(out)
+            timings = {f"seed {s}": recorded[f"seed {s}"] for s in config.seeds if f"seed {s}" in recorded}
+            write_reports(
+                rows, config, out, plots=stages.plots, dataset=stages.dataset, ladder=ladder, timings=timings
+            )
         barrier()
     return ExperimentResult(rows, out, ladder)
 
@@ -265,7 +270,7 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
     ref = reference_logits(model, bank.images, device=config.device)
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     base_hd95 = (
-        evaluate(model, test, device=config.device, roi_size=stages.patch_size).means()["hd95"]
+        evaluate(model, test, device=config.device, roi_size=stages.roi_size).means()["hd95"]
         if test is not None
         else None
     )
@@ -277,7 +282,7 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
     ft = finetune_key(config.finetune)
     multi = Rounds(stages, model, snapshots, base_state, base_hd95) if config.finetune.rounds > 1 else None
     if test is not None:
-        base_eval = evaluate(model, test, distances=False, device=config.device, roi_size=stages.patch_size)
+        base_eval = evaluate(model, test, distances=False, device=config.device, roi_size=stages.roi_size)
         if base_eval.n_excluded:
             log.info(
                 "seed %d: %d test volumes are empty in truth and in the base model's prediction: left out"
@@ -312,6 +317,7 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
                 ref,
                 base_hd95,
                 {"rung": rung, "seed": seed},
+                f"ladder {rung}",
             )
             ladder[f"{rung}_dice"] = record["final_dice"]
             ladder[f"{rung}_peak_dice"] = record["peak_dice"]
@@ -341,7 +347,19 @@ def _run_seed(stages: Stages, seed: int) -> tuple[list[dict[str, Any]], dict[str
             judge_top1_dice=None,
         )
         run_id = f"{method_name}-none-pool-s{seed}-{key}"
-        row = cached_run(stages, model, base_state, pool_pairs, method, run_id, seed, ref, base_hd95, extra)
+        row = cached_run(
+            stages,
+            model,
+            base_state,
+            pool_pairs,
+            method,
+            run_id,
+            seed,
+            ref,
+            base_hd95,
+            extra,
+            f"{method_name} (no judge)",
+        )
         rows.append(row)
         ladder["methods"][f"{method_name} (no judge)"] = row["final_dice"]
     for label, name, kwargs in config.judges.judge_labels():

@@ -16,7 +16,7 @@ import io
 import math
 import textwrap
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from rndpo import __version__
 from rndpo.config import TOP_PICK, RunConfig, config_to_dict
 from rndpo.pipeline.ladder import ladder_table
 from rndpo.pipeline.structure_table import structure_table
+from rndpo.pipeline.timings import timings_table
 from rndpo.storage import atomic_write, write_json, write_text
 
 __all__ = [
@@ -232,10 +233,14 @@ def write_reports(
     plots: bool = True,
     dataset: str = "",
     ladder: Sequence[dict[str, Any]] = (),
+    timings: Mapping[str, Mapping[str, float]] | None = None,
 ) -> None:
-    """Write results.json, .csv, .md and (with ``plots``) curves.png into ``out``."""
+    """Write results.json, .csv, .md and (with ``plots``) curves.png into ``out``; ``timings``: seconds
+    per stage and seed (:mod:`rndpo.pipeline.timings`), a table of results.md (kept out of results.json,
+    which a resumed run rewrites byte for byte)."""
     out = Path(out)
     runs = [{k: v for k, v in row.items() if k != "train_log"} for row in rows]
+    timings = dict(timings or {})
     write_json(
         out / "results.json",
         {"version": __version__, "config": config_to_dict(config), "ladder": list(ladder), "runs": runs},
@@ -252,6 +257,7 @@ def write_reports(
     )
     judges = judge_table(runs)
     tail += f"\n## Judges: validation estimates and the pool\n\n{judges}" if judges else ""
+    tail += f"\n## Where the time went (wall clock, minutes)\n\n{timings_table(timings)}" if timings else ""
     write_text(out / "results.md", head + summary_table(runs) + tail)
     if plots:
         plot_curves(runs, out / "curves.png", dataset=dataset)

@@ -27,6 +27,7 @@ from rndpo.nets import save_model
 from rndpo.pipeline.distributed import barrier, rank
 from rndpo.pipeline.inputs import image_scaling
 from rndpo.pipeline.stages import Stages
+from rndpo.pipeline.timings import stage_timer
 from rndpo.proposals import ProposalBank
 from rndpo.storage import (
     atomic_write,
@@ -131,17 +132,19 @@ def model_info(stages: Stages, **fields: Any) -> dict[str, Any]:
         info["resample"] = cfg.data.spacing != "native"  # predict resamples to the spacing and back
     if stages.patch_size is not None:
         info["patch_size"] = list(stages.patch_size)
+    if stages.roi_size is not None:
+        info["inference_size"] = list(stages.roi_size)
     return info | fields
 
 
 def save_base(stages: Stages, seed: int, model: nn.Module) -> None:
     dev = stages.device
     val_dice = evaluate(
-        model, stages.splits.val, distances=False, device=dev, roi_size=stages.patch_size
+        model, stages.splits.val, distances=False, device=dev, roi_size=stages.roi_size
     ).means()["dice"]
     test = stages.test
     test_dice = (
-        evaluate(model, test, distances=False, device=dev, roi_size=stages.patch_size).means()["dice"]
+        evaluate(model, test, distances=False, device=dev, roi_size=stages.roi_size).means()["dice"]
         if test is not None
         else None
     )
@@ -167,14 +170,17 @@ def cached_run(
     ref: torch.Tensor,
     base_hd95: float | None,
     extra: dict[str, Any],
+    stage: str,
 ) -> dict[str, Any]:
     """One fine-tuning run from the base state, cached as OUT/runs/<run_id>.json with ``extra`` (the
-    ladder's rungs and the judge-free baselines; no model file is kept for them)."""
+    ladder's rungs and the judge-free baselines; no model file is kept for them); ``stage``: its name in
+    timings.json."""
     path = stages.out / "runs" / f"{run_id}.json"
     if not stage_ready(path):
         log.info("fine-tuning %s on %d pairs", run_id, len(data))
         model.load_state_dict(base_state)
-        record, _, _ = finetune_run(stages, model, data, method, seed, ref, path, base_hd95)
+        with stage_timer(stages.out, seed, stage):
+            record, _, _ = finetune_run(stages, model, data, method, seed, ref, path, base_hd95)
         record.update(extra)
         if rank() == 0:
             write_json(path, record, checksum=True)
@@ -213,9 +219,11 @@ def judge_run(
     if not (stage_ready(path) and (policy is None or stage_ready(policy))):
         log.info("fine-tuning %s on %d pairs", run_id, len(data))
         model.load_state_dict(start_state)
-        record, selected, final = finetune_run(
-            stages, model, data, run.method, run.seed, ref, path, base_hd95, reference
-        )
+        stage = f"{run.method_name} ({run.label}, {run.miner})" + (f" round {round}" if round > 1 else "")
+        with stage_timer(stages.out, run.seed, stage):
+            record, selected, final = finetune_run(
+                stages, model, data, run.method, run.seed, ref, path, base_hd95, reference
+            )
         record.update(run=run_id, method=run.method_name, judge=run.label, miner=run.miner, seed=run.seed)
         record.update(({"round": round} if round > 1 else {}), **fields)
         if rank() == 0:
@@ -274,20 +282,20 @@ def finetune_run(
         log.warning("no pairs were mined: the run keeps the base model")
         dev = config.device
         test_eval = (
-            evaluate(model, test, distances=False, device=dev, roi_size=stages.patch_size)
+            evaluate(model, test, distances=False, device=dev, roi_size=stages.roi_size)
             if test is not None
             else None
         )
         per_image = test_eval.dice if test_eval is not None else None
         dice0 = test_eval.means()["dice"] if test_eval is not None else None
-        val0 = evaluate(model, val, distances=False, device=dev, roi_size=stages.patch_size).means()["dice"]
+        val0 = evaluate(model, val, distances=False, device=dev, roi_size=stages.roi_size).means()["dice"]
         steps = [0, config.finetune.steps]
         curve = [(s, dice0) for s in steps] if dice0 is not None else []
         val_curve = [(s, val0) for s in steps]
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         record = run_record(stages, curve, val_curve, 0, base_hd95, base_hd95, [], per_image)
         if base_classes is not None and test is not None:  # the base is the final model: its figures
-            ev = evaluate(model, test, device=dev, roi_size=stages.patch_size)
+            ev = evaluate(model, test, device=dev, roi_size=stages.roi_size)
             record |= structure_fields(
                 stages, model, base_classes, state, ev.dice_per_class(), ev.hd95_per_class()
             )
@@ -309,6 +317,7 @@ def finetune_run(
         reference=reference,
         patch_size=stages.patch_size,
         flip_axes=config.base.flip_axes,
+        roi_size=stages.roi_size,
     )
     record = run_record(
         stages,
@@ -338,7 +347,7 @@ def structure_dice(stages: Stages, model: nn.Module) -> dict[str, float | None] 
     test = stages.test
     if test is None or not (test.spatial_dims == 3 or test.num_classes > 2):
         return None
-    ev = evaluate(model, test, distances=False, device=stages.device, roi_size=stages.patch_size)
+    ev = evaluate(model, test, distances=False, device=stages.device, roi_size=stages.roi_size)
     return ev.dice_per_class()
 
 

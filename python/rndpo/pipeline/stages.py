@@ -40,6 +40,7 @@ from rndpo.mining import PairSet, mine_configured
 from rndpo.nets import network_from_config
 from rndpo.pipeline.distributed import cached
 from rndpo.pipeline.keys import round_note, round_seed
+from rndpo.pipeline.timings import stage_timer
 from rndpo.proposals import ProposalBank, generate_proposals
 from rndpo.storage import (
     atomic_dir,
@@ -127,8 +128,14 @@ class Stages:
 
     @property
     def patch_size(self) -> tuple[int, ...] | None:
-        """``[model] patch_size`` (training patches, sliding-window inference), None: whole images."""
+        """``[model] patch_size`` (training patches), None: whole images."""
         return tuple(self.config.model.patch_size) or None
+
+    @property
+    def roi_size(self) -> tuple[int, ...] | None:
+        """The sliding-window inference size: ``[model] inference_size``, else the patch size; None: whole
+        images."""
+        return tuple(self.config.model.inference_size) or self.patch_size
 
     def base_key(self, seed: int) -> str:
         cfg = self.config
@@ -143,17 +150,19 @@ class Stages:
             torch.manual_seed(seed)
             model = self.model()
             labeled, val = self.splits.labeled, self.splits.val
-            result = train_base(
-                model,
-                labeled,
-                val,
-                cfg.base,
-                seed=seed,
-                device=self.device,
-                progress=self.progress,
-                patch_size=self.patch_size,
-                flip_axes=cfg.base.flip_axes,
-            )
+            with stage_timer(self.out, seed, "base"):
+                result = train_base(
+                    model,
+                    labeled,
+                    val,
+                    cfg.base,
+                    seed=seed,
+                    device=self.device,
+                    progress=self.progress,
+                    patch_size=self.patch_size,
+                    roi_size=self.roi_size,
+                    flip_axes=cfg.base.flip_axes,
+                )
             with atomic_dir(folder) as tmp:
                 torch.save({"best": result.state_dict, "snapshots": result.snapshots}, tmp / "model.pt")
                 write_json(tmp / "history.json", {"history": [list(h) for h in result.history]})
@@ -175,8 +184,9 @@ class Stages:
                 cfg.proposals.k,
                 len(self.pool),
             )
-            bank = self.proposals(model, snapshots, self.pool, self.pool_truth, seed)
-            bank.save(folder)
+            with stage_timer(self.out, seed, "proposals"):
+                bank = self.proposals(model, snapshots, self.pool, self.pool_truth, seed)
+                bank.save(folder)
         return key, ProposalBank.load(folder, mmap=True)
 
     def proposals(
@@ -196,7 +206,7 @@ class Stages:
             ground_truth=truth,
             device=self.device,
             progress=self.progress,
-            roi_size=self.patch_size,
+            roi_size=self.roi_size,
         )
 
     def scores(
@@ -226,8 +236,9 @@ class Stages:
         path = self.stages / f"scores-{key}.npz"
         if not stage_ready(path):
             log.info("seed %d: scoring proposals with judge %s%s", seed, label, round_note(round))
-            judge = self.judge(seed, label, name, kwargs, model, snapshots, round=round, qc_dir=qc_dir)
-            scores = np.asarray(judge.score(bank), dtype=np.float64)
+            with stage_timer(self.out, seed, f"scores {label}{round_note(round)}"):
+                judge = self.judge(seed, label, name, kwargs, model, snapshots, round=round, qc_dir=qc_dir)
+                scores = np.asarray(judge.score(bank), dtype=np.float64)
             write_npz(path, checksum=True, scores=scores)
         scores = np.load(path)["scores"]
         if true_dice is None:  # a truly unlabeled pool: no reliability to report
@@ -306,15 +317,24 @@ class Stages:
         if not stage_ready(path):
             val = self.splits.val
             log.info("seed %d: calibrating the judges on %d validation images", seed, len(val))
-            bank = self.proposals(model, snapshots, val.images, val.masks, seed)
-            scores = {
-                label: np.asarray(self.judge(seed, label, name, kw, model, snapshots).score(bank), np.float64)
-                for label, name, kw in calibration_judges(cfg.judges)
-            }
-            truth = OracleJudge().score(bank)
-            result = calibrate_judges(
-                scores, truth, bank.masks, cfg.judges, cfg.mining, seed=seed, num_classes=label_classes(bank)
-            )
+            with stage_timer(self.out, seed, "calibration"):
+                bank = self.proposals(model, snapshots, val.images, val.masks, seed)
+                scores = {
+                    label: np.asarray(
+                        self.judge(seed, label, name, kw, model, snapshots).score(bank), np.float64
+                    )
+                    for label, name, kw in calibration_judges(cfg.judges)
+                }
+                truth = OracleJudge().score(bank)
+                result = calibrate_judges(
+                    scores,
+                    truth,
+                    bank.masks,
+                    cfg.judges,
+                    cfg.mining,
+                    seed=seed,
+                    num_classes=label_classes(bank),
+                )
             for label, c in result.items():
                 ci = c.spearman_interval
                 interval = "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"

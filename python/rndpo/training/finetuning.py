@@ -318,6 +318,7 @@ def finetune(
     reference: nn.Module | None = None,
     patch_size: Sequence[int] | None = None,
     flip_axes: Sequence[int] | None = None,
+    roi_size: Sequence[int] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``data`` with ``method``; select the weights on ``val``.
 
@@ -335,8 +336,9 @@ def finetune(
     patch_size: train on windows of this size (one int per spatial axis; volumes), each pair's centred in
     its disagreement region (:mod:`rndpo.training.pair_patches`), so RN-DPO's |D| is the part of D the
     loss sees; the reference logits are the frozen base's on the same patch (one more forward pass per
-    step, as with ``config.augment``), so the step-0 loss is ln 2; evaluation predicts in sliding windows
-    of the same size. None: whole images.
+    step, as with ``config.augment``), so the step-0 loss is ln 2. None: whole images.
+    roi_size: evaluation predicts in sliding windows of this size (None: ``patch_size``; both None: whole
+    images).
     flip_axes: with ``config.augment``, the spatial axes of volumes flipped (None: all; the base's
     ``[base] flip_axes``: leave out an axis along which structures differ only by position).
     """
@@ -348,6 +350,7 @@ def finetune(
         raise ValueError(
             "finetune: ref_logits (the base model's logits on the pool) are required for pseudo_label"
         )
+    roi = roi_size if roi_size is not None else patch_size
     rank, world = _world()
     model.to(device)
     model.eval()  # dropout off and batch-norm frozen, for policy and reference alike
@@ -372,9 +375,9 @@ def finetune(
 
     def evaluate_at(step: int) -> None:
         if test_set is not None:
-            curve.append((step, _evaluate(model, test_set, device, patch_size)))
+            curve.append((step, _evaluate(model, test_set, device, roi)))
         if val_set is not None:
-            val_curve.append((step, _evaluate(model, val_set, device, patch_size)))
+            val_curve.append((step, _evaluate(model, val_set, device, roi)))
             if val_curve[-1][1] > max((v for _, v in val_curve[:-1]), default=-math.inf):
                 best.update(step=step, state=_cpu_state(model))  # strict: ties keep the earlier step
 
@@ -464,7 +467,7 @@ def finetune(
             evaluate_at(step + 1)
             save(step + 1)
     final_state = _cpu_state(model)
-    final = evaluate(model, test_set, device=device, roi_size=patch_size) if test_set is not None else None
+    final = evaluate(model, test_set, device=device, roi_size=roi) if test_set is not None else None
     return FinetuneResult(
         final_state,
         curve,

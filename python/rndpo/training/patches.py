@@ -24,14 +24,12 @@ import torch
 __all__ = ["sample_patches"]
 
 
-def _check_patch_size(patch_size: Sequence[int], dims: int) -> tuple[int, ...]:
+def _check_patch_size(patch_size: Sequence[int], dims: int, name: str = "patch_size") -> tuple[int, ...]:
     if isinstance(patch_size, (str, bytes)) or not isinstance(patch_size, Sequence):
-        raise TypeError(f"patch_size must be a sequence of {dims} positive ints, got {patch_size!r}")
+        raise TypeError(f"{name} must be a sequence of {dims} positive ints, got {patch_size!r}")
     size = tuple(patch_size)
     if len(size) != dims or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in size):
-        raise ValueError(
-            f"patch_size must be {dims} positive ints (one per spatial axis), got {patch_size!r}"
-        )
+        raise ValueError(f"{name} must be {dims} positive ints (one per spatial axis), got {patch_size!r}")
     return size
 
 

@@ -237,24 +237,25 @@ def train_base(
     device: str | torch.device = "cpu",
     progress: bool = True,
     patch_size: Sequence[int] | None = None,
+    roi_size: Sequence[int] | None = None,
     foreground_fraction: float = 0.33,
     amp: bool | None = None,
     flip_axes: Sequence[int] | None = None,
 ) -> BaseTrainResult:
     """Train ``model`` on ``labeled`` and select the best state on ``val``.
 
-    labeled / val: images float32 (N, C, *S) (any finite range), S = (H, W) or (D, H, W), masks uint8
-    label maps (N, *S); both of the same spatial_dims and num_classes. model: logits (B, out, *S) with
-    the data's spatial_dims and out = num_classes (softmax) or, for binary data, 1 (sigmoid); a mismatch
-    is a ValueError naming it. patch_size: train on random patches of this size (one int per spatial
-    axis; smaller images are zero-padded) with a ``foreground_fraction`` share centred on foreground, and
-    validate by sliding windows of this size (None: whole images). flip_axes: the spatial axes (0-based
-    within S) that augmentation may flip (None: all; leave out an axis along which structures are told
-    apart by their place, such as the anterior / posterior hippocampus). amp: mixed precision on CUDA (None:
-    on for every run but a binary head on 2D images without patches, whose results stay rndpo's
-    original ones; never on CPU). ``seed`` seeds batch sampling, patches, augmentation and dropout;
-    training runs on ``device``. The model is trained in place and ends holding the best state, in eval
-    mode, on ``device``. Returns a :class:`BaseTrainResult`.
+    labeled / val: images float32 (N, C, *S) (any finite range), S = (H, W) or (D, H, W), masks uint8 label
+    maps (N, *S); both of the same spatial_dims and num_classes. model: logits (B, out, *S) with the data's
+    spatial_dims and out = num_classes (softmax) or, for binary data, 1 (sigmoid); a mismatch is a ValueError
+    naming it. patch_size: train on random patches of this size (one int per spatial axis; smaller images are
+    zero-padded) with a ``foreground_fraction`` share centred on foreground, and validate by sliding windows
+    of ``roi_size`` (None: ``patch_size``; both None: whole images). flip_axes: the spatial axes (0-based
+    within S) that augmentation may flip (None: all; leave out an axis along which structures are told apart
+    by their place, such as the anterior / posterior hippocampus). amp: mixed precision on CUDA (None: on for
+    every run but a binary head on 2D images without patches, whose results stay rndpo's original ones; never
+    on CPU). ``seed`` seeds batch sampling, patches, augmentation and dropout; training runs on ``device``.
+    The model is trained in place and ends holding the best state, in eval mode, on ``device``. Returns a
+    :class:`BaseTrainResult`.
     """
     config = BaseTrainConfig() if config is None else config
     if not isinstance(config, BaseTrainConfig):
@@ -291,6 +292,7 @@ def train_base(
     if out_channels is not None:
         _check_head(out_channels, classes)
     patch = None if patch_size is None else _check_patch_size(patch_size, dims)
+    window = None if roi_size is None else _check_patch_size(roi_size, dims, "roi_size")
     _check_options(foreground_fraction, amp, flip_axes, dims)
 
     fork_devices = [device.index or 0] if device.type == "cuda" else []
@@ -308,7 +310,7 @@ def train_base(
         mixed = device.type == "cuda" and (amp if amp is not None else not original)
         half = autocast_dtype()
         scaler = torch.amp.GradScaler("cuda") if mixed and half == torch.float16 else None
-        roi = None if original else (patch or tuple(val.images.shape[2:]))
+        roi = None if original else (window or patch or tuple(val.images.shape[2:]))
         x_all = torch.from_numpy(np.ascontiguousarray(labeled.images)).to(device)
         if binary:  # float {0, 1} (N, 1, *S)
             y_all = torch.from_numpy(labeled.masks.astype(np.float32)).unsqueeze(1).to(device)
