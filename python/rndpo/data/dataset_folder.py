@@ -12,7 +12,9 @@ and ``label_values`` maps them back. Region-based labels and an ignore label are
 their own voxel order (no reorientation) in rndpo's (z, y, x) layout (see :mod:`rndpo.data.nifti_io`),
 and each image channel is normalised on its own by :func:`normalize_volume` (0.5-99.5 percentiles to
 [0, 1], see :func:`rndpo.data.scale_volume`). Everything that can be checked from dataset.json and the
-headers is checked before any voxel is read; every error names the file or case.
+headers is checked before any voxel is read, each header's shape against the voxel cap and the bytes the
+file holds included (:func:`rndpo.data.input_limits.check_nifti`, ``RNDPO_MAX_VOXELS``); every error
+names the file or case.
 """
 
 from __future__ import annotations

@@ -4,15 +4,27 @@ conversion to the one image rule (see :mod:`rndpo.data`)."""
 from __future__ import annotations
 
 import logging
-import zipfile
-import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from rndpo.data.dataset import SegmentationDataset, _some_values
+from rndpo.data.dataset import SegmentationDataset
+from rndpo.data.image_resize import _resize_mask, resize_image
+from rndpo.data.input_limits import (
+    HeaderCheck,
+    SizeLimitError,
+    binary_mask,
+    check_image_file,
+    check_nifti,
+    check_size,
+    pillow_limit,
+    read_npz,
+    row_chunks,
+    to_unit_float,
+    unit_divisor,
+)
 from rndpo.data.slices import VolumeSlices
 
 __all__ = [
@@ -43,65 +55,6 @@ def _check_image_size(image_size: int | None) -> None:
         return
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """One image float32 (C, H, W) to (C, size, size): bilinear, anti-aliased when shrinking, clipped to
-    [min(0, image min), max(1, image max)] (that is, to [0, 1] for an image in [0, 1])."""
-    from skimage.transform import resize
-
-    c, h, w = image.shape
-    if (h, w) == (size, size):
-        return image
-    out = resize(
-        image, (c, size, size), order=1, mode="edge", anti_aliasing=size < max(h, w), preserve_range=True
-    )
-    lo, hi = min(0.0, float(image.min())), max(1.0, float(image.max()))
-    return np.clip(out, lo, hi).astype(np.float32)
-
-
-def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """One mask uint8 (H, W) to (size, size) by nearest neighbour."""
-    from skimage.transform import resize
-
-    if mask.shape == (size, size):
-        return mask
-    out = resize(mask, (size, size), order=0, mode="edge", anti_aliasing=False, preserve_range=True)
-    return out.astype(np.uint8)
-
-
-def _to_unit_float(image: np.ndarray, what: str) -> np.ndarray:
-    """An image of any integer, bool or float dtype as float32 in [0, 1]."""
-    if image.dtype == np.bool_:
-        return image.astype(np.float32)
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        if info.min < 0:
-            if image.size and int(image.min()) < 0:
-                raise ValueError(f"{what}: signed integer image with negative values is not supported")
-        return (image.astype(np.float64) / float(info.max)).astype(np.float32)
-    if np.issubdtype(image.dtype, np.floating):
-        if image.size:
-            lo, hi = float(np.min(image)), float(np.max(image))
-            if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
-                raise ValueError(f"{what}: float image values must be finite and in [0, 1], got [{lo}, {hi}]")
-        return image.astype(np.float32)
-    raise TypeError(f"{what}: unsupported image dtype {image.dtype}")
-
-
-def _binary_mask(mask: np.ndarray, what: str) -> np.ndarray:
-    """A stored mask uint8 (H, W) in {0, 1}; accepts {0, 1}, {0, 255}, bool, or float {0.0, 1.0}."""
-    if mask.dtype == np.bool_:
-        return mask.astype(np.uint8)
-    values = np.unique(mask)
-    if np.isin(values, (0, 1)).all():
-        return (mask != 0).astype(np.uint8)
-    if np.issubdtype(mask.dtype, np.integer) and np.isin(values, (0, 255)).all():
-        return (mask != 0).astype(np.uint8)
-    raise ValueError(
-        f"{what}: mask must be binary with values {{0, 1}} or {{0, 255}}, got values {_some_values(mask)}"
-        " (a label map? binarise it first)"
-    )
 
 
 def _as_channels_first(image: np.ndarray, what: str) -> np.ndarray:
@@ -141,27 +94,14 @@ def _stack(
 # loaders
 
 
-def _npz_archive(loaded: object, path: Path) -> np.lib.npyio.NpzFile:
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"path: {path} holds one array, not an .npz archive of named arrays")
-    return loaded
+def _check_npz_images(path: Path) -> HeaderCheck:
+    """A header check for :func:`read_npz`: each 2D image of ``images`` within the pixel cap."""
 
+    def check(key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if key == "images" and len(shape) in (3, 4):
+            check_size(shape[1:3], f"path: {path}: each image of 'images' (N, H, W)", "pixels")
 
-def _read_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """The ``required`` (and present ``optional``) arrays of an .npz; a missing array or a broken
-    archive is a ValueError naming the file."""
-    try:  # our own file object: np.load leaks its handle when the zip is broken
-        with open(path, "rb") as fh, _npz_archive(np.load(fh, allow_pickle=False), path) as archive:
-            missing = [k for k in required if k not in archive.files]
-            if missing:
-                raise ValueError(f"path: {path} lacks the arrays {missing}; it has {sorted(archive.files)}")
-            return {k: archive[k] for k in (*required, *optional) if k in archive.files}
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
-    except ValueError as err:
-        if str(err).startswith("path: "):
-            raise
-        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
+    return check
 
 
 def load_npz(
@@ -173,11 +113,13 @@ def load_npz(
 ) -> SegmentationDataset:
     """Load an ``.npz``: ``images`` uint8 (N, H, W) gray or (N, H, W, 3) RGB, ``masks`` (N, H, W), ``ids``.
 
-    Images may also be float in [0, 1]. Masks must hold {0, 1} or {0, 255}. ``ids`` is optional (defaults
-    to ``<stem>_00000`` ...). ``group_by="id_prefix"`` groups images by the id text before the first ``_``
-    (hc18: ``010_HC`` and ``010_2HC`` share group ``010``). ``image_size`` resizes to (size, size): images
-    bilinearly, masks by nearest neighbour. The default name is the file stem, or the folder name for a
-    file called ``data.npz``.
+    Images may also be float in [0, 1] or of another integer dtype (see
+    :func:`rndpo.data.input_limits.unit_divisor`). Masks must hold {0, 1} or {0, 255}. ``ids`` is optional
+    (defaults to ``<stem>_00000`` ...). ``group_by="id_prefix"`` groups images by the id text before the
+    first ``_`` (hc18: ``010_HC`` and ``010_2HC`` share group ``010``). ``image_size`` resizes to (size,
+    size): images bilinearly, masks by nearest neighbour. The default name is the file stem, or the
+    folder name for a file called ``data.npz``. Headers are checked against the caps of
+    :mod:`rndpo.data.input_limits` before any array is read.
     """
     path = Path(path)
     _check_image_size(image_size)
@@ -185,14 +127,15 @@ def load_npz(
         raise ValueError(f"group_by must be one of ['none', 'id_prefix'], got {group_by!r}")
     if not path.is_file():
         raise FileNotFoundError(f"path: npz file not found: {path}")
-    arrays = _read_npz(path, ("images", "masks"), ("ids",))
-    raw_images, raw_masks, raw_ids = arrays["images"], arrays["masks"], arrays.get("ids")
-    images = _npz_images(raw_images, str(path))
-    n, _, h, w = images.shape
+    arrays = read_npz(path, ("images", "masks"), ("ids",), _check_npz_images(path))
+    raw_images, raw_masks, raw_ids = arrays.pop("images"), arrays.pop("masks"), arrays.pop("ids", None)
+    stored = _npz_images(raw_images, str(path))
+    n, c, h, w = stored.shape
     if raw_masks.shape != (n, h, w):
         raise ValueError(f"{path}: masks must have shape (N, H, W) = {(n, h, w)}, got {raw_masks.shape}")
-    images = _to_unit_float(images, str(path))
-    masks = _binary_mask(raw_masks, str(path))
+    divisor = unit_divisor(stored, str(path))
+    masks = binary_mask(raw_masks, str(path))
+    del raw_masks  # freed now if it was converted: peak memory is the decoded data plus the float32 images
     if raw_ids is None:
         ids = np.array([f"{path.stem}_{i:05d}" for i in range(n)])
     else:
@@ -200,12 +143,19 @@ def load_npz(
             raise ValueError(f"{path}: ids must have shape (N,) = ({n},), got {raw_ids.shape}")
         ids = raw_ids.astype(str)
     groups = np.array([str(i).split("_", 1)[0] for i in ids]) if group_by == "id_prefix" else None
-    if image_size is not None:
-        images = np.stack([resize_image(im, image_size) for im in images])
-        masks = np.stack([_resize_mask(mk, image_size) for mk in masks])
+    if image_size is None:
+        images = to_unit_float(stored, str(path), divisor)
+    else:  # one image at a time: never the whole set at full size in float32
+        images = np.empty((n, c, image_size, image_size), dtype=np.float32)
+        for i in range(n):
+            images[i] = resize_image(to_unit_float(stored[i], str(path), divisor), image_size)
+        small = np.empty((n, image_size, image_size), dtype=np.uint8)
+        for i in range(n):
+            small[i] = _resize_mask(masks[i], image_size)
+        masks = small
     if name is None:
         name = path.parent.name if path.stem == "data" and path.parent.name else path.stem
-    return SegmentationDataset(np.ascontiguousarray(images), np.ascontiguousarray(masks), ids, groups, name)
+    return SegmentationDataset(images, np.ascontiguousarray(masks), ids, groups, name)
 
 
 def _list_images(folder: Path, arg: str) -> dict[str, Path]:
@@ -230,22 +180,41 @@ def _first_line(err: BaseException) -> str:
 
 
 def _read_image_file(path: Path, what: str) -> np.ndarray:
-    """The pixels of an image file; a corrupt, truncated or empty file is a ValueError naming it.
+    """The pixels of an image file; a corrupt, truncated or empty file is a ValueError naming it, and so
+    is one whose header declares more pixels than the cap (:func:`rndpo.data.input_limits.max_pixels`).
 
-    Pillow identifies and checks the file first (imageio's plugin search leaks file handles on files
-    that are no image at all), then scikit-image reads it.
+    Pillow identifies and checks the file first, reading only its header (imageio's plugin search leaks
+    file handles on files that are no image at all), then scikit-image decodes it.
     """
     from PIL import Image
     from skimage.io import imread
 
-    try:
-        if path.stat().st_size == 0:
-            raise ValueError("the file is empty")
-        with Image.open(path) as probe:
-            probe.verify()
-        return np.asarray(imread(path))
-    except Exception as err:
-        raise ValueError(f"{what} {path}: cannot read it as an image ({_first_line(err)})") from None
+    with pillow_limit():
+        size_error: SizeLimitError | None = None
+        try:
+            if path.stat().st_size == 0:
+                raise ValueError("the file is empty")
+            with Image.open(path) as probe:
+                try:
+                    check_image_file(probe, path, what)
+                except SizeLimitError as err:
+                    size_error = err
+                if size_error is None:
+                    probe.verify()
+        except Exception as err:
+            raise ValueError(f"{what} {path}: cannot read it as an image ({_first_line(err)})") from None
+        if size_error is not None:
+            raise size_error
+        try:
+            return np.asarray(imread(path))
+        except Exception as err:
+            raise ValueError(f"{what} {path}: cannot read it as an image ({_first_line(err)})") from None
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """An image file as float32 (C, H, W) in [0, 1], C = 1 or 3 (alpha dropped)."""
+    what = f"image {path}"
+    return to_unit_float(_as_channels_first(_read_image_file(path, "image"), what), what)
 
 
 def _read_mask_file(path: Path) -> np.ndarray:
@@ -257,14 +226,15 @@ def _read_mask_file(path: Path) -> np.ndarray:
             raise ValueError(
                 f"mask {path}: color channels differ (a color label map?); expected a binary mask"
             )
-        raw = channels.mean(axis=-1) if path.suffix.lower() in _LOSSY_EXTENSIONS else channels[..., 0]
+        lossy = path.suffix.lower() in _LOSSY_EXTENSIONS
+        raw = channels.mean(axis=-1, dtype=np.float32) if lossy else channels[..., 0]  # no float64 copy
     if raw.ndim != 2:
         raise ValueError(f"mask {path}: expected a 2-D mask (H, W), got shape {raw.shape}")
     if path.suffix.lower() in _LOSSY_EXTENSIONS:  # compression noise: threshold at half range
         if np.issubdtype(raw.dtype, np.floating) and raw.max(initial=0) <= 1.0:
             return (raw > 0.5).astype(np.uint8)
         return (raw > 127).astype(np.uint8)
-    return _binary_mask(raw, f"mask {path}")
+    return binary_mask(raw, f"mask {path}")
 
 
 def load_folder(
@@ -304,22 +274,22 @@ def load_folder(
                 f"image_dir: no mask for image {ipath}: expected {mask_dir / (stem + mask_suffix)}.<ext>"
                 f" with ext in {IMAGE_EXTENSIONS}"
             )
-        image = _as_channels_first(_read_image_file(ipath, "image"), f"image {ipath}")
-        image = _to_unit_float(image, f"image {ipath}")
+        image = _read_image(ipath)
         mask = _read_mask_file(mpath)
         if mask.shape != image.shape[1:]:
             raise ValueError(
                 f"mask {mpath} has size {mask.shape} but image {ipath} has size {image.shape[1:]}"
             )
+        if grayscale is True and image.shape[0] == 3:
+            image = _gray(image)
+        if image_size is not None:  # now, so full-size images are never all held at once
+            image, mask = resize_image(image, image_size), _resize_mask(mask, image_size)
         images.append(image)
         masks.append(mask)
         sources.append(str(ipath))
-    rgb = any(im.shape[0] == 3 for im in images)
-    if grayscale is True:
-        images = [_gray(im) if im.shape[0] == 3 else im for im in images]
-    elif grayscale is False or rgb:
+    if grayscale is False or (grayscale is None and any(im.shape[0] == 3 for im in images)):
         images = [np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images]
-    stacked_images, stacked_masks = _stack(images, masks, sources, image_size, "image_dir")
+    stacked_images, stacked_masks = _stack(images, masks, sources, None, "image_dir")
     ids = np.array(list(image_files))
     return SegmentationDataset(
         stacked_images, stacked_masks, ids, None, name or image_dir.parent.name or "folder"
@@ -348,19 +318,13 @@ def match_channels(image: np.ndarray, channels: int, what: str = "image") -> np.
     raise ValueError(f"{what}: has {c} channels, expected {channels} (or gray/RGB, converted)")
 
 
-def read_images(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
-    """Images without masks, each at its own size: float32 (C, H, W) in [0, 1] (integers divided by
-    their dtype's maximum, as the loaders do) and their ids.
-
-    ``path`` is an ``.npz`` with ``images`` (N, H, W) or (N, H, W, 1|3) and optional ``ids`` (other
-    arrays, e.g. ``masks``, are not read), or a folder of image files (ids are the file stems, in sorted
-    order; a folder with an ``images/`` subfolder is read from there).
-    """
-    path = Path(path)
+def _image_source(path: Path) -> tuple[list[str], Iterator[np.ndarray]]:
+    """The ids of the images at ``path`` (see :func:`read_images`) and an iterator that reads them one
+    at a time as float32 (C, H, W) in [0, 1]."""
     if path.is_file() and path.suffix.lower() == ".npz":
-        arrays = _read_npz(path, ("images",), ("ids",))
+        arrays = read_npz(path, ("images",), ("ids",), _check_npz_images(path))
         stack, raw_ids = _npz_images(arrays["images"], str(path)), arrays.get("ids")
-        stack = _to_unit_float(stack, str(path))
+        divisor = unit_divisor(stack, str(path))  # one rule for the whole array
         if raw_ids is not None and raw_ids.shape != (len(stack),):
             raise ValueError(f"{path}: ids must have shape (N,) = ({len(stack)},), got {raw_ids.shape}")
         ids = (
@@ -368,16 +332,24 @@ def read_images(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
             if raw_ids is not None
             else [f"{path.stem}_{i:05d}" for i in range(len(stack))]
         )
-        return list(stack), ids
+        return ids, (to_unit_float(im, str(path), divisor) for im in stack)
     if path.is_dir():
         folder = path / "images" if (path / "images").is_dir() else path
         files = _list_images(folder, "path")
-        images = [
-            _to_unit_float(_as_channels_first(_read_image_file(p, "image"), f"image {p}"), f"image {p}")
-            for p in files.values()
-        ]
-        return images, list(files)
+        return list(files), (_read_image(p) for p in files.values())
     raise FileNotFoundError(f"path: expected an .npz file or a folder of images, got {path} (not found)")
+
+
+def read_images(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
+    """Images without masks, each at its own size: float32 (C, H, W) in [0, 1] (integers scaled by the
+    one rule of :func:`rndpo.data.input_limits.unit_divisor`, as the loaders do) and their ids.
+
+    ``path`` is an ``.npz`` with ``images`` (N, H, W) or (N, H, W, 1|3) and optional ``ids`` (other
+    arrays, e.g. ``masks``, are not read), or a folder of image files (ids are the file stems, in sorted
+    order; a folder with an ``images/`` subfolder is read from there).
+    """
+    ids, images = _image_source(Path(path))
+    return list(images), ids
 
 
 def load_unlabeled(
@@ -385,16 +357,20 @@ def load_unlabeled(
 ) -> tuple[np.ndarray, np.ndarray]:
     """An unlabeled pool (see :func:`read_images`): images float32 (N, C, size, size) in [0, 1] and ids
     str (N,). ``channels`` converts gray/RGB to match a labeled set (see :func:`match_channels`);
-    None keeps RGB if any image is RGB, as :func:`load_folder` does."""
+    None keeps RGB if any image is RGB, as :func:`load_folder` does. Each image is resized as it is read."""
     _check_image_size(image_size)
-    images, ids = read_images(path)
-    if not images:
+    ids, source = _image_source(Path(path))
+    if not ids:
         raise ValueError(f"path: {path} holds no images")
-    if channels is None:
+    images = []
+    for i, im in zip(ids, source, strict=True):
+        if channels is not None:
+            im = match_channels(im, channels, f"image {i}")
+        images.append(resize_image(im, image_size))
+    if channels is None:  # gray repeated to RGB commutes with resizing, bit for bit
         channels = 3 if any(im.shape[0] == 3 for im in images) else 1
-    images = [match_channels(im, channels, f"image {i}") for i, im in zip(ids, images, strict=True)]
-    stacked = np.stack([resize_image(im, image_size) for im in images]).astype(np.float32, copy=False)
-    return np.ascontiguousarray(stacked), np.array(ids)
+        images = [match_channels(im, channels, f"image {i}") for i, im in zip(ids, images, strict=True)]
+    return np.ascontiguousarray(np.stack(images), dtype=np.float32), np.array(ids)
 
 
 def _nifti_stem(path: Path) -> str:
@@ -406,17 +382,33 @@ def _nifti_stem(path: Path) -> str:
 
 
 def scale_volume(vol: np.ndarray, window: tuple[float, float] | None, path: Path) -> np.ndarray:
-    """float volume -> float32 in [0, 1]: clip to window, or to the 0.5-99.5 percentiles, then rescale."""
-    if not np.isfinite(vol).all():
+    """Volume of any real dtype -> float32 in [0, 1]: clip to window, or to the 0.5-99.5 percentiles, then
+    rescale. Computed in float64 a block of rows at a time: no float64 copy of the volume."""
+    if vol.size and vol.dtype.kind == "f" and not np.isfinite(np.min(vol) + np.max(vol)):
         raise ValueError(f"image {path}: volume holds NaN or inf values")
     if window is None:
         lo, hi = (float(v) for v in np.percentile(vol, (0.5, 99.5)))
     else:
         lo, hi = float(window[0]), float(window[1])
+    out = np.zeros(vol.shape, dtype=np.float32)
     if hi <= lo:
-        return np.zeros(vol.shape, dtype=np.float32)
-    scaled = (np.clip(vol.astype(np.float64), lo, hi) - lo) / (hi - lo)
-    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+        return out
+    for rows in row_chunks(vol.shape):
+        scaled = (np.clip(vol[rows].astype(np.float64), lo, hi) - lo) / (hi - lo)
+        out[rows] = np.clip(scaled, 0.0, 1.0)
+    return out
+
+
+def _nifti(path: Path, what: str) -> Any:
+    """The nibabel image of ``path``, its header checked against the voxel cap; no voxel read yet."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+    except Exception as err:
+        raise ValueError(f"{what} {path}: cannot read it as NIfTI ({_first_line(err)})") from None
+    check_nifti(image, path, what)
+    return image
 
 
 def load_nifti(
@@ -442,8 +434,6 @@ def load_nifti(
     aspect ratio is not kept; logged once). ``groups`` is the volume index, so slices of one volume never
     cross splits and evaluation is per volume; ids are ``<file stem>_<slice:04d>``. Errors name the file.
     """
-    import nibabel as nib
-
     images_in = [Path(p) for p in image_paths]
     masks_in = [Path(p) for p in mask_paths]
     _check_image_size(image_size)
@@ -466,12 +456,13 @@ def load_nifti(
         for p in (ipath, mpath):
             if not p.is_file():
                 raise FileNotFoundError(f"NIfTI file not found: {p}")
+        image, label = _nifti(ipath, "image"), _nifti(mpath, "mask")
         try:
-            vol = np.asarray(nib.load(ipath).get_fdata(dtype=np.float32))  # type: ignore[attr-defined]
+            vol = np.asarray(image.get_fdata(dtype=np.float32))
         except Exception as err:
             raise ValueError(f"image {ipath}: cannot read it as NIfTI ({_first_line(err)})") from None
         try:
-            seg = np.asarray(nib.load(mpath).dataobj)  # type: ignore[attr-defined]
+            seg = np.asarray(label.dataobj)
         except Exception as err:
             raise ValueError(f"mask {mpath}: cannot read it as NIfTI ({_first_line(err)})") from None
         vol = vol.reshape(vol.shape[:3]) if vol.ndim > 3 and all(d == 1 for d in vol.shape[3:]) else vol
@@ -481,7 +472,7 @@ def load_nifti(
         if seg.shape != vol.shape:
             raise ValueError(f"mask {mpath} has shape {seg.shape} but image {ipath} has shape {vol.shape}")
         if labels is None:
-            seg = _binary_mask(np.asarray(seg), f"mask {mpath}")
+            seg = binary_mask(np.asarray(seg), f"mask {mpath}")
         else:
             seg = _structure_classes(np.asarray(seg), labels)
         vol = np.moveaxis(scale_volume(vol, window, ipath), axis, 0)

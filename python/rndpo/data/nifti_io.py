@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rndpo.data.input_limits import check_nifti
 from rndpo.storage import atomic_write
 
 __all__ = [
@@ -120,6 +121,7 @@ def _load(path: Path) -> tuple[Any, tuple[int, ...]]:
         raise ValueError(f"cannot read NIfTI file {path}: {_first_line(err)}") from None
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
         raise ValueError(f"cannot read NIfTI file {path}: nibabel reads it as {type(img).__name__}")
+    check_nifti(img, path, "NIfTI file")  # the header's shape within the cap, its bytes present
     shape = tuple(int(d) for d in img.shape)
     if len(shape) == 5 and shape[3] == 1:  # (i, j, k, t=1, c): vector data in the 5th dimension
         shape = (*shape[:3], shape[4])

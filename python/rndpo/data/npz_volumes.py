@@ -2,8 +2,11 @@
 
 Arrays: ``images`` (N, D, H, W) or (N, D, H, W, C), ``masks`` (N, D, H, W) integer label maps, and
 optional ``ids`` (N,), ``spacing`` (N, 3) float mm in array-axis order, ``groups`` (N,). Images are
-scaled like the 2D npz loader's (integers divided by their dtype's maximum, floats in [0, 1] as they are);
-label values are mapped to classes 0..C-1 through a :class:`~rndpo.data.label_scheme.LabelScheme`.
+scaled like the 2D npz loader's, by the one rule of :func:`rndpo.data.input_limits.unit_divisor` applied
+to the whole ``images`` array (uint8 / 255, uint16 / 65535, other integers by their value range, floats
+in [0, 1] as they are); label values are mapped to classes 0..C-1 through a
+:class:`~rndpo.data.label_scheme.LabelScheme`. Headers are checked against the caps of
+:mod:`rndpo.data.input_limits` before any array is read.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from rndpo.data.dataset import SegmentationDataset
+from rndpo.data.input_limits import read_npz, to_unit_float, unit_divisor
 from rndpo.data.label_scheme import LabelScheme
-from rndpo.data.loaders import _read_npz, _to_unit_float
 
 __all__ = ["load_npz_volumes"]
 
@@ -31,7 +34,7 @@ def load_npz_volumes(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: npz file not found: {path}")
-    arrays = _read_npz(path, ("images", "masks"), ("ids", "spacing", "groups"))
+    arrays = read_npz(path, ("images", "masks"), ("ids", "spacing", "groups"))
     raw, raw_masks = arrays["images"], arrays["masks"]
     if raw.ndim == 4:
         raw = raw[:, None]
@@ -53,7 +56,7 @@ def load_npz_volumes(
         else LabelScheme.from_names(labels, "data.labels")
     )
     masks = scheme.to_classes(raw_masks, str(path))
-    images = np.stack([_to_unit_float(v, f"{path}: images[{i}]") for i, v in enumerate(raw)])
+    images = to_unit_float(raw, f"{path}: images", unit_divisor(raw, f"{path}: images"))
     ids = arrays.get("ids")
     if ids is None:
         ids = np.array([f"{path.stem}_{i:05d}" for i in range(n)])
@@ -68,7 +71,7 @@ def load_npz_volumes(
     if name is None:
         name = path.parent.name if path.stem == "data" and path.parent.name else path.stem
     return SegmentationDataset(
-        np.ascontiguousarray(images, dtype=np.float32),
+        images,
         np.ascontiguousarray(masks),
         ids.astype(str),
         groups,

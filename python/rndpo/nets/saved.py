@@ -20,11 +20,18 @@ object is ever needed. The JSON says how to rebuild the network and how its inpu
   ``inference_size`` (the sliding-window size; absent: ``patch_size``; neither: whole inputs);
 - free fields written by the experiment: ``method``, ``judge``, ``miner``, ``seed``, ``selected_step``,
   ``val_dice``, ``test_dice``, ``dataset``.
+
+:func:`load_model` allocates nothing a hand-edited description asks for before checking it: the sizes it
+declares against the caps of :mod:`rndpo.data.input_limits` (``image_size ** 2`` within
+``RNDPO_MAX_PIXELS``, ``patch_size`` and ``inference_size`` within ``RNDPO_MAX_VOXELS``, every integer of
+the architecture within ``RNDPO_MAX_CHANNELS``), then the network it describes, built on PyTorch's
+``meta`` device (no memory), against the tensor shapes of the weights file.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,7 @@ import torch
 from torch import nn
 
 from rndpo import __version__
+from rndpo.data.input_limits import check_size, max_channels
 from rndpo.nets.registry import architecture_of, network_from_architecture
 from rndpo.storage import atomic_write, load_weights, write_json
 
@@ -41,8 +49,9 @@ __all__ = ["FORMAT", "SCALINGS", "SavedModel", "load_model", "save_model"]
 
 FORMAT = "rndpo-model/1"
 
-#: ``scaling["kind"]`` values, how image files were scaled into model inputs: ``unit`` (integer images
-#: divided by their dtype's maximum, float images used as they are: the npz and folder loaders),
+#: ``scaling["kind"]`` values, how image files were scaled into model inputs: ``unit`` (uint8 / 255,
+#: uint16 / 65535, other integers by their value range, float images used as they are: the npz and folder
+#: loaders, see :func:`rndpo.data.input_limits.unit_divisor`),
 #: ``volume_percentile`` (NIfTI: each volume clipped to ``window`` or to its 0.5-99.5 percentiles and
 #: rescaled to [0, 1], sliced along ``axis``), ``none`` (arrays used as given: the caller's scaling).
 SCALINGS: tuple[str, ...] = ("unit", "volume_percentile", "none")
@@ -175,28 +184,138 @@ def save_model(
     return path, json_path
 
 
+_MAX_LIST = 64  # entries of one list in an architecture description (levels, strides, ...)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _read_description(js: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(js.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{js}: not an rndpo model description: not JSON ({_first_line(err)})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"{js}: not an rndpo model description (format {FORMAT!r} expected)")
+    return info
+
+
+def _size(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 1:
+        raise ValueError(f"{where} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_architecture(value: object, where: str, cap: int) -> None:
+    """Every integer in the description within ``cap``, every list within _MAX_LIST entries."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and value > cap:
+        raise ValueError(
+            f"{where} = {value} is more than the cap of {cap} for a saved network's sizes; set the"
+            " environment variable RNDPO_MAX_CHANNELS higher to load it"
+        )
+    if isinstance(value, list) and len(value) > _MAX_LIST:
+        raise ValueError(f"{where} has {len(value)} entries, more than {_MAX_LIST}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_architecture(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]", cap)
+
+
+def _check_declared_sizes(info: dict[str, Any], js: Path) -> None:
+    """The sizes a description declares, against the caps, before anything is built from them."""
+    cap = max_channels()
+    channels = _size(info.get("in_channels"), f"{js}: in_channels")
+    if channels > cap:
+        _check_architecture(channels, f"{js}: in_channels", cap)
+    if info.get("image_size") is not None:
+        side = _size(info["image_size"], f"{js}: image_size")
+        check_size((side, side), f"{js}: image_size {side} (inputs resized to {side} x {side})", "pixels")
+    for key in ("patch_size", "inference_size"):
+        value = info.get(key)
+        if value is not None:
+            if not isinstance(value, list) or not 1 <= len(value) <= 3:
+                raise ValueError(f"{js}: {key} must be a list of 1 to 3 positive integers, got {value!r}")
+            shape = tuple(_size(v, f"{js}: {key}[{i}]") for i, v in enumerate(value))
+            check_size(shape, f"{js}: {key}")
+    spacing = info.get("spacing")
+    if spacing is not None and not (
+        isinstance(spacing, list)
+        and 1 <= len(spacing) <= 3
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < float("inf") for v in spacing
+        )
+    ):
+        raise ValueError(f"{js}: spacing must be a list of 1 to 3 positive numbers (mm), got {spacing!r}")
+    _check_architecture(info.get("architecture"), f"{js}: architecture", cap)
+
+
+def _read_weights(pt: Path) -> dict[str, torch.Tensor]:
+    """The state dict of ``pt`` (weights_only); a corrupt or truncated file is a one-line ValueError."""
+    try:
+        with warnings.catch_warnings():  # a corrupt file makes torch warn about what it then refuses
+            warnings.simplefilter("ignore")
+            state = load_weights(pt)
+    except Exception as err:  # a flipped byte trips the unpickler in many ways (KeyError, TypeError, ...)
+        text = _first_line(err)
+        if not (isinstance(err, ValueError) and str(pt) in text):  # load_weights' own messages name it
+            text = f"{pt}: not a readable weights file ({type(err).__name__}: {text})"
+        raise ValueError(text) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(f"{pt}: not a weights file: expected named tensors, got a {type(state).__name__}")
+    return dict(state)
+
+
+def _check_fits(architecture: Any, state: Mapping[str, torch.Tensor], js: Path, pt: Path) -> None:
+    """The network ``architecture`` describes, built on the meta device (no memory), has exactly the
+    tensors of ``state``, shape for shape; else a ValueError naming the first difference."""
+    with torch.device("meta"):
+        meta = network_from_architecture(architecture, f"{js}: architecture")
+    expected = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [
+        f"{k}: the network has shape {shape}, the file {found[k]}"
+        for k, shape in expected.items()
+        if k in found and found[k] != shape
+    ]
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing:
+        problems.insert(0, f"{len(missing)} tensors missing ({', '.join(missing[:3])}, ...)")
+    if extra:
+        problems.insert(0, f"{len(extra)} unexpected tensors ({', '.join(extra[:3])}, ...)")
+    if problems:
+        raise ValueError(f"{pt}: the weights do not fit the network {js.name} describes: {problems[0]}")
+
+
 def load_model(path: str | Path, model: nn.Module | None = None) -> SavedModel:
     """Read a saved segmenter (``MODEL.pt`` or ``MODEL.json``): rebuild its network (or load the
     weights into ``model``), with ``torch.load(weights_only=True)``; the network is in eval mode on CPU.
 
     The network is rebuilt through the registry (:func:`rndpo.nets.registry.network_from_architecture`),
-    so every registered network loads (MONAI's need MONAI installed: ImportError otherwise)."""
+    so every registered network loads (MONAI's need MONAI installed: ImportError otherwise). Before
+    anything is built, the description's sizes are checked against the caps and the network it describes
+    against the weights' tensor shapes (see the module docstring): a hand-edited or corrupt pair is a
+    one-line ValueError naming the file."""
     path = Path(path)
     pt, js = path.with_suffix(".pt"), path.with_suffix(".json")
     for p in (pt, js):
         if not p.is_file():
             raise FileNotFoundError(f"path: {p} not found (a saved model is MODEL.pt beside MODEL.json)")
-    info = json.loads(js.read_text())
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ValueError(f"{js}: not an rndpo model description (format {FORMAT!r} expected)")
+    info = _read_description(js)
+    _check_declared_sizes(info, js)
+    state = _read_weights(pt)  # torch.load(weights_only=True): tensors only, nothing runs
     if model is None:
+        _check_fits(info.get("architecture", {}), state, js, pt)
         network = network_from_architecture(info.get("architecture", {}), f"{js}: architecture")
     else:
         network = model
-    state = load_weights(pt)  # torch.load(weights_only=True): tensors only, nothing runs
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{pt}: the weights do not fit the network: {err}") from None
+        raise ValueError(f"{pt}: the weights do not fit the network: {_first_line(err)}") from None
     network.eval()
     return SavedModel(network, info)
