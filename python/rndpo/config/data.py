@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rndpo.config._fields import check_fields, help_text
+from rndpo.config.bounds import check_bounds
 from rndpo.config.errors import ConfigError
 
 __all__ = ["DataConfig"]
@@ -151,6 +152,7 @@ class DataConfig:
             raise ConfigError(
                 f"data.max_unlabeled must be >= 1, or left out for no cap, got {self.max_unlabeled}"
             )
+        check_bounds(self, "data")
 
     @property
     def volume_dims(self) -> int:

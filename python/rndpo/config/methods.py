@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rndpo.config._fields import check_fields, help_text
+from rndpo.config.bounds import check_bounds
 from rndpo.config.errors import ConfigError
 from rndpo.config.sections import AUTO
 
@@ -113,6 +114,7 @@ class MethodConfig:
             raise ConfigError(f"methods.<name>.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.5 <= self.confidence < 1.0:
             raise ConfigError(f"methods.<name>.confidence must be in [0.5, 1), got {self.confidence}")
+        check_bounds(self, "methods.<name>")
 
     def loss_options(self) -> dict[str, Any]:
         """The keyword options of :func:`rndpo.losses.preference.preference_loss` this method sets.

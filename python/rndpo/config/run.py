@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from rndpo.config._fields import check_fields, coerce, field_types, help_text
+from rndpo.config.bounds import check_run
 from rndpo.config.errors import ConfigError, check_path_name
-from rndpo.config.methods import METHOD_PRESETS, MethodConfig
+from rndpo.config.methods import JUDGE_FREE, METHOD_PRESETS, MethodConfig
 from rndpo.config.sections import (
+    TOP_PICK,
     BaseTrainConfig,
     DataConfig,
     FinetuneConfig,
@@ -95,6 +97,7 @@ class RunConfig:
             raise ConfigError(
                 f"proposals.k must be >= 2 for {needs} (it compares proposals), got {self.proposals.k}"
             )
+        check_run(self, JUDGE_FREE, TOP_PICK)
 
 
 SECTIONS: dict[str, type] = {

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from rndpo.config._fields import check_fields, help_text
+from rndpo.config.bounds import check_bounds
 from rndpo.config.data import DataConfig
 from rndpo.config.errors import ConfigError
 
@@ -142,6 +143,7 @@ class ModelConfig:
                 raise ConfigError(f"model.kwargs.{key} is set from the data; leave it out")
             _check_toml_value(value, f"model.kwargs.{key}")
         object.__setattr__(self, "kwargs", dict(self.kwargs))  # a copy: the caller's dict may change
+        check_bounds(self, "model")
 
 
 Schedule = Literal["cosine", "constant"]
@@ -188,6 +190,7 @@ class OptimizerConfig:
             raise ConfigError(f"{section}.weight_decay must be >= 0, got {self.weight_decay}")
         if self.warmup_steps < 0:
             raise ConfigError(f"{section}.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_bounds(self, section)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +328,7 @@ class ProposalConfig:
             raise ConfigError(f"proposals.tta_degrees must be in [0, 90], got {self.tta_degrees}")
         if self.morph_radius < 1:
             raise ConfigError(f"proposals.morph_radius must be >= 1, got {self.morph_radius}")
+        check_bounds(self, "proposals")
 
 
 UncertaintyMode = Literal["confidence", "entropy", "boundary"]
@@ -382,6 +386,7 @@ class JudgeConfig:
             raise ConfigError(f"judges.qc_rank_weight must be a finite float >= 0, got {self.qc_rank_weight}")
         if not 0.0 <= self.qc_jitter < 1.0:
             raise ConfigError(f"judges.qc_jitter must lie in [0, 1), got {self.qc_jitter}")
+        check_bounds(self, "judges")
 
     def judge_labels(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(label, judge name, kwargs) for each judge to run; one noisy oracle per reliability."""
@@ -453,6 +458,7 @@ class MiningConfig:
             raise ConfigError(
                 f"mining.max_region ({self.max_region}) must be >= min_region ({self.min_region})"
             )
+        check_bounds(self, "mining")
 
     def parse_strategy(self, spec: str) -> MinerSpec:
         """``"all_pairs:0.05"`` -> MinerSpec("all_pairs", 0.05); a bare name gets ``min_margin``."""

@@ -1,7 +1,8 @@
 """A run config written out as commented TOML: ``rndpo config --defaults`` and the README's reference.
 
 Every key of every table comes with its value and a one-line comment taken from the dataclass field's
-``help`` metadata (plus the valid choices of ``Literal`` fields). A key whose default is None (no TOML
+``help`` metadata (plus the valid choices of ``Literal`` fields and the documented range of bounded ones,
+see :mod:`rndpo.config.bounds`). A key whose default is None (no TOML
 value) is written commented out. Parsing the output with :func:`rndpo.config.run.config_from_dict` gives the
 config back.
 """
@@ -14,6 +15,7 @@ import re
 from typing import Any
 
 from rndpo.config._fields import field_types, literal_choices
+from rndpo.config.bounds import bound_text
 from rndpo.config.methods import METHOD_PRESETS, MethodConfig
 from rndpo.config.run import SECTIONS, RunConfig
 
@@ -46,7 +48,8 @@ def _comment(cls: type, f: dataclasses.Field[Any]) -> str:
     choices = literal_choices(field_types(cls)[f.name])
     if choices is not None:
         text += f" (one of {', '.join(map(str, choices))})"
-    return text
+    bound = bound_text(cls, f.name)
+    return f"{text} ({bound})" if bound else text
 
 
 def _table(cls: type, obj: Any, prefix: str = "") -> list[str]:

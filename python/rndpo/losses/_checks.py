@@ -3,14 +3,24 @@
 Logits are (B, C, *S) float16/bfloat16/float32/float64 tensors with at least one spatial dim; labels are
 (B, *S) bool/integer tensors on the logits' device: values in {0, 1} for C = 1, class ids in [0, C)
 otherwise. Each check raises TypeError or ValueError naming the argument, what was expected and what came.
+:func:`check_region_power` guards the preference losses' 1 / |D| ** region_power against float overflow.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["check_labels", "check_logits", "check_segmentation", "check_tensor", "shape_str"]
+__all__ = [
+    "check_labels",
+    "check_logits",
+    "check_region_power",
+    "check_segmentation",
+    "check_tensor",
+    "shape_str",
+]
 
 _LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -86,3 +96,27 @@ def check_segmentation(
     mask_shape = (int(logits.shape[0]), *(int(s) for s in logits.shape[2:]))
     check_labels(label_name, labels, mask_shape, classes, logits.device)
     return classes, mask_shape
+
+
+def _power_fits(power: float, region: int, dtype: torch.dtype) -> bool:
+    """Whether ``region ** power`` is finite in ``dtype`` (host arithmetic in log space, no device sync)."""
+    return region <= 1 or power == 0 or power * math.log(region) < math.log(torch.finfo(dtype).max)
+
+
+def check_region_power(region_power: float, region_size: Tensor, pixels: int, dtype: torch.dtype) -> None:
+    """ValueError naming region_power if |D| ** region_power overflows ``dtype`` (float32/float64).
+
+    region_size: (B,) int64 |D| per pair; pixels: pixels per image, the largest |D| possible. The batch's
+    largest |D| is read (one max, a device sync) only when ``pixels ** region_power`` alone overflows, so
+    the usual case costs nothing; an overflow would make every normalised margin 0 and train on nothing.
+    """
+    if _power_fits(region_power, pixels, dtype) or region_size.numel() == 0:
+        return
+    largest = int(region_size.max())
+    if not _power_fits(region_power, largest, dtype):
+        limit = math.log(torch.finfo(dtype).max) / math.log(largest)
+        raise ValueError(
+            f"region_power must keep |D| ** region_power finite in {str(dtype).removeprefix('torch.')}: for"
+            f" the largest region of this batch (|D| = {largest}) that needs region_power < {limit:.4g},"
+            f" got {region_power:g} (the margin / |D| ** region_power would be 0 and train on nothing)"
+        )

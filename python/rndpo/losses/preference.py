@@ -42,7 +42,14 @@ import torch
 from torch import Tensor, nn
 
 from rndpo.config import LOSS_TYPES, LossType, Normalization
-from rndpo.losses._checks import check_labels, check_logits, check_segmentation, check_tensor, shape_str
+from rndpo.losses._checks import (
+    check_labels,
+    check_logits,
+    check_region_power,
+    check_segmentation,
+    check_tensor,
+    shape_str,
+)
 from rndpo.losses._torch_loss import RegionPreferenceFunction, log_sigmoid
 
 __all__ = [
@@ -223,7 +230,10 @@ def preference_loss(
     :func:`check_nonfinite`); see :func:`set_finite_check_mode`.
     ``beta`` may be any real number (a NumPy float too). A beta so large that beta * margin overflows
     float32/float64 raises FloatingPointError naming beta instead of returning an infinite loss (on the
-    CPU path; the Triton path does not check it, to keep its single sync).
+    CPU path; the Triton path does not check it, to keep its single sync). A region_power for which the
+    batch's largest |D| ** region_power overflows the accumulation dtype raises ValueError naming
+    region_power (checked on the host from the image size; the batch's largest |D| is read only when
+    pixels ** region_power overflows).
     """
     _check_options(beta, loss_type, region_power, label_smoothing, normalization)
     beta, region_power, label_smoothing = float(beta), float(region_power), float(label_smoothing)
@@ -250,7 +260,7 @@ def preference_loss(
     batch, pixels = mask_shape[0], math.prod(mask_shape[1:])
     acc = torch.float64 if torch.float64 in (policy_logits.dtype, ref_logits.dtype) else torch.float32
     if triton_path:
-        return _triton_preference_loss(
+        out = _triton_preference_loss(
             policy_logits,
             ref_logits,
             chosen,
@@ -258,6 +268,9 @@ def preference_loss(
             acc,
             (beta, loss_type, region_power, label_smoothing, normalization),
         )
+        if not (policy_logits.is_cuda and torch.cuda.is_current_stream_capturing()):  # capture: no sync
+            check_region_power(region_power, out.region_size, pixels, acc)
+        return out
     margin_sum, chosen_logratio, region_size = RegionPreferenceFunction.apply(
         policy_logits.reshape(batch, classes, pixels),
         ref_logits.reshape(batch, classes, pixels),
@@ -265,6 +278,7 @@ def preference_loss(
         rejected.reshape(batch, pixels),
         acc,
     )
+    check_region_power(region_power, region_size, pixels, acc)
     valid = region_size > 0
     denom = region_size.clamp(min=1).to(acc) ** region_power
     if normalization == "margin":
