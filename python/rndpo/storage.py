@@ -4,7 +4,12 @@ Every result file is written to a temporary file in the same folder and renamed 
 (even ``kill -9``) leaves either the old file or the new one, never half of one. Stage folders use the
 same idea: they are built under a temporary name and renamed when complete. Temporary names are
 ``.<name>.<8 hex>.tmp`` (see :data:`TEMP_PATTERN`), so leftovers of a killed write can be found and
-removed; they are created with mode 0666/0777 less the umask, like an ordinary write.
+removed; they are created with mode 0666/0777 less the umask, like an ordinary write, and never
+through a symbolic link (``O_EXCL | O_NOFOLLOW``).
+
+Symbolic links: a link found where a file or stage folder is to be written (or a stage to be verified)
+is an error naming it (:func:`refuse_link`), never followed nor replaced, so that a folder someone hands
+over cannot make a write land outside it.
 
 Checksums: a stage folder written by :func:`atomic_dir` holds ``SHA256SUMS`` (the format of
 ``sha256sum``) for every file in it, and a file written with ``checksum=True`` gets a ``<file>.sha256``
@@ -35,6 +40,7 @@ __all__ = [
     "atomic_dir",
     "atomic_write",
     "load_weights",
+    "refuse_link",
     "sha256_file",
     "stage_key",
     "stage_ready",
@@ -70,6 +76,12 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def refuse_link(path: Path, where: str = "where it writes") -> None:
+    """ValueError naming ``path`` if it is a symbolic link (dangling or not)."""
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symbolic link; rndpo does not follow links {where}")
+
+
 def _temp_name(path: Path) -> Path:
     return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
 
@@ -79,7 +91,7 @@ def _new_temp_file(path: Path) -> Path:
     while True:
         tmp = _temp_name(path)
         try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC, 0o666))
             return tmp
         except FileExistsError:  # pragma: no cover - 2**32 names
             continue
@@ -110,8 +122,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, checksum: b
 
     With ``checksum`` the file's SHA-256 is then written to ``<path>.sha256`` (removed first, so a kill
     between the two renames leaves a file without a checksum, which :func:`stage_ready` rejects).
+    A symbolic link at ``path`` or ``<path>.sha256`` is refused (ValueError) before anything is written.
     """
     path = Path(path)
+    refuse_link(path)
+    if checksum:
+        refuse_link(_sidecar(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = _new_temp_file(path)
     try:
@@ -167,9 +183,11 @@ def _write_checksums(folder: Path) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``, on error it is removed.
 
-    On success every file in it is hashed into ``SHA256SUMS`` before the rename.
+    On success every file in it is hashed into ``SHA256SUMS`` before the rename. A symbolic link at
+    ``path`` is refused (ValueError) before anything is written.
     """
     path = Path(path)
+    refuse_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temp_dir(path)
     try:
@@ -238,9 +256,12 @@ def verify_stage(path: str | Path) -> str | None:
 def stage_ready(path: str | Path) -> bool:
     """True if the stage at ``path`` exists and matches its checksums.
 
-    A stage that exists but fails is logged (file and reason) and removed, so it is recomputed.
+    A stage that exists but fails is logged (file and reason) and removed, so it is recomputed. A symbolic
+    link at ``path`` (or its ``.sha256``) is refused (ValueError): a stage is a file or folder rndpo wrote.
     """
     path = Path(path)
+    refuse_link(path)
+    refuse_link(_sidecar(path))
     if not path.exists():
         _sidecar(path).unlink(missing_ok=True)
         return False

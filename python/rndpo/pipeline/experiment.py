@@ -59,7 +59,15 @@ from rndpo.pipeline.keys import finetune_key, method_key
 from rndpo.pipeline.ladder import LADDER_METHOD, mask_pairs, oracle_pairs, perfect_label_pairs, pool_dice
 from rndpo.pipeline.report import has_matplotlib, plot_pair_examples, write_reports
 from rndpo.pipeline.rounds import RoundOne, Rounds
-from rndpo.pipeline.rundir import RUN_MARKER, check_device, check_out, clear_out, lock_out, remove_leftovers
+from rndpo.pipeline.rundir import (
+    RUN_MARKER,
+    check_device,
+    check_out,
+    clear_out,
+    lock_out,
+    open_log,
+    remove_leftovers,
+)
 from rndpo.pipeline.runs import JudgeRun, cached_run, judge_run, save_base, training_data
 from rndpo.pipeline.stages import KEEP_CHOICES, Keep, Stages, shared_stages
 from rndpo.pipeline.timings import read_timings
@@ -201,19 +209,19 @@ class _held_lines(logging.Handler):
 
 class _log_file:
     """Append the ``rndpo`` logger's INFO lines to ``path`` while the block runs, after the ``early``
-    ones (None: do nothing)."""
+    ones (None: do nothing). A symbolic link at ``path`` is refused (ValueError), never followed."""
 
     def __init__(self, path: Path | None, early: Sequence[logging.LogRecord] = ()) -> None:
         self.path = path
         self.early = early
-        self.handler: logging.Handler | None = None
+        self.handler: logging.StreamHandler[Any] | None = None
         self.level = log.level
 
     def __enter__(self) -> None:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(self.path, encoding="utf-8")
+        self.handler = logging.StreamHandler(open_log(self.path))
         self.handler.setLevel(logging.INFO)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         for record in self.early:
@@ -226,6 +234,7 @@ class _log_file:
         if self.handler is not None:
             log.removeHandler(self.handler)
             self.handler.close()
+            self.handler.stream.close()
             log.setLevel(self.level)
 
 
