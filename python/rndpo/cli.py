@@ -1,16 +1,22 @@
 """Command-line interface: ``rndpo demo``, ``rndpo run CONFIG.toml``, ``rndpo predict`` and ``rndpo mine``.
 
-``main(argv)`` returns an exit code and never raises for user errors: a bad config, a missing file or an
-occupied output folder prints one clear line and returns 2.
+``main(argv)`` returns an exit code and never raises for user errors: a bad config or device, a missing,
+corrupt or truncated file, an occupied output folder, an output that would replace an input or an existing
+file (``predict`` and ``mine`` without ``--overwrite``), a full or read-only disk: one clear line naming the
+file or argument on stderr, exit 2, nothing half-written. Anything else keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import pickle
 import sys
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write probabilities (3D models: <case>_probs.nii.gz, the C classes on the last axis)",
     )
+    pred.add_argument("--overwrite", action="store_true", help="replace output files that exist")
     pred.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     pred.add_argument("--batch-size", type=int, default=64)
     conf = sub.add_parser("config", help="print a run config as commented TOML (every key, its help)")
@@ -160,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     mine.add_argument(
         "--out", required=True, help="output .npz with image, chosen, rejected, region_size, margin"
     )
+    mine.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
 
 
@@ -210,13 +218,60 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(out: str, inputs: Mapping[str, str | Path]) -> None:
+    """Refuse an ``--out`` that is, contains or lies inside one of ``inputs`` ({what: path}), compared as
+    resolved paths (links followed), or whose nearest existing folder cannot be written; creates nothing."""
+    target = Path(out).resolve()
+    for what, path in inputs.items():
+        source = Path(path).resolve()
+        same = target == source or (target.exists() and source.exists() and target.samefile(source))
+        relation = (
+            "is"
+            if same
+            else "contains"
+            if source.is_relative_to(target)
+            else "lies inside"
+            if target.is_relative_to(source)
+            else None
+        )
+        if relation:
+            raise ValueError(
+                f"--out {out} {relation} the input {what} {path}; write the outputs elsewhere"
+                " (they would replace or mix with the inputs)"
+            )
+    existing = target if target.is_dir() else target.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        reason = "read-only file system" if read_only else f"{existing} is not writable"
+        raise PermissionError(f"--out: cannot write {out}: {reason}")
+
+
 def _predict(args: argparse.Namespace) -> int:
     from rndpo.inference import predict_path
     from rndpo.nets import load_model
+    from rndpo.pipeline.rundir import check_device
 
+    check_device(args.device)
+    model_path = Path(args.model)
+    if not Path(args.images).exists():
+        raise FileNotFoundError(f"--images: {args.images} not found")
+    inputs = {
+        "--images": args.images,
+        "model": model_path.with_suffix(".pt"),
+        "model description": model_path.with_suffix(".json"),
+    }
+    _check_out(args.out, inputs)
     model = load_model(args.model)
     written = predict_path(
-        model, args.images, args.out, probs=args.probs, batch_size=args.batch_size, device=args.device
+        model,
+        args.images,
+        args.out,
+        probs=args.probs,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
     )
     print(f"{len(written)} files written:")
     for path in written:
@@ -243,6 +298,12 @@ def _mine(args: argparse.Namespace) -> int:
     for name in ("masks", "scores"):
         if not Path(getattr(args, name)).is_file():
             raise FileNotFoundError(f"{name}: file not found: {getattr(args, name)}")
+    _check_out(args.out, {"masks": args.masks, "scores": args.scores})
+    out = Path(args.out)
+    if out.is_dir():
+        raise IsADirectoryError(f"--out: {out} is a folder; name the output .npz file")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out: {out} exists; pass --overwrite to replace it")
     masks = _load_npy(args.masks, "masks", mmap=True)
     scores = _load_npy(args.scores, "scores", mmap=False)
     pairs = mine_pairs(
@@ -258,9 +319,76 @@ def _mine(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
     )
     arrays = {k: getattr(pairs, k) for k in ("image", "chosen", "rejected", "region_size", "margin")}
-    write_npz(args.out, **arrays)
+    try:
+        write_npz(out, **arrays)
+    except OSError as err:  # a full disk: name the output, not the temporary file
+        if err.filename is None:
+            err.filename = str(out)
+        raise
     print(f"{len(pairs)} pairs written to {args.out}")
     return 0
+
+
+#: errno values of a write the disk refused, and how the error line says it.
+_WRITE_ERRORS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk full (quota exceeded)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+_USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ImportError,
+)
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """The errors libraries raise on a corrupt or truncated file (those of nibabel and Pillow only once
+    they are imported: they cannot have been raised before). Called when an exception is being matched."""
+    found: list[type[BaseException]] = [zipfile.BadZipFile, EOFError, pickle.UnpicklingError, zlib.error]
+    nib = sys.modules.get("nibabel.filebasedimages")
+    pil = sys.modules.get("PIL")
+    found += [nib.ImageFileError] if nib is not None else []
+    found += [pil.UnidentifiedImageError] if pil is not None else []
+    return tuple(found)
+
+
+def _written_path(name: str | bytes) -> tuple[str, bool]:
+    """The output an atomic write was writing when the file ``name`` failed, and whether ``name`` was its
+    temporary file (``.<name>.<8 hex>.tmp``, see :data:`rndpo.storage.TEMP_PATTERN`)."""
+    from rndpo.storage import TEMP_PATTERN
+
+    path = Path(os.fsdecode(name))
+    if TEMP_PATTERN.fullmatch(path.name):
+        return str(path.with_name(path.name[1:-13])), True
+    return str(path), False
+
+
+def _error_line(err: BaseException) -> str | None:
+    """The one line for an expected error, None for an unexpected one (it keeps its traceback)."""
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRORS and isinstance(err.filename, str | bytes):
+        output, temporary = _written_path(err.filename)
+        if temporary or err.errno not in (errno.EACCES, errno.EPERM):  # EACCES also comes from reading
+            return f"cannot write {output}: {_WRITE_ERRORS[err.errno]}"
+    if isinstance(err, _USER_ERRORS):
+        return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if isinstance(err, _read_errors()):
+        text = str(err).strip().splitlines()
+        return (
+            f"cannot read an input file: {type(err).__name__}: {text[0] if text else 'corrupt or truncated'}"
+        )
+    return None
+
+
+def _expected_kinds() -> tuple[type[BaseException], ...]:
+    return (*_USER_ERRORS, OSError, *_read_errors())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,17 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rndpo.config import read_toml
 
         return _run(args, read_toml(args.config))
-    except (
-        ValueError,
-        TypeError,
-        FileNotFoundError,
-        FileExistsError,
-        NotADirectoryError,
-        IsADirectoryError,
-        PermissionError,
-        ImportError,
-    ) as err:
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    except _expected_kinds() as err:  # every expected kind; _error_line re-raises the others
+        message = _error_line(err)
+        if message is None:
+            raise
         print(f"rndpo: error: {message}", file=sys.stderr)
         return 2
 

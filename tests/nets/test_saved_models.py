@@ -201,6 +201,7 @@ def test_predict_writes_png_folders_and_nifti_with_the_inputs_affine(
         "--out",
         str(target),
         "--probs",
+        "--overwrite",  # seg.nii.gz was written above
     ]
     assert main(argv) == 0
     probs = np.moveaxis(np.asarray(nib.load(tmp_path / "seg_probs.nii.gz").dataobj), 2, 0)

@@ -9,8 +9,11 @@ from rndpo.inference.batched import (
     predict_probs,
     rotate,
 )
+from rndpo.inference.outputs import OutputFiles
 from rndpo.inference.prediction import (
+    MAX_SCALE,
     Prediction,
+    check_scale,
     predict,
     predict_path,
 )
@@ -22,10 +25,13 @@ from rndpo.inference.sliding_window import (
 from rndpo.inference.volume_prediction import SPACING_TOLERANCE, predict_volumes, segment_volume
 
 __all__ = [
+    "MAX_SCALE",
     "SPACING_TOLERANCE",
+    "OutputFiles",
     "Prediction",
     "as_image_tensor",
     "autocast_dtype",
+    "check_scale",
     "forward_batched",
     "labels_from_probs",
     "predict",

@@ -8,13 +8,20 @@ read them (integers divided by their dtype's maximum), NIfTI volumes clipped to 
 the recorded window) and sliced along the recorded axis. Outputs come in the input's format: an npz
 (``masks`` uint8 (N, H, W), ``ids``, with ``probs`` float32 (N, H, W) on request), a folder of PNG masks
 (0/255, named after the input stems; ``<stem>_probs.npy`` float32 on request), or NIfTI masks (uint8,
-with the input's affine and header; ``<stem>_probs.nii.gz`` float32 on request)."""
+with the input's affine and header; ``<stem>_probs.nii.gz`` float32 on request).
+
+Outputs are planned before anything is predicted: an existing output file is refused unless
+``overwrite`` (so an input is never replaced by its mask by default), each file is written atomically and
+a failure half-way removes what this call wrote (:class:`rndpo.inference.outputs.OutputFiles`). A 2D image
+more than :data:`MAX_SCALE` times the model's image size along a side is refused (resize or tile it
+first) rather than resized for minutes."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +31,22 @@ import numpy as np
 from torch import nn
 
 from rndpo.data import match_channels, read_images, resize_image, scale_volume
+from rndpo.data.input_limits import check_nifti
 from rndpo.inference.batched import predict_probs
+from rndpo.inference.outputs import OutputFiles
 from rndpo.inference.volume_prediction import predict_volumes
 from rndpo.nets import SavedModel
 from rndpo.storage import atomic_write, write_npz
 
-__all__ = ["Prediction", "predict", "predict_path"]
+__all__ = ["MAX_SCALE", "Prediction", "check_scale", "predict", "predict_path"]
 
 log = logging.getLogger("rndpo")
 
 _NIFTI = (".nii", ".nii.gz")
+
+#: a 2D image larger than this many times the model's ``image_size`` along a side is refused by
+#: :func:`predict` and :func:`predict_path` (NIfTI slices are resized as in training, whatever their size).
+MAX_SCALE = 4
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,19 @@ def _check_image(image: Any, index: int) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
+def check_scale(
+    shape: tuple[int, ...], image_size: int | None, what: str, max_scale: float = MAX_SCALE
+) -> None:
+    """ValueError naming ``what`` if a 2D image of ``shape`` (..., H, W) is more than ``max_scale`` times
+    ``image_size`` along a side (None: no limit)."""
+    h, w = (int(d) for d in shape[-2:])
+    if image_size is not None and max(h, w) > max_scale * image_size:
+        raise ValueError(
+            f"{what}: {h} x {w} pixels is more than {max_scale:g} times the model's image size {image_size}"
+            f" along a side; resize it (to about {image_size} x {image_size}) or tile it first"
+        )
+
+
 def predict(
     model: SavedModel | nn.Module,
     images: np.ndarray | Sequence[np.ndarray],
@@ -72,13 +98,15 @@ def predict(
     threshold: float | None = None,
     batch_size: int = 64,
     device: str = "cpu",
+    max_scale: float | None = MAX_SCALE,
 ) -> Prediction:
     """Segment ``images``: float32 (N, C, H, W), or a list of (C, H_i, W_i) images of any sizes.
 
     Images follow the one image rule (any finite range; scaling is the caller's). With a
     :class:`SavedModel` they are converted to its channels (gray <-> RGB) and resized to its image size,
     and the masks come back at each image's own size; a bare ``nn.Module`` sees them as given.
-    threshold: default the saved model's (0.5 for a bare module).
+    threshold: default the saved model's (0.5 for a bare module). max_scale: with a SavedModel, an
+    image more than this many times its image size along a side is a ValueError (None: any size).
     """
     network = model.network if isinstance(model, SavedModel) else model
     if not isinstance(network, nn.Module):
@@ -94,6 +122,9 @@ def predict(
     if not items:
         raise ValueError("images must hold at least one image, got none")
     size = model.image_size if isinstance(model, SavedModel) else None
+    if max_scale is not None:
+        for i, im in enumerate(items):
+            check_scale(im.shape, size, f"images[{i}]", max_scale)
     if isinstance(model, SavedModel):
         items = [match_channels(im, model.in_channels, f"images[{i}]") for i, im in enumerate(items)]
     inputs = [resize_image(im, size) if size is not None else im for im in items]
@@ -123,77 +154,109 @@ def _nifti_stem(path: Path) -> str:
 
 
 def _predict_npz_or_folder(
-    model: SavedModel, src: Path, out: Path, probs: bool, batch_size: int, device: str
-) -> list[Path]:
+    model: SavedModel, src: Path, outputs: OutputFiles, out: Path, probs: bool, batch_size: int, device: str
+) -> None:
+    if src.is_file():  # npz in, npz out
+        outputs.plan([out])
+    elif out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out: {out} is a file; a folder of images writes a folder of masks")
     images, ids = read_images(src)
+    if src.is_dir():
+        names = [f"{stem}{ext}" for stem in ids for ext in (".png", "_probs.npy")[: 1 + probs]]
+        outputs.plan(out / name for name in names)
+    for image, name in zip(images, ids, strict=True):
+        check_scale(image.shape, model.image_size, f"--images: image {name} ({src})")
     if model.scaling.get("kind") == "volume_percentile":
         log.warning("%s: the model was trained on NIfTI volumes; reading these images as 0-1 images", src)
     pred = predict(model, images, batch_size=batch_size, device=device)
-    if src.is_file():  # npz in, npz out
-        masks, names = np.stack(list(pred.masks)), np.array(ids)
+    if src.is_file():
+        arrays = {"masks": np.stack(list(pred.masks)), "ids": np.array(ids)}
         if probs:
-            return [write_npz(out, masks=masks, ids=names, probs=np.stack(list(pred.probs)))]
-        return [write_npz(out, masks=masks, ids=names)]
+            arrays["probs"] = np.stack(list(pred.probs))
+        outputs.write(out, write_npz, **arrays)
+        return
     import imageio.v3 as iio
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    outputs.folder(out)
     for stem, mask, prob in zip(ids, pred.masks, pred.probs, strict=True):
         png = iio.imwrite("<bytes>", mask * np.uint8(255), extension=".png")
-        written.append(_write_bytes(out / f"{stem}.png", png))
+        outputs.write(out / f"{stem}.png", _write_bytes, png)
         if probs:
             buf = io.BytesIO()
             np.save(buf, prob)
-            written.append(_write_bytes(out / f"{stem}_probs.npy", buf.getvalue()))
-    return written
+            outputs.write(out / f"{stem}_probs.npy", _write_bytes, buf.getvalue())
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+
     def write(tmp: Path) -> None:
         tmp.write_bytes(data)
 
     return atomic_write(path, write)
 
 
+def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
+    """The nibabel image of ``path`` and its voxels float32 (i, j, k); a corrupt or truncated file is a
+    one-line ValueError naming it."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img: Any = nib.load(path)
+    except (ImageFileError, OSError, EOFError, zlib.error, ValueError) as err:
+        raise ValueError(f"image {path}: cannot read it as NIfTI ({_first_line(err)})") from None
+    check_nifti(img, path, "image")  # the header's shape within the voxel cap, its bytes present
+    try:
+        return img, np.asarray(img.get_fdata(dtype=np.float32))
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise ValueError(f"image {path}: cannot read it as NIfTI ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def _predict_nifti(
-    model: SavedModel, files: list[Path], out: Path, probs: bool, batch_size: int, device: str
-) -> list[Path]:
+    model: SavedModel,
+    files: list[Path],
+    outputs: OutputFiles,
+    out: Path,
+    probs: bool,
+    batch_size: int,
+    device: str,
+) -> None:
     import nibabel as nib
 
     scaling = model.scaling
     axis = int(scaling.get("axis", 2))
     window: Any = tuple(scaling["window"]) if scaling.get("window") else None
     single = len(files) == 1 and _is_nifti(out)
+    targets = [out if single else out / f"{_nifti_stem(path)}.nii.gz" for path in files]
+    outputs.plan([*targets, *(_probs_path(t) for t in targets if probs)])
     if not single:
-        out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in files:
-        img: Any = nib.load(path)
-        vol = np.asarray(img.get_fdata(dtype=np.float32))
+        outputs.folder(out)
+    for path, target in zip(files, targets, strict=True):
+        img, vol = _read_nifti(path)
         if vol.ndim != 3:
             raise ValueError(f"image {path}: expected a 3-D volume, got shape {vol.shape}")
         slices = np.moveaxis(scale_volume(vol, window, path), axis, 0)
-        pred = predict(model, slices[:, None], batch_size=batch_size, device=device)
-        target = out if single else out / f"{_nifti_stem(path)}.nii.gz"
-        stem = _nifti_stem(target)
+        pred = predict(model, slices[:, None], batch_size=batch_size, device=device, max_scale=None)
         volumes: list[tuple[Path, np.ndarray, Any]] = [
             (target, np.moveaxis(np.asarray(pred.masks), 0, axis), np.uint8)
         ]
         if probs:
-            volumes.append(
-                (
-                    target.with_name(f"{stem}_probs.nii.gz"),
-                    np.moveaxis(np.asarray(pred.probs), 0, axis),
-                    np.float32,
-                )
-            )
+            volumes.append((_probs_path(target), np.moveaxis(np.asarray(pred.probs), 0, axis), np.float32))
         for dest, data, dtype in volumes:
             header = img.header.copy()
             header.set_data_dtype(dtype)
-            nifti = nib.Nifti1Image(data.astype(dtype), img.affine, header)
-            raw = nifti.to_bytes()
-            written.append(_write_bytes(dest, gzip.compress(raw) if dest.name.endswith(".gz") else raw))
-    return written
+            raw = nib.Nifti1Image(data.astype(dtype), img.affine, header).to_bytes()
+            outputs.write(dest, _write_bytes, gzip.compress(raw) if dest.name.endswith(".gz") else raw)
+
+
+def _probs_path(target: Path) -> Path:
+    return target.with_name(f"{_nifti_stem(target)}_probs.nii.gz")
 
 
 def predict_path(
@@ -204,11 +267,15 @@ def predict_path(
     probs: bool = False,
     batch_size: int = 64,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment the images at ``images`` (an .npz, a folder of images, a NIfTI file or a folder of NIfTI
     files) and write masks in the same format to ``out``; returns the files written. A 3D model takes
     NIfTI volumes and writes one label map per case (:func:`rndpo.inference.predict_volumes`); a 2D
-    model slices volumes along its training axis."""
+    model slices volumes along its training axis.
+
+    Every output path is checked before anything is predicted: an existing file is refused
+    (FileExistsError) unless ``overwrite``. A failure half-way removes what was written."""
     if not isinstance(model, SavedModel):
         raise TypeError(f"model must be a SavedModel (rndpo.load_model), got {type(model).__name__}")
     src, dest = Path(images), Path(out)
@@ -217,15 +284,19 @@ def predict_path(
     if model.spatial_dims == 3:
         if not (src.is_dir() or _is_nifti(src)):
             raise ValueError(f"--images: a 3D model segments NIfTI volumes (a file or a folder), got {src}")
-        return predict_volumes(model, src, dest, probs=probs, batch_size=min(batch_size, 4), device=device)
-    if src.is_file() and _is_nifti(src):
-        return _predict_nifti(model, [src], dest, probs, batch_size, device)
+        return predict_volumes(
+            model, src, dest, probs=probs, batch_size=min(batch_size, 4), device=device, overwrite=overwrite
+        )
+    niftis = [src] if src.is_file() and _is_nifti(src) else []
     if src.is_dir():
         niftis = sorted(p for p in src.iterdir() if p.is_file() and _is_nifti(p))
-        if niftis:
-            return _predict_nifti(model, niftis, dest, probs, batch_size, device)
-    elif src.suffix.lower() != ".npz":
+    elif not niftis and src.suffix.lower() != ".npz":
         raise ValueError(f"--images: expected an .npz, a folder of images or NIfTI files, got {src}")
-    if src.is_file() and dest.suffix.lower() != ".npz":
+    if src.is_file() and not niftis and dest.suffix.lower() != ".npz":
         raise ValueError(f"--out: an .npz input writes an .npz; name the output *.npz, got {dest}")
-    return _predict_npz_or_folder(model, src, dest, probs, batch_size, device)
+    with OutputFiles(overwrite) as outputs:
+        if niftis:
+            _predict_nifti(model, niftis, outputs, dest, probs, batch_size, device)
+        else:
+            _predict_npz_or_folder(model, src, outputs, dest, probs, batch_size, device)
+    return outputs.written

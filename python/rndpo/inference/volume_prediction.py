@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from rndpo.data import (
+    CaseFiles,
+    VolumeInfo,
     check_case_headers,
     find_cases,
     nifti_stem,
@@ -29,6 +31,7 @@ from rndpo.data import (
     write_probabilities,
 )
 from rndpo.inference.batched import labels_from_probs
+from rndpo.inference.outputs import OutputFiles
 from rndpo.inference.sliding_window import sliding_window_probs
 from rndpo.nets import SavedModel
 
@@ -82,12 +85,15 @@ def predict_volumes(
     probs: bool = False,
     batch_size: int = 4,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment every case at ``images`` (a NIfTI file or a folder of them) with a 3D ``model`` and write
     ``<case>.nii.gz`` label maps (and ``<case>_probs.nii.gz``) into the folder ``out``, or to ``out``
     itself when it names one .nii/.nii.gz file for a single case. Returns the files written.
 
-    Every case's headers (channel count, one grid per case) are checked before any volume is predicted.
+    Every case's headers (channel count, one grid per case) are checked, and every output path against
+    existing files (refused unless ``overwrite``), before any volume is predicted; a failure half-way
+    removes the outputs already written (:class:`rndpo.inference.outputs.OutputFiles`).
     """
     if model.spatial_dims != 3:
         raise ValueError(f"model must be a 3D model (spatial_dims 3), got spatial_dims {model.spatial_dims}")
@@ -95,31 +101,40 @@ def predict_volumes(
     cases = find_cases(src, model.in_channels)
     headers = [check_case_headers(case, model.in_channels) for case in cases]
     single = len(cases) == 1 and dest.name.endswith((".nii.gz", ".nii"))
-    if not single:
-        if dest.exists() and not dest.is_dir():
-            raise ValueError(f"--out: {dest} is a file; {len(cases)} cases need a folder")
-        dest.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    if not single and dest.exists() and not dest.is_dir():
+        raise ValueError(f"--out: {dest} is a file; {len(cases)} cases need a folder")
+    targets = [dest if single else dest / f"{case.name}.nii.gz" for case in cases]
+    outputs = OutputFiles(overwrite)
+    outputs.plan([*targets, *(_probs_path(t) for t in targets if probs)])
     resample = bool(model.info.get("resample")) and model.spacing is not None
-    for case, header in zip(cases, headers, strict=True):
-        image = read_case_image(case)
-        if resample:  # to the training spacing, and the probabilities back to the file's grid
-            assert model.spacing is not None
-            grid = image.shape[1:]
-            image = resample_to_shape(image, resampled_shape(grid, header.spacing, model.spacing))
-            _, p = segment_volume(model, image, batch_size=batch_size, device=device)
-            p = resample_to_shape(p, grid)
-            labels = labels_from_probs(p[None] if p.shape[0] > 2 else p[None, 1:], threshold=model.threshold)[
-                0
-            ]
-        else:
-            _check_spacing(model, header.spacing, case.name)
-            labels, p = segment_volume(model, image, batch_size=batch_size, device=device)
-        target = dest if single else dest / f"{case.name}.nii.gz"
-        written.append(write_label_map(target, labels, model.label_values, header))
-        if probs:
-            written.append(
-                write_probabilities(target.with_name(f"{nifti_stem(target)}_probs.nii.gz"), p, header)
-            )
-        log.info("segmented %s -> %s", case.name, target)
-    return written
+    with outputs:
+        if not single:
+            outputs.folder(dest)
+        for case, header, target in zip(cases, headers, targets, strict=True):
+            labels, p = _segment_case(model, case, header, batch_size, device, resample)
+            outputs.write(target, write_label_map, labels, model.label_values, header)
+            if probs:
+                outputs.write(_probs_path(target), write_probabilities, p, header)
+            log.info("segmented %s -> %s", case.name, target)
+    return outputs.written
+
+
+def _probs_path(target: Path) -> Path:
+    return target.with_name(f"{nifti_stem(target)}_probs.nii.gz")
+
+
+def _segment_case(
+    model: SavedModel, case: CaseFiles, header: VolumeInfo, batch_size: int, device: str, resample: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (z, y, x) and probabilities (C, z, y, x) of one case on its file's grid."""
+    image = read_case_image(case)
+    if not resample:
+        _check_spacing(model, header.spacing, case.name)
+        return segment_volume(model, image, batch_size=batch_size, device=device)
+    assert model.spacing is not None  # to the training spacing, and the probabilities back to the file's grid
+    grid = image.shape[1:]
+    image = resample_to_shape(image, resampled_shape(grid, header.spacing, model.spacing))
+    _, p = segment_volume(model, image, batch_size=batch_size, device=device)
+    p = resample_to_shape(p, grid)
+    labels = labels_from_probs(p[None] if p.shape[0] > 2 else p[None, 1:], threshold=model.threshold)[0]
+    return labels, p
