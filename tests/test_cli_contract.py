@@ -372,3 +372,23 @@ def test_an_unexpected_error_keeps_its_traceback(
     monkeypatch.setattr("rndpo.inference.predict_path", broken)
     with pytest.raises(type(error)):
         main(predict_argv(files, "npz", tmp_path / "o.npz"))
+
+
+def test_mine_reads_no_npy_beyond_the_voxel_cap_and_the_flag_moves_the_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An .npy whose header declares 10**7 elements: refused under --max-voxels 1000 before it is read,
+    accepted past the header check (and mined) with the default cap."""
+    monkeypatch.setenv("RNDPO_MAX_VOXELS", str(2**31))  # restored afterwards: main() sets it from the flag
+    masks, scores = tmp_path / "masks.npy", tmp_path / "scores.npy"
+    np.save(masks, np.zeros((10, 4, 50, 50), np.uint8))  # 100000 elements
+    np.save(scores, np.linspace(0, 1, 40).reshape(10, 4))
+    argv = ["mine", str(masks), str(scores), "--out", str(tmp_path / "pairs.npz")]
+    assert main([*argv, "--max-voxels", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "masks" in err and "RNDPO_MAX_VOXELS" in err and "1000" in err
+    assert not (tmp_path / "pairs.npz").exists()
+    monkeypatch.setenv("RNDPO_MAX_VOXELS", str(2**31))
+    assert main(argv) == 0
+    assert main([*argv, "--overwrite", "--max-voxels", "0"]) == 2
+    assert "--max-voxels must be a positive number" in capsys.readouterr().err

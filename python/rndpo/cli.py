@@ -100,16 +100,50 @@ def _add_run_flags(p: argparse.ArgumentParser, default_out: str | None) -> None:
     )
 
 
+def _limit_flags() -> argparse.ArgumentParser:
+    """--max-voxels / --max-pixels: raise (or lower) the caps on declared input sizes for this command
+    (the environment variables of :mod:`rndpo.data.input_limits`)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--max-voxels",
+        type=int,
+        metavar="N",
+        help="largest array / volume read, in elements (default 2**31; env RNDPO_MAX_VOXELS)",
+    )
+    flags.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="largest 2D image read, in pixels (default 16384**2; env RNDPO_MAX_PIXELS)",
+    )
+    return flags
+
+
+def _apply_limits(args: argparse.Namespace) -> None:
+    for flag, variable in (("max_voxels", "RNDPO_MAX_VOXELS"), ("max_pixels", "RNDPO_MAX_PIXELS")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be a positive number of elements, got {value}")
+        os.environ[variable] = str(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rndpo", description=__doc__.splitlines()[0])
+    limits = _limit_flags()
     parser.add_argument("--version", action="version", version=f"rndpo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the built-in synthetic demo (about 3 minutes on 2 CPU cores)")
+    demo = sub.add_parser(
+        "demo", parents=[limits], help="the built-in synthetic demo (about 3 minutes on 2 CPU cores)"
+    )
     _add_run_flags(demo, "rndpo-demo")
-    run = sub.add_parser("run", help="a full experiment from a TOML config")
+    run = sub.add_parser("run", parents=[limits], help="a full experiment from a TOML config")
     run.add_argument("config", help="TOML config file (see configs/)")
     _add_run_flags(run, "rndpo-out")
-    pred = sub.add_parser("predict", help="segment new images with a saved model (OUT/models/<run>.pt)")
+    pred = sub.add_parser(
+        "predict", parents=[limits], help="segment new images with a saved model (OUT/models/<run>.pt)"
+    )
     pred.add_argument("model", help="saved model MODEL.pt (with MODEL.json beside it)")
     pred.add_argument(
         "--images",
@@ -136,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument("--defaults", action="store_true", help="print every key with its default")
     conf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     mine = sub.add_parser(
-        "mine", help="mine preference pairs from a saved bank (masks .npy) and scores (.npy)"
+        "mine",
+        parents=[limits],
+        help="mine preference pairs from a saved bank (masks .npy) and scores (.npy)",
     )
     mine.add_argument(
         "masks",
@@ -282,6 +318,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _load_npy(path: str, name: str, *, mmap: bool) -> Any:
     import numpy as np
 
+    from rndpo.data.input_limits import check_npy_file
+
+    check_npy_file(path, name)  # the declared shape against the caps, before anything is allocated
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, EOFError, OSError) as err:
@@ -396,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
+        _apply_limits(args)
         if args.command == "mine":
             return _mine(args)
         if args.command == "predict":

@@ -30,6 +30,7 @@ from rndpo.data import (
     write_label_map,
     write_probabilities,
 )
+from rndpo.data.input_limits import check_size
 from rndpo.inference.batched import labels_from_probs
 from rndpo.inference.outputs import OutputFiles
 from rndpo.inference.sliding_window import sliding_window_probs
@@ -133,7 +134,9 @@ def _segment_case(
         return segment_volume(model, image, batch_size=batch_size, device=device)
     assert model.spacing is not None  # to the training spacing, and the probabilities back to the file's grid
     grid = image.shape[1:]
-    image = resample_to_shape(image, resampled_shape(grid, header.spacing, model.spacing))
+    target = resampled_shape(grid, header.spacing, model.spacing)
+    check_size((image.shape[0], *target), f"case {case.name}: resampled to the model's spacing")
+    image = resample_to_shape(image, target)
     _, p = segment_volume(model, image, batch_size=batch_size, device=device)
     p = resample_to_shape(p, grid)
     labels = labels_from_probs(p[None] if p.shape[0] > 2 else p[None, 1:], threshold=model.threshold)[0]
