@@ -332,7 +332,9 @@ def pairwise_stats(masks: npt.ArrayLike, *, num_classes: int | None = None) -> P
             num_classes is not None or an integer.
         ValueError: masks has fewer than 3 dims or holds a value other than 0/1 (binary) or
             outside 0..C-1 (label maps, naming the value, image, proposal and flat pixel);
-            num_classes is outside 2..255.
+            num_classes is outside 2..255; the N x K x K statistics are more than can be allocated
+            (the message names N, K and the bytes).
+        RuntimeError: an internal error of the Rust core (a bug; never a ``PanicException``).
     """
     bank, classes = _bank_and_classes(masks, num_classes)
     if classes is None:
@@ -383,7 +385,12 @@ def mine_pairs(
         TypeError: an argument has the wrong type (masks not bool/uint8, or not an integer array
             with ``num_classes``; strategy not str, ...).
         ValueError: a shape, value or range is invalid (the message names the argument; a label
-            outside 0..C-1 is reported as in :func:`pairwise_stats`).
+            outside 0..C-1 is reported as in :func:`pairwise_stats`); ``all_pairs`` would need a K x K
+            pair table above 8 GB per image (``K = 50000 proposals need a 50000 x 50000 int64 pair
+            table (20.0 GB) ...``), or the pairs are more than can be allocated. The other strategies
+            need no pair table, whatever K (O(K) numbers per thread; ``adjacent`` on binary masks also
+            keeps an image's masks packed, an eighth of its bytes).
+        RuntimeError: an internal error of the Rust core (a bug; never a ``PanicException``).
     """
     args = _check_mining_args(
         strategy, min_margin, min_region, max_region, max_pairs_per_image, seed, max_region_fraction

@@ -1,7 +1,9 @@
 //! Python bindings of rndpo-core (module `rndpo._core`).
 //!
 //! Thin glue only: borrow read-only NumPy arrays without copying, release the GIL, call the
-//! core, hand back owned arrays. Argument normalisation lives in `rndpo.mining`.
+//! core, hand back owned arrays. Argument normalisation lives in `rndpo.mining`. Every exported
+//! call runs under `errors::guard`, so that even a panic (a bug) reaches Python as an exception
+//! derived from `Exception`.
 use pyo3::prelude::*;
 
 mod errors;
@@ -17,7 +19,7 @@ mod _core {
     use pyo3::prelude::*;
     use rndpo_core::{LabelBank, MaskBank, MiningParams};
 
-    use crate::errors::{not_contiguous, CoreError};
+    use crate::errors::{guard, not_contiguous, CoreError};
     use crate::pool;
 
     #[pymodule_export]
@@ -57,7 +59,14 @@ mod _core {
         py: Python<'py>,
         masks: PyReadonlyArray3<'py, u8>,
     ) -> PyResult<StatsArrays<'py>> {
-        let [n, k, p] = shape3(&masks);
+        guard("pairwise_stats", || pairwise_stats_body(py, &masks))
+    }
+
+    fn pairwise_stats_body<'py>(
+        py: Python<'py>,
+        masks: &PyReadonlyArray3<'py, u8>,
+    ) -> PyResult<StatsArrays<'py>> {
+        let [n, k, p] = shape3(masks);
         let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
         let stats = py
             .detach(|| {
@@ -87,7 +96,17 @@ mod _core {
         masks: PyReadonlyArray3<'py, u8>,
         num_classes: usize,
     ) -> PyResult<LabelStatsArrays<'py>> {
-        let [n, k, p] = shape3(&masks);
+        guard("label_pairwise_stats", || {
+            label_pairwise_stats_body(py, &masks, num_classes)
+        })
+    }
+
+    fn label_pairwise_stats_body<'py>(
+        py: Python<'py>,
+        masks: &PyReadonlyArray3<'py, u8>,
+        num_classes: usize,
+    ) -> PyResult<LabelStatsArrays<'py>> {
+        let [n, k, p] = shape3(masks);
         let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
         let stats = py
             .detach(|| {
@@ -124,35 +143,37 @@ mod _core {
         max_region_fraction: Option<f64>,
         num_classes: Option<usize>,
     ) -> PyResult<PairArrays<'py>> {
-        let [n, k, p] = shape3(&masks);
-        let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
-        let score_values = scores.as_slice().map_err(|_| not_contiguous("scores"))?;
-        let params = MiningParams {
-            strategy: strategy.parse().map_err(CoreError)?,
-            min_margin,
-            min_region,
-            max_region,
-            max_region_fraction,
-            max_pairs_per_image,
-            seed,
-        };
-        let pairs = py
-            .detach(|| {
-                pool::run(|| match num_classes {
-                    None => MaskBank::new(data, n, k, p)
-                        .and_then(|bank| rndpo_core::mine_pairs(&bank, score_values, &params)),
-                    Some(c) => LabelBank::new(data, n, k, p, c).and_then(|bank| {
-                        rndpo_core::mine_label_pairs(&bank, score_values, &params)
-                    }),
-                })
-            })?
-            .map_err(CoreError)?;
-        Ok((
-            PyArray1::from_vec(py, pairs.image),
-            PyArray1::from_vec(py, pairs.chosen),
-            PyArray1::from_vec(py, pairs.rejected),
-            PyArray1::from_vec(py, pairs.region_size),
-            PyArray1::from_vec(py, pairs.margin),
-        ))
+        guard("mine_pairs", || {
+            let [n, k, p] = shape3(&masks);
+            let data = masks.as_slice().map_err(|_| not_contiguous("masks"))?;
+            let score_values = scores.as_slice().map_err(|_| not_contiguous("scores"))?;
+            let params = MiningParams {
+                strategy: strategy.parse().map_err(CoreError)?,
+                min_margin,
+                min_region,
+                max_region,
+                max_region_fraction,
+                max_pairs_per_image,
+                seed,
+            };
+            let pairs = py
+                .detach(|| {
+                    pool::run(|| match num_classes {
+                        None => MaskBank::new(data, n, k, p)
+                            .and_then(|bank| rndpo_core::mine_pairs(&bank, score_values, &params)),
+                        Some(c) => LabelBank::new(data, n, k, p, c).and_then(|bank| {
+                            rndpo_core::mine_label_pairs(&bank, score_values, &params)
+                        }),
+                    })
+                })?
+                .map_err(CoreError)?;
+            Ok((
+                PyArray1::from_vec(py, pairs.image),
+                PyArray1::from_vec(py, pairs.chosen),
+                PyArray1::from_vec(py, pairs.rejected),
+                PyArray1::from_vec(py, pairs.region_size),
+                PyArray1::from_vec(py, pairs.margin),
+            ))
+        })
     }
 }

@@ -61,6 +61,15 @@ pub enum Error {
         /// The name that was received.
         got: String,
     },
+    /// The sizes of the inputs call for more memory than may or can be allocated.
+    TooLarge {
+        /// Name of the argument whose sizes call for it.
+        argument: &'static str,
+        /// What needs how much memory, in words.
+        need: String,
+        /// Why that is refused, and what to do instead.
+        reason: String,
+    },
     /// A scalar parameter is out of its valid range.
     InvalidParameter {
         /// Name of the argument.
@@ -112,6 +121,11 @@ impl fmt::Display for Error {
             Error::UnknownStrategy { expected, got } => {
                 write!(f, "strategy must be one of {expected}, got '{got}'")
             }
+            Error::TooLarge {
+                argument,
+                need,
+                reason,
+            } => write!(f, "{argument}: {need}, {reason}"),
             Error::InvalidParameter {
                 argument,
                 expected,

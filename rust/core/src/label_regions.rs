@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use crate::bank::GROUP;
 use crate::error::Result;
 use crate::labels::LabelBank;
+use crate::memory;
 use crate::regions::{common_count, compact_spans, pair_counts, plan_spans, Span};
 
 /// Pairwise statistics of a label bank, as flat row-major arrays.
@@ -40,6 +41,8 @@ pub struct LabelStats {
 
 impl LabelStats {
     /// All-zero statistics of `n` images with `k` proposals each and `classes` classes.
+    ///
+    /// For sizes that fit in memory (tests, small banks); [`Self::try_zeros`] refuses the others.
     #[must_use]
     pub fn zeros(n: usize, k: usize, classes: usize) -> Self {
         Self {
@@ -50,6 +53,37 @@ impl LabelStats {
             intersection: vec![0; n * k * k * classes],
             disagreement: vec![0; n * k * k],
         }
+    }
+
+    /// All-zero statistics, or an [`Error::TooLarge`](crate::Error::TooLarge) naming the sizes
+    /// when the `n * k * k * (classes + 1)` counts overflow `usize` or cannot be allocated.
+    pub fn try_zeros(n: usize, k: usize, classes: usize) -> Result<Self> {
+        let too_large = || {
+            memory::cannot_allocate(
+                format!(
+                    "(N, K, C) = ({n}, {k}, {classes}) need N x K x K x (C + 1) int64 pairwise \
+                     counts ({})",
+                    memory::fmt_bytes(memory::bytes_f64(&[n, k, k, classes + 1], 8))
+                ),
+                "compute the statistics of fewer images at a time, or use fewer proposals",
+            )
+        };
+        let len = memory::product(&[n, k, k, classes.saturating_add(1)]).ok_or_else(too_large)?;
+        let zeros = |len: usize| -> Result<Vec<i64>> {
+            let mut out = Vec::new();
+            out.try_reserve_exact(len).map_err(|_| too_large())?;
+            out.par_extend(rayon::iter::repeat_n(0, len));
+            Ok(out)
+        };
+        // Every part is at most len (k * classes <= k * k * (classes + 1) when k > 0).
+        Ok(Self {
+            n,
+            k,
+            classes,
+            sizes: zeros(n * k * classes)?,
+            intersection: zeros(len / (classes + 1) * classes)?,
+            disagreement: zeros(len / (classes + 1))?,
+        })
     }
 }
 
@@ -91,8 +125,15 @@ impl LabelScratch {
     fn prepare(&mut self, bank: &LabelBank<'_>, image: usize) -> Result<(usize, bool)> {
         let (k, classes, w, p) = (bank.k(), bank.classes(), bank.words_per_mask(), bank.p());
         let plane_len = k.div_ceil(GROUP) * w;
+        // (C - 1) planes of K / 4 groups of w words, packed and compacted, and the background:
+        // up to 2 C / 8 times the image's bytes, which may be memory-mapped.
+        let entries = (classes - 1) * plane_len;
+        let scratch_error =
+            || memory::scratch_error(k, p, plane_len, (2 * classes - 1) * 8 * GROUP);
         // Sized once per bank: lanes past K stay zero, since packing never writes them.
-        self.planes.resize((classes - 1) * plane_len, [0; GROUP]);
+        if !memory::try_resize(&mut self.planes, entries, [0; GROUP]) {
+            return Err(scratch_error());
+        }
         self.any.resize((classes - 1) * w, 0);
         self.all.resize((classes - 1) * w, 0);
         let (planes, any, all) = (&mut self.planes, &mut self.any, &mut self.all);
@@ -118,7 +159,9 @@ impl LabelScratch {
         self.real.clear();
         self.real.extend((0..w).map(|t| [real_word(t, p); GROUP]));
         if !plan.identity {
-            self.compacted.resize(self.planes.len(), [0; GROUP]);
+            if !memory::try_resize(&mut self.compacted, self.planes.len(), [0; GROUP]) {
+                return Err(scratch_error());
+            }
             let rows = self.planes.chunks(plane_len.max(1));
             for (plane, out) in rows.zip(self.compacted.chunks_mut(plane_len.max(1))) {
                 compact_spans(plane, w, &self.spans, out);
@@ -270,7 +313,7 @@ pub(crate) fn label_image_stats(
 /// one in C order, whatever the thread count.
 pub fn label_pairwise_stats(bank: &LabelBank<'_>) -> Result<LabelStats> {
     let (n, k, cc) = (bank.n(), bank.k(), bank.classes());
-    let mut stats = LabelStats::zeros(n, k, cc);
+    let mut stats = LabelStats::try_zeros(n, k, cc)?;
     if n == 0 || k == 0 {
         return Ok(stats);
     }

@@ -172,6 +172,20 @@ impl<'a> LabelBank<'a> {
         }
     }
 
+    /// The P labels of map `(image, proposal)`, checked to be below C (a
+    /// [`Error::LabelOutOfRange`] at the first one that is not).
+    pub fn checked_map(&self, image: usize, proposal: usize) -> Result<&'a [u8]> {
+        self.masks.check_index(image, proposal)?;
+        let (map, _) = self.masks.proposal_stream(image, proposal);
+        // The maximum vectorises; the position is looked for only on the error path.
+        let top = map.iter().fold(0u8, |acc, &v| acc.max(v));
+        if usize::from(top) < self.classes {
+            Ok(map)
+        } else {
+            Err(self.first_invalid_in(image, proposal))
+        }
+    }
+
     /// The first element (in C order) that is not a label below C, as an error, if any.
     ///
     /// A slow sequential scan for error paths, so that the reported position does not depend on

@@ -15,24 +15,30 @@
 //!
 //! Masks are read in place, validated and bit-packed one image at a time into a small
 //! per-thread buffer, and images are processed in parallel with rayon; results are collected in
-//! image order, so they do not depend on the thread count. Nothing here panics on user input:
-//! every failure is an [`Error`] whose message names the argument, the expectation and the value.
+//! image order, so they do not depend on the thread count. Nothing here panics or aborts on user
+//! input: every failure is an [`Error`] whose message names the argument, the expectation and the
+//! value, and buffers that grow faster than the inputs (pair tables, statistics, mined pairs) are
+//! sized with checked arithmetic and allocated fallibly (see [`memory`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod bank;
 pub mod error;
+pub mod guard;
 pub mod label_regions;
 pub mod labels;
 mod line;
+pub mod memory;
 pub mod mining;
 pub mod regions;
 pub mod rng;
 
 pub use bank::MaskBank;
 pub use error::{Error, Result};
+pub use guard::catch_panic;
 pub use label_regions::{label_pairwise_stats, LabelStats};
 pub use labels::LabelBank;
+pub use memory::MAX_TABLE_BYTES;
 pub use mining::{mine_label_pairs, mine_pairs, MiningParams, PairSet, Strategy};
 pub use regions::{pairwise_stats, PairwiseStats};
 pub use rng::SplitMix64;

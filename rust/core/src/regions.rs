@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use crate::bank::{MaskBank, GROUP};
 use crate::error::Result;
+use crate::memory;
 
 /// Pairwise statistics of a bank, as flat row-major arrays.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,17 +30,44 @@ pub struct PairwiseStats {
 
 impl PairwiseStats {
     /// All-zero statistics of `n` images with `k` proposals each.
+    ///
+    /// For sizes that fit in memory (tests, small banks); [`Self::try_zeros`] refuses the others.
     #[must_use]
     pub fn zeros(n: usize, k: usize) -> Self {
-        // Zeroed in parallel: a reused 4 MiB buffer would otherwise be cleared by one thread.
-        let mut counts = Vec::with_capacity(2 * n * k * k);
-        counts.par_extend(rayon::iter::repeat_n(0, 2 * n * k * k));
         Self {
             n,
             k,
             sizes: vec![0; n * k],
-            counts,
+            counts: vec![0; 2 * n * k * k],
         }
+    }
+
+    /// All-zero statistics of `n` images with `k` proposals each, or an
+    /// [`Error::TooLarge`](crate::Error::TooLarge) naming the sizes when the `2 * n * k * k`
+    /// counts overflow `usize` or cannot be allocated.
+    pub fn try_zeros(n: usize, k: usize) -> Result<Self> {
+        let too_large = || {
+            memory::cannot_allocate(
+                format!(
+                    "(N, K) = ({n}, {k}) need 2 x N x K x K int64 pairwise counts ({})",
+                    memory::fmt_bytes(memory::bytes_f64(&[2, n, k, k], 8))
+                ),
+                "compute the statistics of fewer images at a time, or use fewer proposals",
+            )
+        };
+        let len = memory::product(&[2, n, k, k]).ok_or_else(too_large)?;
+        let mut counts = Vec::new();
+        counts.try_reserve_exact(len).map_err(|_| too_large())?;
+        // Zeroed in parallel: a reused 4 MiB buffer would otherwise be cleared by one thread.
+        counts.par_extend(rayon::iter::repeat_n(0, len));
+        // n * k fits: it is at most len when k > 0, and 0 when k = 0
+        let sizes = memory::try_vec(n * k, 0).ok_or_else(too_large)?;
+        Ok(Self {
+            n,
+            k,
+            sizes,
+            counts,
+        })
     }
 
     /// `(N, K, K)` intersection sizes `|A ∩ B|`.
@@ -251,20 +279,25 @@ pub(crate) fn compact_spans(
 /// interleaved word by word for the register-tiled kernels [`cross_counts`] and
 /// [`within_counts`]. Proposals of one image mostly agree, so this is typically several times
 /// less work than counting every word.
-/// `sizes` holds K entries, `inter` and `dis` K * K entries each.
+/// `sizes` holds K entries, `inter` (when given: mining needs only the disagreements) and `dis`
+/// K * K entries each.
 pub(crate) fn image_stats(
     bank: &MaskBank<'_>,
     image: usize,
     scratch: &mut Scratch,
     sizes: &mut [i64],
-    inter: &mut [i64],
+    mut inter: Option<&mut [i64]>,
     dis: &mut [i64],
 ) -> Result<()> {
     let k = bank.k();
     let w = bank.words_per_mask();
     let n_groups = k.div_ceil(GROUP);
+    // K / 4 groups of w words: about an eighth of the image's bytes, which may be memory-mapped.
+    let scratch_error = || memory::scratch_error(k, bank.p(), n_groups * w, 2 * 8 * GROUP);
     // Sized once per bank: lanes past K are zero from here on, since packing never writes them.
-    scratch.packed.resize(n_groups * w, [0; GROUP]);
+    if !memory::try_resize(&mut scratch.packed, n_groups * w, [0; GROUP]) {
+        return Err(scratch_error());
+    }
     scratch.any.resize(w, 0);
     scratch.all.resize(w, 0);
     scratch.sizes.resize(k, 0);
@@ -285,19 +318,25 @@ pub(crate) fn image_stats(
     let groups = if plan.identity {
         &scratch.packed
     } else {
-        scratch.compacted.resize(scratch.packed.len(), [0; GROUP]);
+        if !memory::try_resize(&mut scratch.compacted, scratch.packed.len(), [0; GROUP]) {
+            return Err(scratch_error());
+        }
         compact_spans(&scratch.packed, w, &scratch.spans, &mut scratch.compacted);
         &scratch.compacted
     };
     for (a, &size) in sizes.iter().enumerate() {
-        inter[a * k + a] = size;
+        if let Some(inter) = inter.as_deref_mut() {
+            inter[a * k + a] = size;
+        }
         dis[a * k + a] = 0;
     }
     pair_counts(groups, w, plan.words, k, |a, b, both| {
         let both = common + both as i64;
         let either = sizes[a] + sizes[b] - 2 * both;
-        inter[a * k + b] = both;
-        inter[b * k + a] = both;
+        if let Some(inter) = inter.as_deref_mut() {
+            inter[a * k + b] = both;
+            inter[b * k + a] = both;
+        }
         dis[a * k + b] = either;
         dis[b * k + a] = either;
     });
@@ -346,7 +385,7 @@ pub(crate) fn pair_counts(
 /// first one in C order, whatever the thread count.
 pub fn pairwise_stats(bank: &MaskBank<'_>) -> Result<PairwiseStats> {
     let (n, k) = (bank.n(), bank.k());
-    let mut stats = PairwiseStats::zeros(n, k);
+    let mut stats = PairwiseStats::try_zeros(n, k)?;
     if n == 0 || k == 0 {
         return Ok(stats);
     }
@@ -358,7 +397,7 @@ pub fn pairwise_stats(bank: &MaskBank<'_>) -> Result<PairwiseStats> {
         .try_for_each_init(
             Scratch::default,
             |scratch, (image, ((sizes, inter), dis))| {
-                image_stats(bank, image, scratch, sizes, inter, dis)
+                image_stats(bank, image, scratch, sizes, Some(inter), dis)
             },
         );
     match outcome {
