@@ -108,7 +108,7 @@ def test_runs_report_every_structure(volume_run: Path) -> None:
     stages = json.loads((volume_run / "timings.json").read_text())["seed 0"]
     expected = ["base", "proposals", "calibration", "ladder labeled_only", "ladder perfect_label"]
     assert set(expected) <= set(stages) and "rndpo (agreement, top_vs_bottom)" in stages
-    assert all(seconds > 0 for seconds in stages.values())
+    assert all(seconds >= 0 for seconds in stages.values()) and stages["base"] > 0
     table = md.split("## Structures")[1]
     assert "| head | tail | gain spread across structures |" in table and "| rndpo |" in table
 
