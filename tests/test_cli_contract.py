@@ -6,81 +6,29 @@ keeps its traceback."""
 from __future__ import annotations
 
 import errno
-import gzip
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from cli_inputs import one_line_error, prediction_inputs, snapshot
 from rndpo.cli import main
 from rndpo.nets import save_model
 from rndpo.nets.unet import UNet
 
-SIZE = 16
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every entry under ``root``: file bytes, None for a folder."""
-    return {
-        p.relative_to(root).as_posix(): None if p.is_dir() else p.read_bytes()
-        for p in sorted(root.rglob("*"))
-    }
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *named: object) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("rndpo: error: ") and "Traceback" not in err, err
-    for name in named:
-        assert str(name) in err, (name, err)
-    return err
-
 
 def setup(root: Path) -> dict[str, Path]:
     """A tiny 2D model, a tiny 3D model and inputs of every kind."""
-    root.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model, _ = save_model(
-        root / "model.pt",
-        UNet(channels=(4, 8)).eval(),
-        in_channels=1,
-        image_size=SIZE,
-        scaling={"kind": "unit"},
-    )
+    files = prediction_inputs(root)
     net3 = UNet(in_channels=1, out_channels=3, channels=(4, 8), spatial_dims=3, norm="instance")
     model3, _ = save_model(
         root / "m3.pt", net3, in_channels=1, image_size=None, num_classes=3, patch_size=[8, 8, 8]
     )
-    rng = np.random.default_rng(0)
-    npz = root / "images.npz"
-    np.savez(npz, images=rng.integers(0, 255, (3, SIZE, SIZE), dtype=np.uint8))
-    pngs = root / "pngs"
-    pngs.mkdir()
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (SIZE, SIZE), dtype=np.uint8)).save(pngs / f"{i}.png")
-    nifti = root / "vol.nii.gz"
-    nib.save(nib.Nifti1Image(rng.random((SIZE, SIZE, 4)).astype(np.float32), np.eye(4)), nifti)
-    nii = root / "vol.nii"
-    nii.write_bytes(gzip.decompress(nifti.read_bytes()))
-    masks, scores = root / "masks.npy", root / "scores.npy"
-    np.save(masks, rng.random((3, 4, 8, 8)) > 0.5)
-    np.save(scores, rng.random((3, 4)))
-    return {
-        "model": model,
-        "model3": model3,
-        "npz": npz,
-        "pngs": pngs,
-        "nifti": nifti,
-        "nii": nii,
-        "masks": masks,
-        "scores": scores,
-    }
+    return files | {"model3": model3}
 
 
 def predict_argv(files: dict[str, Path], images: str, out: Path, model: str = "model") -> list[str]:

@@ -5,7 +5,6 @@ naming the file or argument, inputs untouched byte for byte, nothing written."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,57 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_inputs import SIZE, model_2d, one_line_error, prediction_inputs, snapshot
 from rndpo.cli import main
 from rndpo.inference import MAX_SCALE, predict
 from rndpo.nets import load_model, save_model
 from rndpo.nets.unet import UNet
 
-SIZE = 16  # the tiny model's image_size
-
-
-def snapshot(root: Path) -> dict[str, bytes | str | None]:
-    """Every entry under ``root``: file bytes, a link's target, None for a folder."""
-    found: dict[str, bytes | str | None] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        found[rel] = os.readlink(path) if path.is_symlink() else None if path.is_dir() else path.read_bytes()
-    return found
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *named: object) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("rndpo: error: ") and "Traceback" not in err, err
-    for name in named:
-        assert str(name) in err, (name, err)
-    return err
-
-
-def model_2d(root: Path) -> Path:
-    torch.manual_seed(0)
-    pt, _ = save_model(
-        root / "model.pt",
-        UNet(channels=(4, 8)).eval(),
-        in_channels=1,
-        image_size=SIZE,
-        scaling={"kind": "unit"},
-    )
-    return pt
-
 
 def inputs(root: Path) -> dict[str, Path]:
-    """A 2D model and its inputs: an npz, a folder of PNGs and a NIfTI volume."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    npz = root / "images.npz"
-    np.savez(npz, images=rng.integers(0, 255, (3, SIZE, SIZE), dtype=np.uint8))
-    folder = root / "pngs"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (SIZE, SIZE), dtype=np.uint8)).save(folder / f"{i}.png")
-    volume = root / "vol.nii.gz"
-    nib.save(nib.Nifti1Image(rng.random((SIZE, SIZE, 3)).astype(np.float32), np.eye(4)), volume)
-    return {"model": model_2d(root), "npz": npz, "pngs": folder, "nifti": volume}
+    """A 2D model and its inputs: an npz, a folder of PNGs and a NIfTI volume (see tests/cli_inputs.py)."""
+    return prediction_inputs(root, slices=3)
 
 
 def predict_argv(files: dict[str, Path], images: str, out: Path | str, *flags: str) -> list[str]:
