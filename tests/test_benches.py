@@ -20,7 +20,14 @@ def test_shell_scripts_parse(script: str) -> None:
 
 @pytest.mark.parametrize(
     "script",
-    ["base_convergence.py", "bench_label_budget.py", "bench_label_maps.py", "study.py", "study_3d.py"],
+    [
+        "base_convergence.py",
+        "bench_label_budget.py",
+        "bench_label_maps.py",
+        "bench_resize.py",
+        "study.py",
+        "study_3d.py",
+    ],
 )
 def test_python_entry_points_answer_help(script: str) -> None:
     out = subprocess.run(
