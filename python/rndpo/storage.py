@@ -39,6 +39,7 @@ __all__ = [
     "TEMP_PATTERN",
     "atomic_dir",
     "atomic_write",
+    "first_line",
     "load_weights",
     "refuse_link",
     "sha256_file",
@@ -74,6 +75,13 @@ def sha256_file(path: str | Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name when it has none): how a one-line error
+    quotes the library error behind it."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def refuse_link(path: Path, where: str = "where it writes") -> None:

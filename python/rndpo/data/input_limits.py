@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from rndpo.storage import first_line
+
 __all__ = [
     "HeaderCheck",
     "SizeLimitError",
@@ -121,11 +123,6 @@ def row_chunks(shape: tuple[int, ...], elements: int = 2**22) -> Iterator[slice]
         yield slice(start, start + step)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 # ---
 # .npy and .npz headers
 
@@ -170,7 +167,7 @@ def check_npy_file(path: str | Path, what: str) -> tuple[tuple[int, ...], np.dty
             shape, _, dtype = _npy_header(fh)
             offset = fh.tell()
     except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{what}: {path} is not a readable .npy file ({_first_line(err)})") from None
+        raise ValueError(f"{what}: {path} is not a readable .npy file ({first_line(err)})") from None
     _check_declared(shape, dtype, path.stat().st_size - offset, f"{what}: {path}")
     return shape, dtype
 
@@ -232,11 +229,11 @@ def read_npz(
                     out[key] = np.lib.format.read_array(fp, allow_pickle=False)
             return out
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
+        raise ValueError(f"path: {path} is not a readable .npz archive ({first_line(err)})") from None
     except ValueError as err:
         if str(err).startswith("path: "):
             raise
-        raise ValueError(f"path: {path} is not a readable .npz archive ({_first_line(err)})") from None
+        raise ValueError(f"path: {path} is not a readable .npz archive ({first_line(err)})") from None
 
 
 # ---

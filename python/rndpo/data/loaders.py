@@ -26,6 +26,7 @@ from rndpo.data.input_limits import (
     unit_divisor,
 )
 from rndpo.data.slices import VolumeSlices
+from rndpo.storage import first_line
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -174,11 +175,6 @@ def _list_images(folder: Path, arg: str) -> dict[str, Path]:
     return files
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _read_image_file(path: Path, what: str) -> np.ndarray:
     """The pixels of an image file; a corrupt, truncated or empty file is a ValueError naming it, and so
     is one whose header declares more pixels than the cap (:func:`rndpo.data.input_limits.max_pixels`).
@@ -202,13 +198,13 @@ def _read_image_file(path: Path, what: str) -> np.ndarray:
                 if size_error is None:
                     probe.verify()
         except Exception as err:
-            raise ValueError(f"{what} {path}: cannot read it as an image ({_first_line(err)})") from None
+            raise ValueError(f"{what} {path}: cannot read it as an image ({first_line(err)})") from None
         if size_error is not None:
             raise size_error
         try:
             return np.asarray(imread(path))
         except Exception as err:
-            raise ValueError(f"{what} {path}: cannot read it as an image ({_first_line(err)})") from None
+            raise ValueError(f"{what} {path}: cannot read it as an image ({first_line(err)})") from None
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -406,7 +402,7 @@ def _nifti(path: Path, what: str) -> Any:
     try:
         image = nib.load(path)
     except Exception as err:
-        raise ValueError(f"{what} {path}: cannot read it as NIfTI ({_first_line(err)})") from None
+        raise ValueError(f"{what} {path}: cannot read it as NIfTI ({first_line(err)})") from None
     check_nifti(image, path, what)
     return image
 
@@ -460,11 +456,11 @@ def load_nifti(
         try:
             vol = np.asarray(image.get_fdata(dtype=np.float32))
         except Exception as err:
-            raise ValueError(f"image {ipath}: cannot read it as NIfTI ({_first_line(err)})") from None
+            raise ValueError(f"image {ipath}: cannot read it as NIfTI ({first_line(err)})") from None
         try:
             seg = np.asarray(label.dataobj)
         except Exception as err:
-            raise ValueError(f"mask {mpath}: cannot read it as NIfTI ({_first_line(err)})") from None
+            raise ValueError(f"mask {mpath}: cannot read it as NIfTI ({first_line(err)})") from None
         vol = vol.reshape(vol.shape[:3]) if vol.ndim > 3 and all(d == 1 for d in vol.shape[3:]) else vol
         seg = seg.reshape(seg.shape[:3]) if seg.ndim > 3 and all(d == 1 for d in seg.shape[3:]) else seg
         if vol.ndim != 3:

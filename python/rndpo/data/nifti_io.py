@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rndpo.data.input_limits import check_nifti
-from rndpo.storage import atomic_write
+from rndpo.storage import atomic_write, first_line
 
 __all__ = [
     "NIFTI_ENDINGS",
@@ -49,11 +49,6 @@ def _nibabel() -> ModuleType:
             "reading and writing NIfTI files needs nibabel: pip install 'rndpo[nifti]'"
         ) from None
     return nibabel
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def nifti_stem(path: str | Path) -> str:
@@ -118,7 +113,7 @@ def _load(path: Path) -> tuple[Any, tuple[int, ...]]:
     try:
         img = nib.load(path)
     except Exception as err:
-        raise ValueError(f"cannot read NIfTI file {path}: {_first_line(err)}") from None
+        raise ValueError(f"cannot read NIfTI file {path}: {first_line(err)}") from None
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
         raise ValueError(f"cannot read NIfTI file {path}: nibabel reads it as {type(img).__name__}")
     check_nifti(img, path, "NIfTI file")  # the header's shape within the cap, its bytes present
@@ -165,7 +160,7 @@ def read_volume(path: str | Path) -> Volume:
     try:
         raw = np.asarray(img.dataobj)
     except Exception as err:
-        raise ValueError(f"cannot read NIfTI file {path}: {_first_line(err)}") from None
+        raise ValueError(f"cannot read NIfTI file {path}: {first_line(err)}") from None
     data = raw.reshape(shape).T  # (i, j, k[, c]) -> (z, y, x) or (c, z, y, x); F-order file: no copy
     return Volume(
         shape=info.shape,

@@ -36,7 +36,7 @@ from rndpo.inference.batched import predict_probs
 from rndpo.inference.outputs import OutputFiles
 from rndpo.inference.volume_prediction import predict_volumes
 from rndpo.nets import SavedModel
-from rndpo.storage import atomic_write, write_npz
+from rndpo.storage import atomic_write, first_line, write_npz
 
 __all__ = ["MAX_SCALE", "Prediction", "check_scale", "predict", "predict_path"]
 
@@ -205,17 +205,12 @@ def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
     try:
         img: Any = nib.load(path)
     except (ImageFileError, OSError, EOFError, zlib.error, ValueError) as err:
-        raise ValueError(f"image {path}: cannot read it as NIfTI ({_first_line(err)})") from None
+        raise ValueError(f"image {path}: cannot read it as NIfTI ({first_line(err)})") from None
     check_nifti(img, path, "image")  # the header's shape within the voxel cap, its bytes present
     try:
         return img, np.asarray(img.get_fdata(dtype=np.float32))
     except (OSError, EOFError, zlib.error, ValueError) as err:
-        raise ValueError(f"image {path}: cannot read it as NIfTI ({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+        raise ValueError(f"image {path}: cannot read it as NIfTI ({first_line(err)})") from None
 
 
 def _predict_nifti(

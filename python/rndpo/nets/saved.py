@@ -43,7 +43,7 @@ from torch import nn
 from rndpo import __version__
 from rndpo.data.input_limits import check_size, max_channels
 from rndpo.nets.registry import architecture_of, network_from_architecture
-from rndpo.storage import atomic_write, load_weights, write_json
+from rndpo.storage import atomic_write, first_line, load_weights, write_json
 
 __all__ = ["FORMAT", "SCALINGS", "SavedModel", "load_model", "save_model"]
 
@@ -187,16 +187,11 @@ def save_model(
 _MAX_LIST = 64  # entries of one list in an architecture description (levels, strides, ...)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _read_description(js: Path) -> dict[str, Any]:
     try:
         info = json.loads(js.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{js}: not an rndpo model description: not JSON ({_first_line(err)})") from None
+        raise ValueError(f"{js}: not an rndpo model description: not JSON ({first_line(err)})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{js}: not an rndpo model description (format {FORMAT!r} expected)")
     return info
@@ -259,7 +254,7 @@ def _read_weights(pt: Path) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             state = load_weights(pt)
     except Exception as err:  # a flipped byte trips the unpickler in many ways (KeyError, TypeError, ...)
-        text = _first_line(err)
+        text = first_line(err)
         if not (isinstance(err, ValueError) and str(pt) in text):  # load_weights' own messages name it
             text = f"{pt}: not a readable weights file ({type(err).__name__}: {text})"
         raise ValueError(text) from None
@@ -316,6 +311,6 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> SavedModel:
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{pt}: the weights do not fit the network: {_first_line(err)}") from None
+        raise ValueError(f"{pt}: the weights do not fit the network: {first_line(err)}") from None
     network.eval()
     return SavedModel(network, info)
