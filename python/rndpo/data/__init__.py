@@ -20,7 +20,8 @@ Sources, all returning a :class:`SegmentationDataset`:
 Images without masks (an unlabeled pool, or new images to segment): :func:`read_images` reads an
 ``.npz`` holding ``images`` or a folder of image files, each image at its own size, and
 :func:`load_unlabeled` resizes and stacks them; :func:`read_unlabeled_folder` reads a folder of NIfTI
-volumes (nnU-Net channel naming, or one file per case) as a :class:`VolumeSet`.
+volumes (nnU-Net channel naming, or one file per case) as a :class:`VolumeSet`; :func:`read_nifti_image`
+reads one NIfTI file (header checked first), as ``rndpo predict`` does for a 2D model's volumes.
 
 One NIfTI volume (``nifti_io.py``): :func:`read_volume` gives its voxels in rndpo's axis order (z, y, x)
 (the file's (i, j, k) reversed, never reoriented) with affine, header and spacing (z, y, x) mm;
@@ -50,6 +51,7 @@ from rndpo.data.loaders import (
     load_unlabeled,
     match_channels,
     read_images,
+    read_nifti_image,
     resize_image,
     scale_volume,
 )
@@ -98,6 +100,7 @@ __all__ = [
     "read_case_image",
     "read_dataset_json",
     "read_images",
+    "read_nifti_image",
     "read_unlabeled_folder",
     "read_volume",
     "read_volume_info",

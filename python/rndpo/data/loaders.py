@@ -407,6 +407,23 @@ def _nifti(path: Path, what: str) -> Any:
     return image
 
 
+def _voxels(image: Any, path: Path, what: str) -> np.ndarray:
+    """The voxels float32 of nibabel ``image`` (read from ``path``); errors name the file."""
+    try:
+        return np.asarray(image.get_fdata(dtype=np.float32))
+    except Exception as err:
+        raise ValueError(f"{what} {path}: cannot read it as NIfTI ({first_line(err)})") from None
+
+
+def read_nifti_image(path: str | Path) -> tuple[Any, np.ndarray]:
+    """The nibabel image of the NIfTI file ``path`` (its header checked against the voxel cap before any
+    voxel is read) and its voxels float32 (i, j, k, ...); a corrupt or truncated file is a one-line
+    ValueError naming it."""
+    path = Path(path)
+    image = _nifti(path, "image")
+    return image, _voxels(image, path, "image")
+
+
 def load_nifti(
     image_paths: Sequence[str | Path],
     mask_paths: Sequence[str | Path],
@@ -453,10 +470,7 @@ def load_nifti(
             if not p.is_file():
                 raise FileNotFoundError(f"NIfTI file not found: {p}")
         image, label = _nifti(ipath, "image"), _nifti(mpath, "mask")
-        try:
-            vol = np.asarray(image.get_fdata(dtype=np.float32))
-        except Exception as err:
-            raise ValueError(f"image {ipath}: cannot read it as NIfTI ({first_line(err)})") from None
+        vol = _voxels(image, ipath, "image")
         try:
             seg = np.asarray(label.dataobj)
         except Exception as err:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +29,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from rndpo.data import match_channels, read_images, resize_image, scale_volume
-from rndpo.data.input_limits import check_nifti
+from rndpo.data import match_channels, read_images, read_nifti_image, resize_image, scale_volume
 from rndpo.inference.batched import predict_probs
 from rndpo.inference.outputs import OutputFiles
 from rndpo.inference.volume_prediction import predict_volumes
 from rndpo.nets import SavedModel
-from rndpo.storage import atomic_write, first_line, write_npz
+from rndpo.storage import atomic_write, write_npz
 
 __all__ = ["MAX_SCALE", "Prediction", "check_scale", "predict", "predict_path"]
 
@@ -196,23 +194,6 @@ def _write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
-def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
-    """The nibabel image of ``path`` and its voxels float32 (i, j, k); a corrupt or truncated file is a
-    one-line ValueError naming it."""
-    import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
-
-    try:
-        img: Any = nib.load(path)
-    except (ImageFileError, OSError, EOFError, zlib.error, ValueError) as err:
-        raise ValueError(f"image {path}: cannot read it as NIfTI ({first_line(err)})") from None
-    check_nifti(img, path, "image")  # the header's shape within the voxel cap, its bytes present
-    try:
-        return img, np.asarray(img.get_fdata(dtype=np.float32))
-    except (OSError, EOFError, zlib.error, ValueError) as err:
-        raise ValueError(f"image {path}: cannot read it as NIfTI ({first_line(err)})") from None
-
-
 def _predict_nifti(
     model: SavedModel,
     files: list[Path],
@@ -233,7 +214,7 @@ def _predict_nifti(
     if not single:
         outputs.folder(out)
     for path, target in zip(files, targets, strict=True):
-        img, vol = _read_nifti(path)
+        img, vol = read_nifti_image(path)
         if vol.ndim != 3:
             raise ValueError(f"image {path}: expected a 3-D volume, got shape {vol.shape}")
         slices = np.moveaxis(scale_volume(vol, window, path), axis, 0)
