@@ -275,9 +275,9 @@ def _check_out(out: str, inputs: Mapping[str, str | Path]) -> None:
                 f"--out {out} {relation} the input {what} {path}; write the outputs elsewhere"
                 " (they would replace or mix with the inputs)"
             )
-    existing = target if target.is_dir() else target.parent
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
+    from rndpo.storage import nearest_existing
+
+    existing = target if target.is_dir() else nearest_existing(target.parent)
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
         reason = "read-only file system" if read_only else f"{existing} is not writable"
@@ -368,14 +368,6 @@ def _mine(args: argparse.Namespace) -> int:
     return 0
 
 
-#: errno values of a write the disk refused, and how the error line says it.
-_WRITE_ERRORS = {
-    errno.ENOSPC: "disk full",
-    errno.EDQUOT: "disk full (quota exceeded)",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-}
 _USER_ERRORS = (
     ValueError,
     TypeError,
@@ -405,17 +397,20 @@ def _written_path(name: str | bytes) -> tuple[str, bool]:
     from rndpo.storage import TEMP_PATTERN
 
     path = Path(os.fsdecode(name))
-    if TEMP_PATTERN.fullmatch(path.name):
-        return str(path.with_name(path.name[1:-13])), True
+    temporary = TEMP_PATTERN.fullmatch(path.name)
+    if temporary:
+        return str(path.with_name(temporary.group(1))), True
     return str(path), False
 
 
 def _error_line(err: BaseException) -> str | None:
     """The one line for an expected error, None for an unexpected one (it keeps its traceback)."""
-    if isinstance(err, OSError) and err.errno in _WRITE_ERRORS and isinstance(err.filename, str | bytes):
+    from rndpo.storage import WRITE_ERRORS
+
+    if isinstance(err, OSError) and err.errno in WRITE_ERRORS and isinstance(err.filename, str | bytes):
         output, temporary = _written_path(err.filename)
         if temporary or err.errno not in (errno.EACCES, errno.EPERM):  # EACCES also comes from reading
-            return f"cannot write {output}: {_WRITE_ERRORS[err.errno]}"
+            return f"cannot write {output}: {WRITE_ERRORS[err.errno]}"
     if isinstance(err, _USER_ERRORS):
         return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     if isinstance(err, _read_errors()):

@@ -20,6 +20,7 @@ that a corrupted stage is recomputed and never used.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -37,10 +38,12 @@ import numpy as np
 __all__ = [
     "CHECKSUMS",
     "TEMP_PATTERN",
+    "WRITE_ERRORS",
     "atomic_dir",
     "atomic_write",
     "first_line",
     "load_weights",
+    "nearest_existing",
     "refuse_link",
     "sha256_file",
     "stage_key",
@@ -56,8 +59,18 @@ log = logging.getLogger("rndpo")
 CHECKSUMS = "SHA256SUMS"
 """Name of the checksum file inside a stage folder."""
 
-TEMP_PATTERN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
-"""Names of the temporary files and folders of unfinished atomic writes."""
+TEMP_PATTERN = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
+"""Names of the temporary files and folders of unfinished atomic writes (group 1: the name written)."""
+
+#: errno values of a write the disk refused, and how a one-line error says it (full, over quota,
+#: read-only, no permission).
+WRITE_ERRORS: dict[int, str] = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk full (quota exceeded)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 _CHUNK = 1 << 20
 
@@ -82,6 +95,13 @@ def first_line(err: BaseException) -> str:
     quotes the library error behind it."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest ancestor that does (the root at worst)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def refuse_link(path: Path, where: str = "where it writes") -> None:

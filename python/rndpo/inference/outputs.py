@@ -13,16 +13,14 @@ keeps that name, ``.<name>.<8 hex>.tmp``, from which the output's name is read).
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["WRITE_ERRNOS", "OutputFiles"]
+from rndpo.storage import WRITE_ERRORS
 
-#: errno values of a write the disk refused: full, over quota, read-only, no permission.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+__all__ = ["OutputFiles"]
 
 
 class OutputFiles:
@@ -57,7 +55,7 @@ class OutputFiles:
         try:
             written = writer(path, *args, **kwargs)
         except OSError as err:
-            if err.errno in WRITE_ERRNOS and err.filename is None:
+            if err.errno in WRITE_ERRORS and err.filename is None:
                 err.filename = str(path)
             raise
         self.written.append(written)

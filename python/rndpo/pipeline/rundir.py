@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rndpo.pipeline.timings import TIMINGS_FILE
-from rndpo.storage import TEMP_PATTERN, refuse_link
+from rndpo.storage import TEMP_PATTERN, nearest_existing, refuse_link
 
 __all__ = [
     "LOCK_NAME",
@@ -147,11 +147,7 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
     refuse_link(out, "for a run folder: pass the folder it points to")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder")
-    existing = out
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
+    existing = nearest_existing(out)
     if existing.exists() and not existing.is_dir():
         raise NotADirectoryError(f"--out {out} lies under {existing}, which is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
