@@ -124,9 +124,14 @@ def not_a_run(out: Path, *, strict: bool = True) -> str | None:
     return None
 
 
-def _refuse_links(out: Path) -> None:
-    """ValueError if ``out`` or any name rndpo writes at its top is a symbolic link."""
+def _refuse_out_link(out: Path) -> None:
+    """ValueError if the run folder ``out`` itself is a symbolic link."""
     refuse_link(out, "for a run folder: pass the folder it points to")
+
+
+def _refuse_links(out: Path) -> None:
+    """ValueError if any name rndpo writes at the top of ``out`` is a symbolic link (``out`` itself is
+    checked first by the callers, :func:`_refuse_out_link`)."""
     for name in sorted(RUN_FILES | RUN_FOLDERS):
         refuse_link(out / name, _IN_RUN)
 
@@ -144,7 +149,7 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
             "--resume and --overwrite: pass one, not both (--resume continues the run in --out, "
             "--overwrite deletes it first)"
         )
-    refuse_link(out, "for a run folder: pass the folder it points to")
+    _refuse_out_link(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder")
     existing = nearest_existing(out)
@@ -228,7 +233,7 @@ def lock_out(out: Path) -> Iterator[Path]:
     Raises FileExistsError naming the owner's pid if another process holds it, ValueError if ``out``
     or a name rndpo writes in it is a symbolic link.
     """
-    refuse_link(out, "for a run folder: pass the folder it points to")
+    _refuse_out_link(out)
     out.mkdir(parents=True, exist_ok=True)
     _refuse_links(out)
     path = out / LOCK_NAME
