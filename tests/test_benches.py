@@ -23,6 +23,7 @@ def test_shell_scripts_parse(script: str) -> None:
     [
         "base_convergence.py",
         "bench_label_budget.py",
+        "bench_inference_window.py",
         "bench_label_maps.py",
         "bench_resize.py",
         "study.py",
